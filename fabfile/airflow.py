@@ -1,0 +1,202 @@
+"""Airflow itself: system user, offline install from a wheelhouse into a venv, one config for every node.
+
+The wheelhouse is built on the control machine (`fabfile/wheelhouse.py`) and streamed to each host only
+when its manifest differs; the install is pinned by the constraints file shipped in files/airflow/.
+Secrets (fernet key, api secret, jwt secret, connection strings) live in /etc/airflow/airflow.env
+(0640 root:airflow) and are identical on every node; airflow.cfg holds none.
+`finalize` runs `airflow db migrate` exactly once per run (on one host) and creates the admin user once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import tarfile
+from pathlib import Path
+
+from . import postgres
+from .core.steps import Change, Command, Directory, File, Step
+from .core.templates import FILES, render
+
+NAME = "airflow"
+ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
+VENV = "/opt/airflow/venv"
+WHEELHOUSE = "/opt/airflow/wheelhouse"
+HOME = "/var/lib/airflow"
+LOGS = "/var/log/airflow"
+ETC = "/etc/airflow"
+CLI = "/usr/local/bin/airflow-ha-cli"
+DAGS_CURRENT = f"{HOME}/dags/current"
+EXTRAS = "celery,postgres"
+PACKAGES = ("apache-airflow-providers-fab", "apache-airflow-providers-standard", "async-timeout")
+
+
+def applies(inv, host) -> bool:
+    return host.has(*ROLES)
+
+
+def airflow_hosts(inv) -> list:
+    return [h for h in inv.hosts.values() if h.has(*ROLES)]
+
+
+def constraints_path(inv) -> Path:
+    c = inv.cluster
+    return FILES / "airflow" / f"constraints-{c['airflow_version']}-py{c['python_version']}.txt"
+
+
+def wheelhouse_dir(inv) -> Path:
+    c = inv.cluster
+    if c["wheelhouse"]:
+        p = Path(c["wheelhouse"])
+        return p if p.is_absolute() else inv.base_dir / p
+    return Path(f"/var/cache/airflow-ha/wheelhouse-{c['airflow_version']}-py{c['python_version']}")
+
+
+def ensure_wheelhouse_local(inv) -> Path:
+    """Build the wheelhouse on the control machine if missing (cached across runs)."""
+    from . import wheelhouse
+    path = wheelhouse_dir(inv)
+    if not (path / "MANIFEST.sha256").is_file():
+        print(f"{'local':<10} airflow    building wheelhouse {path} (once; cached)", flush=True)
+        wheelhouse.build(path, inv.cluster["airflow_version"], inv.cluster["python_version"])
+    return path
+
+
+class Wheelhouse(Step):
+    """The control machine's wheelhouse mirrored on the host (streamed as tar only when it differs)."""
+
+    kind = "wheelhouse"
+
+    def __init__(self, local: Path):
+        super().__init__(WHEELHOUSE)
+        self.local = local
+        self.manifest = (local / "MANIFEST.sha256").read_bytes()
+
+    def probe(self):
+        return f"sha256sum < {WHEELHOUSE}/MANIFEST.sha256 2>/dev/null | cut -c1-64"
+
+    def plan(self, state, notified):
+        if state.strip() == hashlib.sha256(self.manifest).hexdigest():
+            return None
+        unpack = (f"rm -rf {WHEELHOUSE}.new && mkdir -p {WHEELHOUSE}.new && "
+                         f"tar -xf - -C {WHEELHOUSE}.new && rm -rf {WHEELHOUSE} && "
+                  f"mv {WHEELHOUSE}.new {WHEELHOUSE}")
+        return Change(f"upload {len(self.manifest.splitlines())} wheels", "true", stream=(unpack, self._tar_chunks))
+
+    def _tar_chunks(self):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for f in sorted(self.local.iterdir()):
+                if f.is_file():
+                    tar.add(f, arcname=f.name)
+        data = buf.getvalue()
+        for i in range(0, len(data), 1 << 20):
+            yield data[i:i + (1 << 20)]
+
+
+def config_values(ctx) -> dict:
+    inv, run, host = ctx.inv, ctx.run, ctx.host
+    ports = inv.cluster["ports"]
+    nginx_hosts = inv.with_role("nginx")
+    scheme = "https" if inv.cluster["tls"]["enabled"] else "http"
+    local_nginx = host.has("nginx")
+    exec_host = "127.0.0.1" if local_nginx else run.addresses[nginx_hosts[0].name]
+    statsd = inv.cluster["monitoring"]
+    return {
+        "airflow_home": HOME, "dags_folder": DAGS_CURRENT, "logs_folder": LOGS,
+        "base_url": f"{scheme}://{nginx_hosts[0].name}/",
+        "execution_api_server_url": f"http://{exec_host}:{ports['http']}/execution/",
+        "api_port": ports["api"], "api_workers": inv.cluster["api_workers"],
+        "worker_log_server_port": ports["worker_log"], "flower_port": ports["flower"],
+        "flower_url_prefix": "/flower", "hostname": host.name,
+        "sentinel_master_name": inv.cluster["redis"]["master_name"],
+        "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports["statsd"],
+        "parallelism": inv.cluster["parallelism"], "default_timezone": "utc",
+    }
+
+
+def env_values(ctx) -> dict:
+    inv, run, s = ctx.inv, ctx.run, ctx.secrets
+    port = inv.cluster["ports"]["sentinel"]
+    return {
+        "fernet_key": s["fernet_key"], "api_secret_key": s["api_secret_key"], "jwt_secret": s["jwt_secret"],
+        "db_user": postgres.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
+        "db_port": inv.cluster["ports"]["postgres"], "db_name": postgres.DB,
+        "redis_password": s["redis_password"], "sentinel_password": s["sentinel_password"],
+        "sentinels": [f"{run.addresses[h.name]}:{port}" for h in inv.with_role("sentinel")],
+        "flower_user": "flower", "flower_password": s["flower_password"],
+    }
+
+
+def install_spec(inv) -> str:
+    return " ".join([f"apache-airflow[{EXTRAS}]=={inv.cluster['airflow_version']}", *PACKAGES])
+
+
+def steps(ctx) -> list:
+    inv, plat = ctx.inv, ctx.platform
+    wheels = wheelhouse_dir(inv)
+    constraints = constraints_path(inv).read_text()
+    install_id = hashlib.sha256("\n".join([
+        install_spec(inv), constraints, (wheels / "MANIFEST.sha256").read_text()]).encode()).hexdigest()
+    spec = install_spec(inv)
+    find = f"--no-index --find-links {WHEELHOUSE} -c /opt/airflow/constraints.txt"
+    quoted = " ".join(shlex.quote(s) for s in spec.split())
+    return [
+        Command("group airflow", unless="getent group airflow", script="groupadd --system airflow"),
+        Command("user airflow", unless="getent passwd airflow",
+                script=f"useradd --system --gid airflow --home-dir {HOME} --shell /usr/sbin/nologin airflow"),
+        Directory(HOME, owner="airflow", group="airflow", mode=0o755),
+        Directory(f"{HOME}/dags", owner="airflow", group="airflow", mode=0o755),
+        Directory(LOGS, owner="airflow", group="airflow", mode=0o755),
+        Directory(ETC, owner="root", group="airflow", mode=0o750),
+        Directory("/opt/airflow", mode=0o755),
+        Wheelhouse(wheels),
+        File("/opt/airflow/constraints.txt", constraints),
+        Command("venv", desc=f"create {VENV}", unless=f"[ -x {VENV}/bin/python ]",
+                script=f"{plat.python} -m venv {VENV}"),
+        Command("install", desc=f"install {spec}",
+                unless=f"[ \"$(cat {VENV}/.airflow-ha-install 2>/dev/null)\" = {install_id} ]",
+                script=(f"{VENV}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
+                        f"if [ -x {VENV}/bin/uv ]; then {VENV}/bin/uv pip install -q --python {VENV}/bin/python "
+                        f"{find} {quoted}\nelse {VENV}/bin/pip install -q {find} {quoted}; fi\n"
+                        f"{VENV}/bin/airflow version >/dev/null\n"
+                        f"echo {install_id} > {VENV}/.airflow-ha-install"),
+                notify=("airflow",)),
+        File(f"{ETC}/airflow.cfg", render("airflow/airflow.cfg.j2", **config_values(ctx)),
+             owner="root", group="airflow", mode=0o644, notify=("airflow",)),
+        File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
+             owner="root", group="airflow", mode=0o640, notify=("airflow",), secret=True),
+        File(CLI, render("airflow/airflow-cli.sh.j2", venv=VENV), mode=0o755),
+        File("/etc/logrotate.d/airflow-ha", render("airflow/logrotate.j2", logs=LOGS)),
+    ]
+
+
+def finalize(run, hosts) -> None:
+    """`airflow db migrate` once per run and the admin user once, on the first airflow host reached."""
+    candidates = [h for h in run.alive(hosts) if h.has(*ROLES)]
+    if not candidates:
+        return
+    host = candidates[0]
+    s, inv = run.secrets, run.inv
+    admin = inv.cluster["admin_user"]
+    version = inv.cluster["airflow_version"]
+    stamp = f"{HOME}/.airflow-ha-db-migrated"
+    psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql -h {postgres.db_host(run)} "
+            f"-p {inv.cluster['ports']['postgres']} -U {postgres.USER} -d {postgres.DB} -tA")
+    db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
+    steps = [
+        Command("db migrate", desc=f"airflow db migrate (Airflow {version})",
+                unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = \"{version} {db_rev}\" ]",
+                script=f"{CLI} db migrate 2>&1 | tail -5\necho \"{version} {db_rev}\" > {stamp}"),
+        Command("admin user", desc=f"create admin user '{admin}'",
+                unless=f"{psql} -c \"select 1 from ab_user where username='{admin}'\" | grep -qx 1",
+                script=(f"printf '%s\\n%s\\n' {shlex.quote(s['admin_password'])} {shlex.quote(s['admin_password'])} "
+                        f"| {CLI} users create --username {admin} --role Admin --firstname Airflow "
+                        f"--lastname Admin --email {admin}@localhost 2>&1 | tail -3")),
+    ]
+    try:
+        run.converge(host, NAME, steps)
+    except Exception as exc:  # noqa: BLE001
+        run.fail_host(host, NAME, f"db migrate: {exc}")
+

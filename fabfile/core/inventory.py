@@ -1,0 +1,327 @@
+"""Inventory: load `hosts.yaml`, apply documented defaults, validate everything before any connection.
+
+Schema (README "Inventory" shows an example):
+
+    cluster:            # optional; every key has a default (CLUSTER_DEFAULTS)
+      <key>: <value>
+    hosts:              # required, at least one host
+      <ssh name>:
+        roles: [<role>, ...]
+        address: <ip>   # optional cluster address; default: HostName from ssh_config, else DNS
+        <override>: ... # optional per-host overrides of HOST_OVERRIDABLE cluster keys
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import InventoryError
+
+ROLES = (
+    "redis", "sentinel", "postgres", "api_server", "scheduler", "dag_processor",
+    "triggerer", "worker", "flower", "nginx", "monitoring",
+)
+
+#: cluster key -> default. The type of the default is the type the key must have (None = optional str).
+CLUSTER_DEFAULTS: dict = {
+    "name": "airflow",
+    "airflow_version": "3.3.2",
+    "python_version": "3.11",          # wheelhouse/constraints target (Debian 12: 3.11, Ubuntu 24.04/EL9: 3.12)
+    "constraints_url": None,           # optional official constraints URL instead of the shipped file
+    "wheelhouse": None,                # local wheelhouse dir; default /var/cache/airflow-ha/wheelhouse-<v>-py<p>
+    "worker_concurrency": 4,
+    "parallelism": 32,
+    "api_workers": 2,
+    "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
+    "admin_user": "admin",
+    "ports": {
+        "redis": 6379, "sentinel": 26379, "postgres": 5432, "api": 8080,
+        "worker_log": 8793, "flower": 5555, "http": 80, "https": 443,
+        "statsd": 9125, "statsd_exporter": 9102, "node_exporter": 9100,
+        "redis_exporter": 9121, "postgres_exporter": 9187, "prometheus": 9090,
+    },
+    "redis": {"mode": "replication", "master_name": "airflow", "down_after_ms": 5000,
+              "failover_timeout_ms": 60000},
+    "postgres": {"max_connections": 0},   # 0 = computed from the number of Airflow processes
+    "tls": {"enabled": False, "cert": None, "key": None},
+    "http_proxy": None,                # proxy for apt/dnf and pip on the hosts
+    "firewall": "auto",                # auto (platform default) | ufw | firewalld
+    "monitoring_cidr": None,           # extra source allowed to scrape exporters
+    "dags_dir": "dags",                # local DAG folder synced by dags.deploy (relative to the inventory)
+    "dag_releases_keep": 5,
+    "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
+    "parallel": 10,                    # hosts worked on at once
+    "check_timeout": 10,               # seconds per health check
+    "monitoring": False,               # statsd + exporters on every host
+}
+HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers")
+HOST_KEYS = ("roles", "address", *HOST_OVERRIDABLE)
+FIREWALLS = ("auto", "ufw", "firewalld")
+
+#: which port each role listens on (for the "two services on one port" check)
+ROLE_PORTS = {
+    "redis": ("redis",), "sentinel": ("sentinel",), "postgres": ("postgres",), "api_server": ("api",),
+    "worker": ("worker_log",), "flower": ("flower",), "nginx": ("http", "https"),
+    "monitoring": ("prometheus",),
+}
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    roles: frozenset
+    address: str | None
+    vars: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def has(self, *roles: str) -> bool:
+        return any(r in self.roles for r in roles)
+
+
+@dataclass
+class Inventory:
+    path: Path
+    cluster: dict
+    hosts: dict  # name -> Host, in file order
+
+    def with_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts.values() if role in h.roles]
+
+    def var(self, host: Host, key: str):
+        """A cluster setting as seen by one host (per-host overrides win)."""
+        return host.vars.get(key, self.cluster[key])
+
+    def select(self, names: str | list | None) -> list[Host]:
+        """Hosts named by `--hosts a,b` (all when empty); unknown names are an InventoryError."""
+        if not names:
+            return list(self.hosts.values())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in names if n not in self.hosts]
+        if unknown:
+            raise InventoryError(
+                f"host {', '.join(unknown)} is not in the inventory", str(self.path),
+                f"use one of: {', '.join(self.hosts)} — or add it under 'hosts:'")
+        return [self.hosts[n] for n in dict.fromkeys(names)]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load silently keeps the last of two equal keys; we refuse them (duplicate hosts)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise InventoryError(
+                f"duplicate key '{key}' (line {seen[key] + 1} and line {key_node.start_mark.line + 1})",
+                loader.name, "each host (and each key) may appear only once: merge the two entries")
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("AIRFLOW_HA_INVENTORY", "hosts.yaml"))
+
+
+def load(path: str | Path | None = None) -> Inventory:
+    """Read, merge defaults and validate. Raises InventoryError naming file, key and fix."""
+    path = Path(path) if path else default_path()
+    if not path.is_file():
+        raise InventoryError("inventory file not found", str(path),
+                             "create it (see README 'Inventory') or pass --inventory / AIRFLOW_HA_INVENTORY")
+    try:
+        with open(path) as fh:
+            loader = _UniqueKeyLoader(fh)
+            loader.name = str(path)
+            try:
+                data = loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InventoryError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where,
+                             "fix the YAML syntax (indentation, colons, brackets)") from None
+    if not isinstance(data, dict):
+        raise InventoryError("expected a mapping with 'cluster:' and 'hosts:'", str(path),
+                             "see README 'Inventory' for the schema")
+    unknown = set(data) - {"cluster", "hosts"}
+    if unknown:
+        raise InventoryError(f"unknown top-level key '{sorted(unknown)[0]}'", str(path),
+                             "only 'cluster:' and 'hosts:' are allowed at the top level")
+    cluster = _merge(CLUSTER_DEFAULTS, data.get("cluster") or {}, path, "cluster")
+    hosts = _hosts(data.get("hosts"), cluster, path)
+    inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts)
+    _validate(inv)
+    return inv
+
+
+def _type_name(value) -> str:
+    return {bool: "true/false", int: "a number", str: "a string", dict: "a mapping", list: "a list"}.get(
+        type(value), type(value).__name__)
+
+
+def _merge(defaults: dict, given: dict, path, where: str) -> dict:
+    if not isinstance(given, dict):
+        raise InventoryError(f"expected a mapping, got {_type_name(given)}", f"{path}: {where}",
+                             "write 'key: value' pairs under it")
+    out = {}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        out[key] = _check_type(value, default, path, f"{where}.{key}")
+    for key in given:
+        if key not in defaults:
+            raise InventoryError(f"unknown key '{key}'", f"{path}: {where}.{key}",
+                                 f"known keys: {', '.join(defaults)}")
+    return out
+
+
+def _check_type(value, default, path, where):
+    if isinstance(default, dict):
+        return _merge(default, value, path, where)
+    if default is None:
+        if value is not None and not isinstance(value, str):
+            raise InventoryError(f"expected a string, got {_type_name(value)} ({value!r})",
+                                 f"{path}: {where}", "quote the value")
+        return value
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise InventoryError(f"expected true/false, got {value!r}", f"{path}: {where}", "use true or false")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InventoryError(f"expected {_type_name(default)}, got {_type_name(value)} ({value!r})",
+                                 f"{path}: {where}", f"write a whole number such as {default}, without quotes")
+        if value < 0:
+            raise InventoryError(f"must not be negative ({value})", f"{path}: {where}", "use a number >= 0")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise InventoryError(f"expected a string, got {_type_name(value)} ({value!r})",
+                             f"{path}: {where}", f"quote it, e.g. '{value}'")
+    return value
+
+
+def _hosts(raw, cluster, path) -> dict:
+    if not raw or not isinstance(raw, dict):
+        raise InventoryError("no hosts", f"{path}: hosts", "list at least one host with its roles under 'hosts:'")
+    hosts = {}
+    for name, spec in raw.items():
+        where = f"{path}: hosts.{name}"
+        if not isinstance(name, str) or not name.replace("-", "").replace(".", "").replace("_", "").isalnum():
+            raise InventoryError(f"invalid host name {name!r}", where, "use an SSH host name such as node1")
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise InventoryError(f"expected a mapping, got {_type_name(spec)}", where,
+                                 "write 'roles: [...]' under the host")
+        for key in spec:
+            if key not in HOST_KEYS:
+                raise InventoryError(f"unknown key '{key}'", f"{where}.{key}", f"known keys: {', '.join(HOST_KEYS)}")
+        roles = spec.get("roles") or []
+        if not isinstance(roles, list):
+            raise InventoryError(f"expected a list of roles, got {_type_name(roles)}", f"{where}.roles",
+                                 "write roles: [redis, worker]")
+        for role in roles:
+            if role not in ROLES:
+                raise InventoryError(f"unknown role '{role}'", f"{where}.roles",
+                                     f"known roles: {', '.join(ROLES)}")
+        address = spec.get("address")
+        if address is not None:
+            try:
+                ipaddress.ip_address(str(address))
+            except ValueError:
+                raise InventoryError(f"address {address!r} is not an IP address", f"{where}.address",
+                                     "give the host's cluster IP, or leave it out to use the SSH HostName") from None
+        overrides = {k: _check_type(spec[k], cluster[k], path, f"hosts.{name}.{k}")
+                     for k in HOST_OVERRIDABLE if k in spec}
+        hosts[name] = Host(name=name, roles=frozenset(roles), address=address and str(address), vars=overrides)
+    return hosts
+
+
+def _validate(inv: Inventory) -> None:
+    path, c = inv.path, inv.cluster
+    if c["redis"]["mode"] == "cluster":
+        raise InventoryError(
+            "redis.mode 'cluster' is not supported: Celery/kombu has no Redis Cluster transport (CROSSSLOT/"
+            "MovedError; kombu offers redis, rediss and sentinel only), and a 3-master Redis Cluster without "
+            "replicas is not HA either", f"{path}: cluster.redis.mode",
+            "use 'replication' (the default): 1 master + replicas, failover by 3 Sentinels, sentinel:// broker URLs")
+    if c["redis"]["mode"] != "replication":
+        raise InventoryError(f"unknown redis.mode {c['redis']['mode']!r}", f"{path}: cluster.redis.mode",
+                             "use 'replication'")
+    for role, fix in (("postgres", "give exactly one host the 'postgres' role"),
+                      ("redis", "give one or more hosts (3 recommended) the 'redis' role"),
+                      ("api_server", "give at least one host (2 for HA) the 'api_server' role"),
+                      ("scheduler", "give at least one host (2 for HA) the 'scheduler' role"),
+                      ("dag_processor", "give one host the 'dag_processor' role"),
+                      ("worker", "give at least one host the 'worker' role"),
+                      ("nginx", "give at least one host the 'nginx' role")):
+        if not inv.with_role(role):
+            raise InventoryError(f"no host has the '{role}' role", f"{path}: hosts", fix)
+    if len(inv.with_role("postgres")) > 1:
+        raise InventoryError("more than one host has the 'postgres' role", f"{path}: hosts",
+                             "keep one postgres host (a streaming standby is not supported yet)")
+    sentinels = len(inv.with_role("sentinel"))
+    if sentinels % 2 == 0:
+        raise InventoryError(
+            f"{sentinels} sentinel hosts: an {'empty' if not sentinels else 'even'} number of Sentinels cannot "
+            "form a safe majority", f"{path}: hosts",
+            "give the 'sentinel' role to an odd number of hosts (3 recommended)")
+    if c["firewall"] not in FIREWALLS:
+        raise InventoryError(f"unknown firewall {c['firewall']!r}", f"{path}: cluster.firewall",
+                             f"use one of: {', '.join(FIREWALLS)}")
+    for host in inv.hosts.values():
+        if inv.var(host, "firewall") not in FIREWALLS:
+            raise InventoryError(f"unknown firewall {inv.var(host, 'firewall')!r}",
+                                 f"{path}: hosts.{host.name}.firewall", f"use one of: {', '.join(FIREWALLS)}")
+        if inv.var(host, "worker_concurrency") < 1:
+            raise InventoryError("worker_concurrency must be at least 1",
+                                 f"{path}: hosts.{host.name}.worker_concurrency", "use 1 or more")
+        _check_ports(inv, host)
+    tls = c["tls"]
+    if bool(tls["cert"]) != bool(tls["key"]):
+        raise InventoryError("tls.cert and tls.key must be given together", f"{path}: cluster.tls",
+                             "give both paths, or neither to generate a self-signed pair")
+
+
+def _check_ports(inv: Inventory, host: Host) -> None:
+    ports = inv.cluster["ports"]
+    used: dict[int, str] = {22: "ssh"}
+    services = [p for role in sorted(host.roles) for p in ROLE_PORTS.get(role, ())]
+    if inv.cluster["monitoring"]:
+        services += ["statsd_exporter", "node_exporter"]
+    for service in services:
+        port = ports[service]
+        if port in used and used[port] != service:
+            raise InventoryError(
+                f"two services on port {port}: {used[port]} and {service}",
+                f"{inv.path}: cluster.ports.{service} (host {host.name})",
+                f"give '{service}' a free port under cluster.ports")
+        used[port] = service
+
+
+def resolve_address(inv: Inventory, host: Host, ssh_lookup) -> str:
+    """The host's cluster address: inventory `address`, else the ssh_config HostName, else DNS."""
+    if host.address:
+        return host.address
+    target = ssh_lookup(host.name).get("hostname", host.name)
+    try:
+        return str(ipaddress.ip_address(target))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(target, 22, socket.AF_INET)[0][4][0]
+    except OSError:
+        raise InventoryError(f"cannot resolve host '{host.name}'", f"{inv.path}: hosts.{host.name}",
+                             "set 'address:' for it, add it to your ssh_config, or bring the lab up "
+                             "(inv lab.up)") from None

@@ -1,0 +1,361 @@
+"""The runner: components over hosts, in parallel, with ok/changed/failed per step and a recap.
+
+Per host and component: one round trip to probe every step, a local plan, one round trip to apply the
+changes (none when nothing differs). A host that fails is marked failed and skipped by later
+components; the other hosts go on. `--check` prints the plan and file diffs and changes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+from . import secrets as secrets_mod
+from .errors import UserError
+from .facts import FACTS_SCRIPT, Facts, parse_facts
+from .inventory import Host, Inventory, resolve_address
+from .remote import Remote, Unreachable, lab_ssh_config, load_ssh_config
+from .steps import Change, File, Service
+
+STATUS_ORDER = ("ok", "changed", "warn", "failed")
+
+
+@dataclass
+class Options:
+    check: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    silent: bool = False      # print nothing at all (health, which prints its own table/JSON)
+    serial: int = 0           # 0 = all hosts at once; N = rolling batches of N hosts
+    parallel: int = 0         # pool size; 0 = the inventory's `parallel`
+
+
+@dataclass
+class HostContext:
+    """What a component sees when it plans one host."""
+
+    run: Run
+    host: Host
+    facts: Facts
+
+    @property
+    def inv(self) -> Inventory:
+        return self.run.inv
+
+    @property
+    def platform(self):
+        return self.facts.platform
+
+    @property
+    def address(self) -> str:
+        return self.run.addresses[self.host.name]
+
+    @property
+    def secrets(self) -> dict:
+        return self.run.secrets
+
+    def var(self, key):
+        return self.inv.var(self.host, key)
+
+
+@dataclass
+class StepResult:
+    host: str
+    component: str
+    label: str
+    status: str
+    desc: str = ""
+    output: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    inv: Inventory
+    hosts: list
+    opts: Options = field(default_factory=Options)
+
+    def __post_init__(self):
+        self.secrets = secrets_mod.load_or_create(self.inv.path, check=self.opts.check)
+        self.mask = secrets_mod.masker(self.secrets)
+        ssh_path = self.inv.cluster["ssh_config"] or lab_ssh_config(self.inv.base_dir)
+        if ssh_path and not str(ssh_path).startswith("/"):
+            ssh_path = self.inv.base_dir / ssh_path
+        self.ssh_config = load_ssh_config(ssh_path)
+        self.addresses = {h.name: resolve_address(self.inv, h, self.ssh_config.lookup)
+                          for h in self.inv.hosts.values()}
+        self.remotes: dict[str, Remote] = {}
+        self.facts: dict[str, Facts] = {}
+        self.failed: dict[str, str] = {}
+        self.counts = {h.name: Counter() for h in self.hosts}
+        self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.results: list[StepResult] = []
+        self.pending: dict = {}        # host -> services notified so far in this run
+        self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
+        self._print = threading.Lock()
+        self.started = time.monotonic()
+
+    # -- output -----------------------------------------------------------------------------------
+    def say(self, text: str, always: bool = False) -> None:
+        if self.opts.silent or (self.opts.quiet and not always):
+            return
+        with self._print:
+            print(self.mask(text), flush=True)
+
+    def record(self, res: StepResult) -> None:
+        self.results.append(res)
+        if res.host in self.counts:
+            self.counts[res.host][res.status] += 1
+            self.seconds[res.host] += res.seconds
+        verb = {"changed": "would change" if self.opts.check else "changed"}.get(res.status, res.status)
+        line = f"{res.host:<10} {res.component:<10} {verb:<12} {res.label}"
+        if res.desc and res.status != "ok":
+            line += f": {res.desc}"
+        if res.status != "ok" or self.opts.verbose:
+            line += f" ({res.seconds:.1f}s)"
+        self.say(line, always=res.status == "failed")
+        if res.output and (res.status == "failed" or self.opts.verbose):
+            self.say("\n".join("    | " + ln for ln in res.output.rstrip().splitlines()[-40:]),
+                     always=res.status == "failed")
+
+    # -- hosts ------------------------------------------------------------------------------------
+    def alive(self, hosts=None) -> list:
+        return [h for h in (hosts or self.hosts) if h.name not in self.failed]
+
+    def fail_host(self, host: Host, component: str, reason: str) -> None:
+        self.failed[host.name] = reason
+        self.record(StepResult(host.name, component, "host", "failed", reason))
+
+    def remote(self, name: str) -> Remote:
+        """The connection to any inventory host (opened on first use)."""
+        if name not in self.remotes:
+            r = Remote(name, self.ssh_config)
+            r.open()
+            self.remotes[name] = r
+        return self.remotes[name]
+
+    def parallel(self, fn, hosts) -> list:
+        size = self.opts.parallel or self.inv.cluster["parallel"]
+        hosts = list(hosts)
+        if not hosts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(size, len(hosts))) as pool:
+            return list(pool.map(fn, hosts))
+
+    def connect(self) -> None:
+        """Open one SSH connection per host and gather its facts (one round trip), in parallel."""
+        def one(host):
+            t0 = time.monotonic()
+            try:
+                rem = self.remote(host.name)
+                res = rem.sh(FACTS_SCRIPT, timeout=30)
+                self.facts[host.name] = parse_facts(res.out)
+            except Unreachable as exc:
+                self.fail_host(host, "connect", f"unreachable: {exc}")
+            except UserError as exc:
+                self.fail_host(host, "facts", exc.message)
+            except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
+                self.fail_host(host, "connect", f"unreachable: {type(exc).__name__}: {exc}")
+            else:
+                self.seconds[host.name] += time.monotonic() - t0
+        self.parallel(one, [h for h in self.hosts if h.name not in self.facts])
+
+    def context(self, host: Host) -> HostContext:
+        return HostContext(self, host, self.facts[host.name])
+
+    # -- components -------------------------------------------------------------------------------
+    def apply_component(self, component, hosts=None) -> None:
+        """Run one component on the given (default: all selected, alive) hosts in parallel."""
+        hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
+        if hasattr(component, "prepare"):
+            component.prepare(self, hosts)
+        self.parallel(lambda h: self._component_on_host(component, h), hosts)
+        if hasattr(component, "finalize"):
+            component.finalize(self, self.alive(hosts))
+
+    def _component_on_host(self, component, host: Host) -> None:
+        name = component.NAME
+        try:
+            steps = component.steps(self.context(host))
+            self.converge(host, name, steps)
+        except Unreachable as exc:
+            self.fail_host(host, name, f"unreachable: {exc}")
+        except UserError as exc:
+            self.fail_host(host, name, exc.message)
+        except Exception as exc:  # noqa: BLE001
+            self.fail_host(host, name, f"{type(exc).__name__}: {exc}")
+
+    def converge(self, host: Host, component: str, steps: list) -> list[StepResult]:
+        """Probe, plan and (unless --check) apply `steps` on `host`. Returns the step results."""
+        if not steps:
+            return []
+        rem = self.remote(host.name)
+        t0 = time.monotonic()
+        states = _split(rem.sh(_probe_script(steps), timeout=300).out, len(steps))
+        notified: set = set(self.pending.get(host.name, ()))
+        planned: list[tuple] = []
+        for step, state in zip(steps, states, strict=True):
+            change = step.plan(state, notified)
+            if change is not None:
+                notified.update(change.notify)
+            planned.append((step, change))
+        self.pending[host.name] = notified   # notifications reach services of later components too
+        probe_secs = (time.monotonic() - t0) / len(steps)
+        results = []
+        todo = [(s, c) for s, c in planned if c is not None and not c.warning]
+        for step, change in planned:
+            if change is None:
+                results.append(StepResult(host.name, component, step.label, "ok", seconds=probe_secs))
+            elif change.warning:
+                results.append(StepResult(host.name, component, step.label, "warn", change.desc))
+        if self.opts.check:
+            self._show_diffs(rem, host, todo)
+            results += [StepResult(host.name, component, s.label, "changed", c.desc) for s, c in todo]
+        elif todo:
+            results += self._apply(rem, host, component, todo, "daemon-reload" in notified)
+        for res in results:
+            self.record(res)
+        if any(r.status == "failed" for r in results):
+            self.failed[host.name] = f"{component} failed"
+        return results
+
+    def _apply(self, rem, host, component, todo, daemon_reload) -> list[StepResult]:
+        streamed = {}
+        for i, (_step, change) in enumerate(todo):
+            if change.stream:
+                t0 = time.monotonic()
+                command, chunks = change.stream
+                res = rem.stream_to(command, chunks(), timeout=1800)
+                streamed[i] = (res, time.monotonic() - t0)
+                if not res.ok:
+                    break
+        parts = ["exec 2>&1"]
+        reloaded = not daemon_reload
+        for i, (step, change) in enumerate(todo):
+            if not reloaded and isinstance(step, Service):
+                parts.append("systemctl daemon-reload")
+                reloaded = True
+            parts.append(f"echo '@@begin {i}'; s=$(date +%s%N)\n( set -e\n{change.script}\n)\n"
+                         f"rc=$?; echo \"@@end {i} $rc $(( ($(date +%s%N) - s) / 1000000 ))\"; "
+                         "[ $rc -eq 0 ] || exit 0")
+        t0 = time.monotonic()
+        res = rem.sh("\n".join(parts) + "\n", timeout=3600)
+        wall = time.monotonic() - t0
+        done = _parse_apply(res.out)
+        for i, (sres, secs) in streamed.items():
+            rc, ms, out = done.get(i, (0, 0, ""))
+            done[i] = (rc or sres.rc, int(secs * 1000) + ms, (sres.err or sres.out) + out)
+        results = []
+        for i, (step, change) in enumerate(todo):
+            if i in done:
+                rc, ms, out = done[i]
+                status = "changed" if rc == 0 else "failed"
+                results.append(StepResult(host.name, component, step.label, status, change.desc,
+                                          self.mask(out), ms / 1000))
+            else:
+                reason = "not run: an earlier step failed" if done else (res.err or res.out or "no output")
+                results.append(StepResult(host.name, component, step.label, "failed", change.desc,
+                                          self.mask(reason.strip()[-2000:]), wall if not done else 0))
+                break
+        return results
+
+    def _show_diffs(self, rem, host, todo) -> None:
+        files = [(s, c) for s, c in todo if isinstance(s, File) and c.new_content is not None]
+        if not files or self.opts.quiet:
+            return
+        script = "".join(f"echo '@@file {i}'; [ -f '{s.target}' ] && base64 '{s.target}'; echo\n"
+                         for i, (s, _) in enumerate(files))
+        olds = _split(rem.sh(script, timeout=60).out, len(files), marker="@@file")
+        import base64
+        for (step, change), old_b64 in zip(files, olds, strict=True):
+            try:
+                old = base64.b64decode(old_b64.strip() or b"").decode(errors="replace")
+            except ValueError:
+                old = ""
+            diff = "".join(difflib.unified_diff(
+                old.splitlines(True), change.new_content.splitlines(True),
+                f"{host.name}:{step.target} (current)", f"{host.name}:{step.target} (planned)"))
+            if diff:
+                self.say(diff.rstrip("\n"))
+
+    # -- end --------------------------------------------------------------------------------------
+    def recap(self) -> int:
+        rows = []
+        for h in self.hosts:
+            c = self.counts[h.name]
+            rows.append([h.name, c["ok"], c["changed"], c["warn"], c["failed"],
+                         f"{self.seconds[h.name]:.1f}", self.failed.get(h.name, "")[:70]])
+        heading = "would change" if self.opts.check else "changed"
+        self.say(tabulate(rows, headers=["host", "ok", heading, "warn", "failed", "seconds", "error"]),
+                 always=True)
+        trips = sum(r.round_trips for r in self.remotes.values())
+        self.say(f"{len(self.hosts)} host(s), {len(self.failed)} failed, "
+                 f"{sum(c['changed'] for c in self.counts.values())} {heading}, {trips} SSH round trips, "
+                 f"{time.monotonic() - self.started:.1f}s", always=True)
+        return 1 if self.failed else 0
+
+    def close(self) -> None:
+        for r in self.remotes.values():
+            r.close()
+
+
+def _probe_script(steps) -> str:
+    return "".join(f"echo '@@probe {i}'\n{{ {s.probe()}\n}} 2>/dev/null\n" for i, s in enumerate(steps))
+
+
+def _split(out: str, n: int, marker: str = "@@probe") -> list[str]:
+    chunks = [""] * n
+    current = None
+    for line in out.splitlines(True):
+        m = re.match(rf"^{marker} (\d+)$", line.strip()) if line.startswith(marker) else None
+        if m:
+            current = int(m.group(1))
+            continue
+        if current is not None and current < n:
+            chunks[current] += line
+    return chunks
+
+
+def _parse_apply(out: str) -> dict:
+    done, buf, current = {}, [], None
+    for line in out.splitlines():
+        if line.startswith("@@begin "):
+            current, buf = int(line.split()[1]), []
+        elif line.startswith("@@end ") and current is not None:
+            _, i, rc, ms = line.split()
+            done[int(i)] = (int(rc), int(ms), "\n".join(buf))
+            current = None
+        else:
+            buf.append(line)
+    return done
+
+
+def execute(inv: Inventory, hosts: list, components: list, opts: Options) -> int:
+    """Connect, run the components in order (rolling batches with --serial), print the recap."""
+    run = Run(inv, hosts, opts)
+    try:
+        run.connect()
+        batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
+            else [hosts]
+        for batch in batches:
+            for component in components:
+                run.apply_component(component, batch)
+        return run.recap()
+    finally:
+        run.close()
+
+
+def fail(exc: UserError) -> None:
+    print(f"error: {exc.message}", file=sys.stderr)
+    raise SystemExit(exc.exit_code)
+
+
+__all__ = ["Change", "HostContext", "Options", "Run", "execute", "fail"]

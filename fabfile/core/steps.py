@@ -1,0 +1,351 @@
+"""Idempotent steps: each one probes state, plans a change only if the state differs, and applies it.
+
+A step never touches the host itself. The runner joins the `probe()` snippets of all steps of a component
+into one remote script (one round trip), calls `plan(state, notified)` locally (pure Python: this is what
+`--check` prints and what spec tests compare), then joins the planned `Change.script`s into one apply
+script (a second round trip, only when something changes).
+
+Handlers: a step's `notify` names services; a `Service` step restarts once, at the end of its component,
+only if a step that notifies it changed. The special name "daemon-reload" makes the runner call
+`systemctl daemon-reload` once before the first service action.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+
+q = shlex.quote
+
+
+@dataclass
+class Change:
+    """What a step would do: a one-line description, the shell to do it, and (for files) a diff."""
+
+    desc: str
+    script: str
+    new_content: str | None = None   # files: the desired text, for the --check diff
+    notify: tuple = ()
+    warning: bool = False            # nothing to apply, but the user should know (reported as "warn")
+    stream: tuple | None = None      # (command, chunks()) : bytes streamed to a command before the script
+
+
+@dataclass
+class Step:
+    kind = "step"
+    target: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.target}"
+
+    def probe(self) -> str:
+        return "true"
+
+    def plan(self, state: str, notified: set) -> Change | None:
+        raise NotImplementedError
+
+
+@dataclass
+class Packages(Step):
+    """OS packages present (apt or dnf); `apt-get update` only when the lists are older than an hour."""
+
+    kind = "packages"
+    names: tuple = ()
+    manager: str = "apt"
+    proxy: str | None = None
+
+    def __post_init__(self):
+        self.target = self.target or " ".join(self.names)
+
+    def probe(self) -> str:
+        names = " ".join(q(n) for n in self.names)
+        if self.manager == "apt":
+            return f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null | grep ' installed$'"
+        return f"rpm -q --qf '%{{NAME}} installed\\n' {names} 2>/dev/null | grep ' installed$'"
+
+    def plan(self, state, notified):
+        have = {line.split()[0].split(":")[0] for line in state.splitlines() if line.strip()}
+        missing = [n for n in self.names if n not in have]
+        if not missing:
+            return None
+        pkgs = " ".join(q(n) for n in missing)
+        if self.manager == "apt":
+            opts = "-o Acquire::http::Timeout=30 -o Acquire::Retries=3 -o DPkg::Lock::Timeout=120"
+            script = (
+                "export DEBIAN_FRONTEND=noninteractive\n"
+                f"[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
+                f"|| timeout 600 apt-get -q {opts} update\n"
+                f"timeout 1200 apt-get install -y -q --no-install-recommends {opts} "
+                f"-o Dpkg::Options::=--force-confold {pkgs}")
+        else:
+            script = f"timeout 1200 dnf install -y -q {pkgs}"
+        return Change(f"install {' '.join(missing)}", script)
+
+
+@dataclass
+class User(Step):
+    """A system user with its own group and home directory."""
+
+    kind = "user"
+    home: str = "/"
+    shell: str = "/usr/sbin/nologin"
+
+    def probe(self):
+        return f"getent passwd {q(self.target)} | cut -d: -f6"
+
+    def plan(self, state, notified):
+        if state.strip():
+            return None
+        return Change(f"create system user {self.target}",
+                      f"useradd --system --user-group --home-dir {q(self.home)} --create-home "
+                      f"--shell {q(self.shell)} {q(self.target)}")
+
+
+def _stat_probe(path: str, checksum: bool) -> str:
+    p = q(path)
+    tail = f"; sha256sum {p} | cut -c1-64" if checksum else ""
+    return f"if [ -e {p} ] || [ -L {p} ]; then stat -c '%U %G %a %F' {p}{tail}; else echo absent; fi"
+
+
+def _ownership(path, owner, group, mode, state_line) -> list[str]:
+    """Commands to fix owner/group/mode given `stat` output '<user> <group> <mode> <type>'."""
+    have = state_line.split()
+    cmds = []
+    if have[:2] != [owner, group]:
+        cmds.append(f"chown {q(owner)}:{q(group)} {q(path)}")
+    if have[2:3] != [format(mode, "o")]:
+        cmds.append(f"chmod {format(mode, 'o')} {q(path)}")
+    return cmds
+
+
+@dataclass
+class Directory(Step):
+    kind = "directory"
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o755
+
+    def probe(self):
+        return _stat_probe(self.target, checksum=False)
+
+    def plan(self, state, notified):
+        state = state.strip()
+        if state == "absent":
+            return Change("create", f"install -d -o {q(self.owner)} -g {q(self.group)} "
+                                    f"-m {format(self.mode, 'o')} {q(self.target)}")
+        cmds = _ownership(self.target, self.owner, self.group, self.mode, state)
+        return Change("fix owner/mode", "\n".join(cmds)) if cmds else None
+
+
+@dataclass
+class File(Step):
+    """A file with exact content, owner, group and mode, replaced atomically (temp file + rename)."""
+
+    kind = "file"
+    content: str | bytes = ""
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o644
+    notify: tuple = ()
+    secret: bool = False
+
+    @property
+    def data(self) -> bytes:
+        return self.content.encode() if isinstance(self.content, str) else self.content
+
+    def probe(self):
+        return _stat_probe(self.target, checksum=True)
+
+    def plan(self, state, notified):
+        lines = state.strip().splitlines() or ["absent"]
+        want = hashlib.sha256(self.data).hexdigest()
+        text = self.content if isinstance(self.content, str) else None
+        if lines[0] == "absent" or len(lines) < 2 or lines[1] != want:
+            return Change("create" if lines[0] == "absent" else "update content", self.write_script(),
+                          new_content=text if text is not None else "(binary)", notify=self.notify)
+        cmds = _ownership(self.target, self.owner, self.group, self.mode, lines[0])
+        return Change("fix owner/mode", "\n".join(cmds), notify=self.notify) if cmds else None
+
+    def write_script(self) -> str:
+        p = q(self.target)
+        b64 = base64.encodebytes(self.data).decode()
+        return (f"d=$(dirname {p}); mkdir -p \"$d\"; t=$(mktemp \"$d/.airflow-ha.XXXXXX\")\n"
+                f"base64 -d > \"$t\" <<'__AIRFLOW_HA_EOF__'\n{b64}__AIRFLOW_HA_EOF__\n"
+                f"chown {q(self.owner)}:{q(self.group)} \"$t\"; chmod {format(self.mode, 'o')} \"$t\"\n"
+                f"mv -f \"$t\" {p}")
+
+
+@dataclass
+class Line(Step):
+    """A line present in a file; lines matching `replace` (a regex) are removed first."""
+
+    kind = "line"
+    path: str = ""
+    line: str = ""
+    replace: str = ""
+    notify: tuple = ()
+
+    def probe(self):
+        return f"grep -qxF -- {q(self.line)} {q(self.path)} 2>/dev/null && echo present || echo absent"
+
+    def plan(self, state, notified):
+        if state.strip() == "present":
+            return None
+        drop = f"sed -i -E {q('/' + self.replace.replace('/', chr(92) + '/') + '/d')} {q(self.path)}\n" \
+            if self.replace else ""
+        return Change(f"add line to {self.path}",
+                      f"touch {q(self.path)}\n{drop}printf '%s\\n' {q(self.line)} >> {q(self.path)}",
+                      notify=self.notify)
+
+
+@dataclass
+class Link(Step):
+    kind = "link"
+    source: str = ""
+    notify: tuple = ()
+
+    def probe(self):
+        return f"readlink {q(self.target)} || echo absent"
+
+    def plan(self, state, notified):
+        if state.strip() == self.source:
+            return None
+        return Change(f"link to {self.source}", f"ln -sfn {q(self.source)} {q(self.target)}", notify=self.notify)
+
+
+@dataclass
+class Absent(Step):
+    kind = "absent"
+    notify: tuple = ()
+
+    def probe(self):
+        p = q(self.target)
+        return f"if [ -e {p} ] || [ -L {p} ]; then echo present; else echo absent; fi"
+
+    def plan(self, state, notified):
+        if state.strip() == "absent":
+            return None
+        return Change("remove", f"rm -rf {q(self.target)}", notify=self.notify)
+
+
+@dataclass
+class Command(Step):
+    """A command guarded by a state check: `unless` (shell) succeeding means there is nothing to do.
+
+    `only_if_notified` runs it only when a step that notifies `target` changed (e.g. `nginx -t` + reload).
+    """
+
+    kind = "command"
+    script: str = ""
+    unless: str = ""
+    notify: tuple = ()
+    only_if_notified: bool = False
+    desc: str = ""
+
+    def probe(self):
+        if not self.unless:
+            return "echo run"
+        return f"( {self.unless} ) >/dev/null 2>&1 && echo done || echo run"
+
+    def plan(self, state, notified):
+        if self.only_if_notified and self.target not in notified:
+            return None
+        if not self.only_if_notified and state.strip() == "done":
+            return None
+        return Change(self.desc or "run", self.script, notify=self.notify)
+
+
+@dataclass
+class Service(Step):
+    """A systemd unit enabled and running (or stopped and disabled when `present=False`).
+
+    Restarts when a step that notifies it (by unit name) changed; a unit started in this run is not
+    restarted again.
+    """
+
+    kind = "service"
+    present: bool = True
+    reload_only: bool = False   # `systemctl reload` instead of restart on notify (nginx)
+    listen: tuple = ()          # other notification names that restart it (e.g. "airflow")
+
+    def probe(self):
+        u = q(self.target)
+        return (f"echo \"$(systemctl is-enabled {u} 2>/dev/null | head -1)\"; "
+                f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"")
+
+    def plan(self, state, notified):
+        lines = (state.splitlines() + ["", ""])[:2]
+        enabled, active = lines[0].strip(), lines[1].strip()
+        u = q(self.target)
+        if not self.present:
+            if enabled in ("", "not-found") or (enabled == "disabled" and active != "active"):
+                return None
+            return Change("stop and disable", f"systemctl disable --now {u}")
+        cmds, what = [], []
+        if enabled not in ("enabled", "static", "alias", "indirect", "generated"):
+            cmds.append(f"systemctl enable {u} 2>&1")
+            what.append("enable")
+        if active != "active":
+            cmds.append(f"systemctl start {u}")
+            what.append("start")
+        elif self.target in notified or notified.intersection(self.listen):
+            verb = "reload" if self.reload_only else "restart"
+            cmds.append(f"systemctl {verb} {u}")
+            what.append(verb)
+        if not cmds:
+            return None
+        return Change(" + ".join(what), "\n".join(cmds))
+
+
+@dataclass
+class Sysctl(Step):
+    """A kernel setting; read-only /proc/sys (lab hosts, containers) gives a warning, not a failure."""
+
+    kind = "sysctl"
+    value: str = ""
+
+    def probe(self):
+        proc = "/proc/sys/" + self.target.replace(".", "/")
+        return (f"sysctl -n {q(self.target)} 2>/dev/null || echo unknown; "
+                f"[ -w {q(proc)} ] && echo rw || echo ro")
+
+    def plan(self, state, notified):
+        lines = (state.split() + ["unknown", "ro"])[:2]
+        if lines[0] == self.value:
+            return None
+        if lines[1] != "rw":
+            return Change(f"is {lines[0]}, wanted {self.value}: read-only here (container?), set it on the "
+                          "machine that runs this host", "", warning=True)
+        path = "/etc/sysctl.d/90-airflow-ha.conf"
+        line = f"{self.target} = {self.value}"
+        return Change(f"set to {self.value}",
+                      f"sed -i '/^{self.target} =/d' {path} 2>/dev/null; echo {q(line)} >> {path}\n"
+                      f"sysctl -q -w {q(self.target + '=' + self.value)}")
+
+
+@dataclass
+class Plan:
+    """The planned changes of one component on one host."""
+
+    steps: list = field(default_factory=list)         # (step, change or None)
+
+    @property
+    def changes(self):
+        return [(s, c) for s, c in self.steps if c is not None]
+
+
+@dataclass
+class Warn(Step):
+    """Reports a known limitation as "warn" (no change), e.g. time sync inside a container."""
+
+    kind = "warn"
+    message: str = ""
+
+    def probe(self):
+        return "true"
+
+    def plan(self, state, notified):
+        return Change(self.message, "", warning=True)

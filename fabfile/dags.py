@@ -1,0 +1,105 @@
+"""DAG deployment: a local DAG folder → every Airflow host, atomically, refusing DAGs that fail to import.
+
+Layout on hosts: /var/lib/airflow/dags/releases/<content hash>/ and `current` → the active release
+(what [core] dags_folder points at). A new release is unpacked beside the old one, imported with
+Airflow's DagBag (as the airflow user, with the cluster config), and only then `current` is switched:
+a DAG that fails to import is reported (file + error) and the running release stays. The last
+`dag_releases_keep` releases are kept; `dags.rollback` switches back to the previous one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+from .airflow import HOME, ROLES, VENV
+from .core.errors import UserError
+from .core.steps import Command, Directory
+
+NAME = "dags"
+RELEASES = f"{HOME}/dags/releases"
+CURRENT = f"{HOME}/dags/current"
+IGNORED = {"__pycache__", ".git", ".airflowignore~"}
+
+
+def applies(inv, host) -> bool:
+    return host.has(*ROLES)
+
+
+def source_dir(inv) -> Path:
+    p = Path(inv.cluster["dags_dir"])
+    return p if p.is_absolute() else inv.base_dir / p
+
+
+def bundle(src: Path) -> tuple[str, bytes]:
+    """(release id, tar bytes) of the DAG folder; the id is a hash of names and contents."""
+    if not src.is_dir():
+        raise UserError(f"DAG folder {src} not found", "cluster.dags_dir", "create it or point dags_dir at it")
+    files = sorted(f for f in src.rglob("*") if f.is_file() and not IGNORED & set(f.relative_to(src).parts))
+    digest = hashlib.sha256()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for f in files:
+            rel = str(f.relative_to(src))
+            data = f.read_bytes()
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return digest.hexdigest()[:12], buf.getvalue()
+
+
+IMPORT_CHECK = f"""( set -a; . /etc/airflow/airflow.env; set +a
+  export AIRFLOW_CONFIG=/etc/airflow/airflow.cfg AIRFLOW_HOME={HOME}
+  cd /tmp && runuser -u airflow -- {VENV}/bin/python - "$new" <<'__PY__'
+import sys
+from airflow.models.dagbag import DagBag
+bag = DagBag(sys.argv[1], include_examples=False)
+for path, err in sorted(bag.import_errors.items()):
+    print("IMPORT ERROR", path, str(err).strip().splitlines()[-1])
+sys.exit(1 if bag.import_errors else 0)
+__PY__
+) || {{ rm -rf "$new"; exit 1; }}
+"""
+
+
+def steps(ctx) -> list:
+    release, data = bundle(source_dir(ctx.inv))
+    keep = ctx.inv.cluster["dag_releases_keep"]
+    new = f"{RELEASES}/{release}"
+    b64 = base64.encodebytes(data).decode()
+    return [
+        Directory(f"{HOME}/dags", owner="airflow", group="airflow"),
+        Directory(RELEASES, owner="airflow", group="airflow"),
+        Command(f"release {release}", desc=f"unpack, import-check and switch to {release}",
+                unless=f"[ \"$(readlink {CURRENT})\" = {new} ]",
+                script=(f"new={new}\nrm -rf \"$new.tmp\" && mkdir -p \"$new.tmp\"\n"
+                        f"base64 -d <<'__DAGS__' | tar -xzf - -C \"$new.tmp\"\n{b64}__DAGS__\n"
+                        f"chown -R airflow:airflow \"$new.tmp\"\nrm -rf \"$new\" && mv \"$new.tmp\" \"$new\"\n"
+                        + IMPORT_CHECK
+                        + f"ln -sfn \"$new\" {CURRENT}.tmp && mv -T {CURRENT}.tmp {CURRENT}\n"
+                        f"cd {RELEASES} && ls -1t | grep -v '\\.tmp$' | tail -n +{keep + 1} | xargs -r rm -rf")),
+    ]
+
+
+def rollback_steps(ctx) -> list:
+    """Switch `current` to the release before it (by modification time)."""
+    return [Command("rollback", desc="switch to the previous release",
+                    script=(f"cur=$(basename \"$(readlink {CURRENT})\")\n"
+                            f"prev=$(cd {RELEASES} && ls -1t | grep -v '\\.tmp$' | grep -vx \"$cur\" | head -1)\n"
+                            "[ -n \"$prev\" ] || { echo 'no previous release'; exit 1; }\n"
+                            f"touch {RELEASES}/$prev\nln -sfn {RELEASES}/$prev {CURRENT}.tmp && "
+                            f"mv -T {CURRENT}.tmp {CURRENT}\necho \"now at $prev (was $cur)\""))]
+
+
+
+class Rollback:
+    """Component-shaped wrapper so the runner can apply `rollback_steps` (task dags.rollback)."""
+
+    NAME = "dags"
+    __doc__ = "Switch the DAG folder back to the previous release."
+    applies = staticmethod(applies)
+    steps = staticmethod(rollback_steps)

@@ -1,0 +1,123 @@
+"""Host firewall: SSH and HTTP(S) public; Redis, Sentinel, PostgreSQL, api-server, log server, Flower and
+exporters open to cluster hosts only. ufw (Debian/Ubuntu) or firewalld (EL9), or as the inventory says;
+exactly one firewall is active (the other is stopped and disabled first).
+"""
+
+from __future__ import annotations
+
+from .core.steps import Command, Packages, Service
+
+NAME = "firewall"
+PEER_PORTS = ("redis", "sentinel", "postgres", "api", "worker_log", "flower")
+EXPORTER_PORTS = ("statsd_exporter", "node_exporter", "redis_exporter", "postgres_exporter", "prometheus")
+ZONE = "airflow-ha"
+
+
+def applies(inv, host) -> bool:
+    return True
+
+
+def kind(ctx) -> str:
+    wanted = ctx.var("firewall")
+    return ctx.platform.firewall if wanted == "auto" else wanted
+
+
+def public_ports(ctx) -> list[int]:
+    ports, out = ctx.inv.cluster["ports"], [22]
+    if ctx.host.has("nginx"):
+        out.append(ports["http"])
+        if ctx.inv.cluster["tls"]["enabled"]:
+            out.append(ports["https"])
+    return out
+
+
+def peer_ports(ctx) -> list[int]:
+    ports = ctx.inv.cluster["ports"]
+    names = PEER_PORTS + (EXPORTER_PORTS if ctx.inv.cluster["monitoring"] else ())
+    return sorted({ports[n] for n in names})
+
+
+def peer_sources(ctx) -> list[str]:
+    sources = sorted(set(ctx.run.addresses.values()))
+    if ctx.inv.cluster["monitoring_cidr"]:
+        sources.append(ctx.inv.cluster["monitoring_cidr"])
+    return sources
+
+
+def ufw_rules(ctx) -> list[str]:
+    """Rules in the exact form `ufw show added` prints them (so the probe can compare)."""
+    rules = [f"ufw allow {p}/tcp" for p in public_ports(ctx)]
+    plist = ",".join(str(p) for p in peer_ports(ctx))
+    rules += [f"ufw allow from {src} to any port {plist} proto tcp" for src in peer_sources(ctx)]
+    return rules
+
+
+def steps(ctx) -> list:
+    fw = kind(ctx)
+    other = "firewalld" if fw == "ufw" else "ufw"
+    out = [Packages(target=fw, names=tuple(ctx.platform.packages[fw]), manager=ctx.platform.pkg)]
+    if other in ctx.facts.active_firewalls:
+        out.append(Command(f"disable {other}", script=_disable(other),
+                           unless=f"! systemctl is-active -q {other}"))
+    out += _ufw(ctx) if fw == "ufw" else _firewalld(ctx)
+    return out
+
+
+def _disable(fw: str) -> str:
+    if fw == "ufw":
+        return "ufw --force disable >/dev/null; systemctl disable --now ufw"
+    return "systemctl disable --now firewalld"
+
+
+def _ufw(ctx) -> list:
+    want = ufw_rules(ctx)
+    listing = "ufw show added 2>/dev/null | grep '^ufw '"
+    add = "\n".join(f"{r} >/dev/null" for r in want)
+    expected = "\n".join(sorted(want))
+    return [
+        Command("ufw rules", desc=f"{len(want)} rules (22, http, peers only)",
+                unless=f"[ \"$({listing} | sort)\" = \"{expected}\" ]",
+                script=(f"{listing} | while read -r rule; do\n"
+                        f"  printf '%s\\n' {_q(want)} | grep -qxF -- \"$rule\" || eval \"ufw delete ${{rule#ufw }}\" "
+                        ">/dev/null\ndone\n" + add)),
+        Command("ufw policy", desc="deny incoming by default, enable",
+                unless="ufw status verbose | grep -q '^Status: active' && "
+                       "ufw status verbose | grep -q 'deny (incoming)'",
+                script="ufw default deny incoming >/dev/null\nufw default allow outgoing >/dev/null\n"
+                       "ufw --force enable >/dev/null\nsystemctl enable ufw 2>/dev/null"),
+        Service("ufw"),
+    ]
+
+
+def _q(rules) -> str:
+    return " ".join("'" + r + "'" for r in rules)
+
+
+def _firewalld(ctx) -> list:
+    sources = peer_sources(ctx)
+    public = [p for p in public_ports(ctx) if p != 22]
+    peer = " ".join(f"{p}/tcp" for p in sorted({22, *public, *peer_ports(ctx)}))
+    fc = "firewall-cmd --permanent"
+    want_zone = f"sources: {' '.join(sources)}|ports: {peer}"
+    want_public = f"services: ssh|ports: {' '.join(f'{p}/tcp' for p in public)}"
+    return [
+        Service("firewalld"),
+        Command("zone airflow-ha", desc=f"peers-only zone for {len(sources)} sources",
+                unless=(f"[ \"$({fc} --zone={ZONE} --list-sources 2>/dev/null | sed 's/^/sources: /')|"
+                        f"$({fc} --zone={ZONE} --list-ports | sed 's/^/ports: /')\" = '{want_zone}' ]"),
+                script=(f"{fc} --get-zones | grep -qw {ZONE} || {fc} --new-zone={ZONE}\n"
+                        f"for s in $({fc} --zone={ZONE} --list-sources); do {fc} --zone={ZONE} --remove-source=$s; done\n"
+                        f"for p in $({fc} --zone={ZONE} --list-ports); do {fc} --zone={ZONE} --remove-port=$p; done\n"
+                        + "".join(f"{fc} --zone={ZONE} --add-source={s}\n" for s in sources)
+                        + "".join(f"{fc} --zone={ZONE} --add-port={p}\n" for p in peer.split())
+                        + "firewall-cmd --reload")),
+        Command("zone public", desc="public: ssh + http(s) only",
+                unless=(f"[ \"services: $({fc} --zone=public --list-services | tr ' ' '\\n' | grep -x ssh)|"
+                        f"ports: $({fc} --zone=public --list-ports)\" = '{want_public}' ] && "
+                        f"[ \"$({fc} --zone=public --list-services)\" = ssh ]"),
+                script=(f"for s in $({fc} --zone=public --list-services); do {fc} --zone=public --remove-service=$s; done\n"
+                        f"for p in $({fc} --zone=public --list-ports); do {fc} --zone=public --remove-port=$p; done\n"
+                        f"{fc} --zone=public --add-service=ssh\n"
+                        + "".join(f"{fc} --zone=public --add-port={p}/tcp\n" for p in public)
+                        + "firewall-cmd --reload")),
+    ]

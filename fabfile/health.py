@@ -1,0 +1,272 @@
+"""`inv health`: one verdict for the whole cluster — a table (or JSON), and exit 1 if anything failed.
+
+Per host, in parallel, one round trip gathers units (+ restart counts), disk, clock and the Airflow
+health JSON of its api-server and nginx. Redis, Sentinel and PostgreSQL are checked with redis-py and
+psycopg2 from the control machine through SSH port forwarding over the same connection (no port is
+opened for the control machine). Every check has a timeout (`check_timeout`), so a hung host only
+fails its own rows.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass
+
+from tabulate import tabulate
+
+from . import postgres
+from .core import inventory as inventory_mod
+from .core.errors import UserError
+from .core.runner import Options, Run, fail
+from .services import UNITS
+
+DISK_WARN_PCT = 15
+SKEW_WARN_S = 1.0
+
+
+@dataclass
+class Check:
+    host: str
+    check: str
+    status: str   # ok | warn | fail
+    detail: str = ""
+
+
+def expected_units(run, host) -> list[str]:
+    plat = run.facts[host.name].platform if host.name in run.facts else None
+    units = []
+    if plat:
+        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", "postgres"),
+                          ("nginx", "nginx")):
+            if host.has(role):
+                units.append(plat.units[key])
+    units += [u for role, u in UNITS.items() if host.has(role)]
+    return units
+
+
+def host_script(run, host) -> str:
+    ports = run.inv.cluster["ports"]
+    lines = ['echo "@@now $(date +%s.%N)"', "echo \"@@disk $(df -P / | awk 'NR==2{print $4, $2}')\""]
+    for unit in expected_units(run, host):
+        lines.append(f'echo "@@unit {unit} $(systemctl show -p ActiveState --value {unit}) '
+                     f'$(systemctl show -p NRestarts --value {unit})"')
+    if host.has("api_server"):
+        lines.append(f'echo "@@api $(curl -s -m 4 http://{run.addresses[host.name]}:{ports["api"]}'
+                     '/api/v2/monitor/health)"')
+    if host.has("nginx"):
+        lines.append(f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{ports["http"]}/api/v2/monitor/health)"')
+    return "\n".join(lines)
+
+
+def check_host(run, host) -> list[Check]:
+    name, out = host.name, []
+    t0 = time.time()
+    res = run.remote(name).sh(host_script(run, host), timeout=run.inv.cluster["check_timeout"])
+    t1 = time.time()
+    out.append(Check(name, "ssh", "ok", f"{(t1 - t0) * 1000:.0f} ms round trip"))
+    for line in res.out.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "@@now":
+            run.data.setdefault("clock", {})[name] = float(rest) - (t0 + t1) / 2
+        elif tag == "@@disk":
+            avail, total = (int(x) for x in rest.split())
+            pct = 100 * avail / total if total else 0
+            out.append(Check(name, "disk /", "ok" if pct >= DISK_WARN_PCT else "warn", f"{pct:.0f}% free"))
+        elif tag == "@@unit":
+            unit, state, restarts = (rest.split() + ["?", "?"])[:3]
+            out.append(Check(name, f"unit {unit}", "ok" if state == "active" else "fail",
+                             f"{state}, {restarts} restarts"))
+        elif tag in ("@@api", "@@nginx"):
+            out.append(_airflow_health(name, "api-server health" if tag == "@@api" else "health via nginx", rest))
+    return out
+
+
+def _airflow_health(host, check, body) -> Check:
+    try:
+        data = jsonlib.loads(body)
+    except ValueError:
+        return Check(host, check, "fail", "no answer" if not body.strip() else body.strip()[:80])
+    bad = [f"{k}={v.get('status')}" for k, v in sorted(data.items())
+           if isinstance(v, dict) and v.get("status") != "healthy"]
+    return Check(host, check, "fail" if bad else "ok",
+                 ", ".join(bad) if bad else "metadatabase, scheduler, triggerer, dag_processor healthy")
+
+
+def check_redis(run) -> list[Check]:
+    import redis as redislib
+    inv, out = run.inv, []
+    ports, master_name = inv.cluster["ports"], inv.cluster["redis"]["master_name"]
+    timeout = inv.cluster["check_timeout"]
+    masters = {}
+    for host in inv.with_role("sentinel"):
+        if host.name in run.failed:
+            continue
+        try:
+            with run.remote(host.name).forward(run.addresses[host.name], ports["sentinel"]) as port:
+                s = redislib.Redis(port=port, password=run.secrets["sentinel_password"], socket_timeout=timeout)
+                addr = s.execute_command("SENTINEL", "get-master-addr-by-name", master_name)
+                masters[host.name] = addr[0].decode() if addr else None
+                try:
+                    s.execute_command("SENTINEL", "CKQUORUM", master_name)
+                    out.append(Check(host.name, "sentinel quorum", "ok", f"master {masters[host.name]}"))
+                except redislib.ResponseError as exc:
+                    out.append(Check(host.name, "sentinel quorum", "fail", str(exc)[:80]))
+        except Exception as exc:  # noqa: BLE001
+            out.append(Check(host.name, "sentinel", "fail", f"unreachable: {type(exc).__name__}"))
+    views = set(masters.values())
+    by_addr = {a: n for n, a in run.addresses.items()}
+    if views:
+        agreed = len(views) == 1 and None not in views
+        master = next(iter(views))
+        out.append(Check("cluster", "sentinels agree on master", "ok" if agreed else "fail",
+                         f"{by_addr.get(master, master)} ({master})" if agreed else f"views: {masters}"))
+        run.data["redis_master"] = master if agreed else None
+    for host in inv.with_role("redis"):
+        if host.name in run.failed:
+            continue
+        try:
+            with run.remote(host.name).forward(run.addresses[host.name], ports["redis"]) as port:
+                r = redislib.Redis(port=port, password=run.secrets["redis_password"], socket_timeout=timeout)
+                info = r.info("replication")
+            out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1))
+        except Exception as exc:  # noqa: BLE001
+            out.append(Check(host.name, "redis", "fail", f"down: {type(exc).__name__}: {str(exc)[:60]}"))
+    return out
+
+
+def _replication_check(name, info, replicas_expected) -> Check:
+    role = info.get("role")
+    if role == "master":
+        slaves = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        offset = info.get("master_repl_offset", 0)
+        lags = [offset - s.get("offset", 0) for s in slaves]
+        status = "ok" if len(slaves) >= replicas_expected else "warn"
+        return Check(name, "redis", status, f"master, {len(slaves)}/{replicas_expected} replicas, "
+                                            f"max lag {max(lags, default=0)} bytes")
+    link = info.get("master_link_status")
+    return Check(name, "redis", "ok" if link == "up" else "fail",
+                 f"replica of {info.get('master_host')}, link {link}")
+
+
+def check_postgres(run) -> list[Check]:
+    import psycopg2
+    inv = run.inv
+    host = inv.with_role("postgres")[0]
+    if host.name in run.failed:
+        return []
+    out = []
+    try:
+        with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["postgres"]) as port:
+            conn = psycopg2.connect(host="127.0.0.1", port=port, user=postgres.USER, dbname=postgres.DB,
+                                    password=run.secrets["postgres_password"],
+                                    connect_timeout=inv.cluster["check_timeout"])
+            try:
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+                used, limit = cur.fetchone()
+                out.append(Check(host.name, "postgres", "ok" if used < 0.8 * limit else "warn",
+                                 f"SELECT 1 ok, {used}/{limit} connections"))
+                out += _schedulers(run, cur)
+            finally:
+                conn.close()
+    except Exception as exc:  # noqa: BLE001
+        out.append(Check(host.name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
+    return out
+
+
+def _schedulers(run, cur) -> list[Check]:
+    """What `airflow jobs check --job-type SchedulerJob --allow-multiple` checks, per scheduler host."""
+    try:
+        cur.execute("SELECT hostname, max(extract(epoch FROM now() - latest_heartbeat)) FROM job "
+                    "WHERE job_type = 'SchedulerJob' AND state = 'running' GROUP BY hostname")
+        beats = {h: age for h, age in cur.fetchall()}
+    except Exception as exc:  # noqa: BLE001 - before the first migrate
+        return [Check("cluster", "schedulers", "fail", f"no job table: {str(exc)[:60]}")]
+    out = []
+    for host in run.inv.with_role("scheduler"):
+        age = beats.get(host.name)
+        ok = age is not None and age < 30
+        out.append(Check(host.name, "scheduler alive", "ok" if ok else "fail",
+                         f"heartbeat {age:.0f}s ago" if age is not None else "no running SchedulerJob"))
+    return out
+
+
+def check_workers(run) -> list[Check]:
+    """Celery workers online (flower API with its basic-auth secret) vs the hosts with the worker role."""
+    import base64
+    import urllib.request
+    inv = run.inv
+    flower = inv.with_role("flower")
+    if not flower or flower[0].name in run.failed:
+        return []
+    host = flower[0]
+    auth = base64.b64encode(f"flower:{run.secrets['flower_password']}".encode()).decode()
+    try:
+        with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["flower"]) as port:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/flower/api/workers?refresh=1",
+                                         headers={"Authorization": f"Basic {auth}"})
+            with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
+                workers = jsonlib.loads(resp.read())
+    except Exception as exc:  # noqa: BLE001
+        return [Check(host.name, "celery workers", "fail", f"flower: {type(exc).__name__}: {str(exc)[:60]}")]
+    online = {w.split("@", 1)[-1].split(".")[0] for w in workers}
+    out = []
+    for h in inv.with_role("worker"):
+        out.append(Check(h.name, "celery worker online", "ok" if h.name in online else "fail",
+                         "answers ping" if h.name in online else "not online in flower"))
+    return out
+
+
+def collect(run, local_only=False) -> list[Check]:
+    timeout = run.inv.cluster["check_timeout"] + 5
+    checks: list[Check] = []
+    for name, reason in run.failed.items():
+        checks.append(Check(name, "ssh", "fail", reason[:90]))
+    alive = run.alive()
+    with ThreadPoolExecutor(max_workers=max(4, len(alive) + 3)) as pool:
+        futures = [(h.name, pool.submit(check_host, run, h)) for h in alive]
+        if not local_only:
+            futures += [("cluster", pool.submit(f, run)) for f in (check_redis, check_postgres, check_workers)]
+        for name, fut in futures:
+            try:
+                checks += fut.result(timeout=timeout)
+            except FutureTimeout:
+                checks.append(Check(name, "timeout", "fail", f"no answer within {timeout}s"))
+            except Exception as exc:  # noqa: BLE001
+                checks.append(Check(name, "error", "fail", f"{type(exc).__name__}: {str(exc)[:80]}"))
+    clock = run.data.get("clock", {})
+    if len(clock) > 1:
+        skew = max(clock.values()) - min(clock.values())
+        checks.append(Check("cluster", "clock skew", "ok" if skew <= SKEW_WARN_S else "warn", f"{skew:.2f}s"))
+    order = {h: i for i, h in enumerate(run.inv.hosts)}
+    checks.sort(key=lambda c: (order.get(c.host, 99), c.check))
+    return checks
+
+
+def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
+    """Check the cluster (or only the given hosts' own checks); print a table or JSON; 0 if nothing failed."""
+    try:
+        inv = inventory_mod.load(inventory)
+        selected = inv.select(hosts)
+        r = Run(inv, selected if local_only or hosts else list(inv.hosts.values()), Options(quiet=True, silent=True))
+    except UserError as exc:
+        fail(exc)
+    try:
+        r.connect()
+        checks = collect(r, local_only=local_only)
+    finally:
+        r.close()
+    ok = not any(c.status == "fail" for c in checks)
+    if as_json:
+        print(jsonlib.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}))
+    else:
+        print(tabulate([[c.host, c.check, c.status, r.mask(c.detail)] for c in checks],
+                       headers=["host", "check", "status", "detail"]))
+        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
+        print(f"{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "
+              f"{counts['fail']} fail ({time.monotonic() - r.started:.1f}s)")
+    return 0 if ok else 1

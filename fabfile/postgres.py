@@ -1,0 +1,77 @@
+"""PostgreSQL from the distribution: Airflow's metadata database and Celery's result backend.
+
+Listens on the cluster address, scram-sha-256 only, pg_hba admits the `airflow` user from cluster hosts
+only. Stage 1 has one PostgreSQL host (README "HA": the remaining single point of failure).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .core.steps import Command, File, Line, Service
+from .core.templates import render
+
+NAME = "postgres"
+DB = "airflow"
+USER = "airflow"
+
+
+def applies(inv, host) -> bool:
+    return host.has("postgres")
+
+
+def max_connections(inv) -> int:
+    """Room for every Airflow process's SQLAlchemy pool (5 + 10 overflow) plus task slots and admin."""
+    c = inv.cluster
+    if c["postgres"]["max_connections"]:
+        return c["postgres"]["max_connections"]
+    daemons = sum(len(inv.with_role(r)) for r in ("scheduler", "dag_processor", "triggerer"))
+    daemons += sum(inv.var(h, "api_workers") for h in inv.with_role("api_server"))
+    slots = sum(inv.var(h, "worker_concurrency") for h in inv.with_role("worker"))
+    return max(100, 15 * daemons + 2 * slots + 50)
+
+
+def db_host(run) -> str:
+    return run.addresses[run.inv.with_role("postgres")[0].name]
+
+
+def steps(ctx) -> list:
+    inv, plat = ctx.inv, ctx.platform
+    unit, user = plat.units["postgres"], plat.users["postgres"]
+    port = inv.cluster["ports"]["postgres"]
+    password = ctx.secrets["postgres_password"]
+    peers = sorted((n, a) for n, a in ctx.run.addresses.items())
+    out = []
+    if plat.family == "rhel":
+        out += [
+            Command("initdb", desc="postgresql-setup --initdb",
+                    unless=f"[ -f {plat.paths['pg_data']}/PG_VERSION ]",
+                    script="postgresql-setup --initdb"),
+            Line(target="include_dir", path=f"{plat.paths['pg_conf_dir']}/postgresql.conf",
+                 line="include_dir = 'conf.d'", replace="^#?include_dir", notify=(unit,)),
+        ]
+    out += [
+        File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
+                                              max_connections=max_connections(inv)),
+             owner=user, group=user, mode=0o644, notify=(unit,)),
+        File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
+             owner=user, group=user, mode=0o640, notify=(unit,)),
+        Service(unit),
+        Command("role+database", desc=f"create role and database {DB}",
+                unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {ctx.address} -p {port} "
+                       f"-U {USER} -d {DB} -tAc 'select 1'",
+                script=_create_sql(user, password, port)),
+    ]
+    return out
+
+
+def _create_sql(os_user: str, password: str, port: int) -> str:
+    pw = password.replace("'", "''")
+    return (f"for i in $(seq 30); do runuser -u {os_user} -- pg_isready -q -p {port} && break; sleep 1; done\n"
+            f"runuser -u {os_user} -- psql -p {port} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
+            f"SELECT 'CREATE ROLE {USER} LOGIN' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{USER}')\\gexec\n"
+            f"ALTER ROLE {USER} WITH LOGIN PASSWORD '{pw}';\n"
+            f"SELECT 'CREATE DATABASE {DB} OWNER {USER}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_database WHERE datname = '{DB}')\\gexec\n"
+            "__SQL__")

@@ -1,0 +1,53 @@
+"""systemd units for the Airflow processes, only on hosts with the matching role.
+
+Type=simple (Airflow never calls sd_notify), Restart=always, secrets via EnvironmentFile. A unit
+restarts when its own file, airflow.cfg, airflow.env or the install changed (notification "airflow"
+from the airflow component). A role removed from a host stops and disables its unit.
+"""
+
+from __future__ import annotations
+
+from .airflow import ROLES, VENV
+from .core.steps import File, Service
+from .core.templates import render
+
+NAME = "services"
+
+#: role -> unit name (files/airflow/units/<unit>.service.j2)
+UNITS = {
+    "api_server": "airflow-api-server",
+    "scheduler": "airflow-scheduler",
+    "dag_processor": "airflow-dag-processor",
+    "triggerer": "airflow-triggerer",
+    "worker": "airflow-worker",
+    "flower": "airflow-flower",
+}
+
+
+def applies(inv, host) -> bool:
+    return host.has(*ROLES)
+
+
+def unit_values(ctx) -> dict:
+    ports = ctx.inv.cluster["ports"]
+    return {
+        "venv": VENV, "hostname": ctx.host.name, "listen_address": ctx.address,
+        "api_port": ports["api"], "flower_port": ports["flower"],
+        "api_workers": ctx.var("api_workers"), "worker_concurrency": ctx.var("worker_concurrency"),
+        "worker_stop_timeout": ctx.inv.cluster["worker_stop_timeout"],
+        "airflow_home": "/var/lib/airflow",
+    }
+
+
+def steps(ctx) -> list:
+    values = unit_values(ctx)
+    files, services = [], []
+    for role, unit in UNITS.items():
+        if ctx.host.has(role):
+            files.append(File(f"/etc/systemd/system/{unit}.service",
+                              render(f"airflow/units/{unit}.service.j2", **values),
+                              notify=("daemon-reload", unit)))
+            services.append(Service(unit, listen=("airflow",)))
+        else:
+            services.append(Service(unit, present=False))
+    return files + services

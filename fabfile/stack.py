@@ -1,0 +1,42 @@
+"""The meta-task: components in dependency order, shared by `fab` and `inv` (same functions, same output).
+
+Order: packages → redis → postgres → airflow (+ db migrate once) → dags → services → nginx → firewall.
+Every component runs on all selected hosts in parallel before the next one starts, which is what
+makes cross-host ordering right (PostgreSQL and Redis are up before any Airflow process starts).
+"""
+
+from __future__ import annotations
+
+from . import airflow, dags, firewall, nginx, packages, postgres, redis, services
+from .core import inventory as inventory_mod
+from .core.errors import UserError
+from .core.runner import Options, execute, fail
+
+COMPONENTS = [packages, redis, postgres, airflow, dags, services, nginx, firewall]
+BY_NAME = {c.NAME: c for c in COMPONENTS}
+
+
+def run(components=None, hosts=None, inventory=None, check=False, verbose=False, quiet=False,
+        serial=0, parallel=0) -> int:
+    """Validate the inventory (before any connection), then converge `components` on `hosts`."""
+    try:
+        inv = inventory_mod.load(inventory)
+        selected = inv.select(hosts)
+        comps = components or COMPONENTS
+        _ensure_local_artifacts(inv, comps)
+        return execute(inv, selected, comps,
+                       Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel))
+    except UserError as exc:
+        fail(exc)
+
+
+def _ensure_local_artifacts(inv, comps) -> None:
+    """Everything built on the control machine exists before a host is touched."""
+    if airflow in comps:
+        if not airflow.constraints_path(inv).is_file():
+            raise UserError(f"no constraints file for Airflow {inv.cluster['airflow_version']} on Python "
+                            f"{inv.cluster['python_version']}", str(airflow.constraints_path(inv)),
+                            "generate it with files/airflow/make-constraints.sh or set constraints_url")
+        airflow.ensure_wheelhouse_local(inv)
+    if dags in comps:
+        dags.bundle(dags.source_dir(inv))

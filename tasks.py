@@ -1,0 +1,79 @@
+"""`inv` entry point: deploy, health, per-component deploys, DAGs, the lab, tests and benchmarks.
+
+Same functions as `fab` (fabfile/), over the inventory: `--hosts a,b` limits, `--check` is a dry run,
+`--inventory` (or AIRFLOW_HA_INVENTORY) picks the inventory file.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, task
+
+from fabfile import dags as dags_mod
+from fabfile import health as health_mod
+from fabfile import stack as deploy_mod
+from lab.tasks import ns as lab_ns
+
+HELP = {
+    "hosts": "comma-separated inventory hosts (default: all)",
+    "check": "dry run: print the plan and file diffs, change nothing",
+    "verbose": "show every step and command output",
+    "quiet": "print only the recap",
+    "serial": "rolling: converge N hosts at a time",
+    "inventory": "inventory file (default hosts.yaml or $AIRFLOW_HA_INVENTORY)",
+    "parallel": "hosts worked on at once (default: inventory 'parallel')",
+}
+
+
+def _exit(code: int) -> None:
+    if code:
+        sys.exit(code)
+
+
+@task(help=HELP)
+def deploy(c, hosts=None, check=False, verbose=False, quiet=False, serial=0, inventory=None, parallel=0):
+    """Deploy the whole stack (packages, redis, postgres, airflow, dags, services, nginx, firewall)."""
+    _exit(deploy_mod.run(None, hosts, inventory, check, verbose, quiet, serial, parallel))
+
+
+@task(help={"hosts": HELP["hosts"], "json": "print JSON only", "inventory": HELP["inventory"],
+            "local": "only the hosts' own checks (no Redis/PostgreSQL/worker checks)"})
+def health(c, hosts=None, json=False, inventory=None, local=False):
+    """One verdict for the cluster: a table (or --json) of every check; exit 1 if anything failed."""
+    _exit(health_mod.run(hosts, inventory, as_json=json, local_only=local))
+
+
+def _component_task(component):
+    @task(name="deploy", aliases=("install",), help=HELP)
+    def component_deploy(c, hosts=None, check=False, verbose=False, quiet=False, serial=0, inventory=None,
+                         parallel=0):
+        _exit(deploy_mod.run([component], hosts, inventory, check, verbose, quiet, serial, parallel))
+    component_deploy.__doc__ = f"Converge only {component.NAME}.\n\n{component.__doc__}"
+    return component_deploy
+
+
+@task(name="rollback", help={"hosts": HELP["hosts"], "inventory": HELP["inventory"]})
+def dags_rollback(c, hosts=None, inventory=None):
+    """Switch every host's DAG folder back to the previous release."""
+    _exit(deploy_mod.run([dags_mod.Rollback], hosts, inventory))
+
+
+@task(help={"k": "only tests matching this expression", "e2e": "include end-to-end tests on the lab (default)",
+            "keep": "leave the lab running afterwards"})
+def test(c, k="", e2e=True, keep=False):
+    """Run the whole test suite (unit, spec and end-to-end on the lab)."""
+    args = ["-m", "not e2e"] if not e2e else []
+    if k:
+        args += ["-k", k]
+    env = {"AIRFLOW_HA_LAB_KEEP": "1"} if keep else {}
+    c.run(" ".join([".venv/bin/pytest", *args]), env=env, pty=False)
+
+
+ns = Collection(deploy, health, test)
+for _component in deploy_mod.COMPONENTS:
+    _sub = Collection(_component.NAME, _component_task(_component))
+    if _component is dags_mod:
+        _sub.add_task(dags_rollback)
+    ns.add_collection(_sub)
+ns.add_collection(lab_ns, "lab")
