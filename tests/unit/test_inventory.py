@@ -1,0 +1,119 @@
+"""Inventory validation: every bad inventory gives one clear error (file, key, fix), exit code 2, and no
+SSH connection is attempted."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from fabfile import stack
+from fabfile.core import inventory
+from fabfile.core import remote as remote_mod
+from fabfile.core.errors import InventoryError
+
+GOOD = """
+cluster:
+  worker_concurrency: 4
+hosts:
+  node1: {roles: [redis, sentinel, api_server, scheduler, dag_processor, triggerer, worker, nginx]}
+  node2: {roles: [redis, sentinel, api_server, scheduler, worker, nginx]}
+  node3: {roles: [redis, sentinel, postgres, worker, flower]}
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "hosts.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+@pytest.fixture
+def no_ssh(monkeypatch):
+    """Fail the test if anything tries to open an SSH connection."""
+    attempts = []
+
+    def refuse(self, *a, **k):
+        attempts.append(self)
+        raise AssertionError("an SSH connection was attempted")
+    monkeypatch.setattr(remote_mod.Remote, "__init__", refuse)
+    return attempts
+
+
+def test_good_inventory_loads_with_defaults(tmp_path):
+    inv = inventory.load(write(tmp_path, GOOD))
+    assert list(inv.hosts) == ["node1", "node2", "node3"]
+    assert inv.cluster["ports"]["redis"] == 6379
+    assert inv.cluster["worker_concurrency"] == 4
+    assert [h.name for h in inv.with_role("postgres")] == ["node3"]
+
+
+def test_repo_default_inventory_is_valid():
+    inv = inventory.load("hosts.yaml")
+    assert len(inv.with_role("sentinel")) == 3
+
+
+BAD = {
+    "invalid_yaml": ("hosts: [node1\n", "invalid YAML", "hosts.yaml:"),
+    "unknown_role": (GOOD.replace("flower]", "flowr]"), "unknown role 'flowr'", "hosts.node3.roles"),
+    "duplicate_host": (GOOD + "  node1: {roles: [worker]}\n", "duplicate key 'node1'", "hosts.yaml"),
+    "no_postgres": (GOOD.replace("postgres, ", ""), "no host has the 'postgres' role", "hosts"),
+    "no_redis": (GOOD.replace("redis, ", ""), "no host has the 'redis' role", "hosts"),
+    "no_api_server": (GOOD.replace("api_server, ", ""), "no host has the 'api_server' role", "hosts"),
+    "even_sentinels": (GOOD.replace("redis, sentinel, postgres", "redis, postgres"), "even", "hosts"),
+    "port_clash": (GOOD.replace("cluster:\n", "cluster:\n  ports: {flower: 6379}\n"),
+                   "two services on port 6379", "cluster.ports"),
+    "wrong_type": (GOOD.replace("worker_concurrency: 4", "worker_concurrency: four"),
+                   "expected a number, got a string", "cluster.worker_concurrency"),
+    "unknown_key": (GOOD.replace("cluster:\n", "cluster:\n  wokers: 3\n"), "unknown key 'wokers'", "cluster.wokers"),
+    "redis_cluster": (GOOD.replace("cluster:\n", "cluster:\n  redis: {mode: cluster}\n"),
+                      "Celery/kombu has no Redis Cluster transport", "cluster.redis.mode"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inventory_one_clear_error(tmp_path, case):
+    text, what, where = BAD[case]
+    with pytest.raises(InventoryError) as err:
+        inventory.load(write(tmp_path, text))
+    msg = err.value.message
+    assert what in msg and where in msg
+    assert "fix:" in msg
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inventory_exits_2_before_any_connection(tmp_path, case, no_ssh, capsys):
+    path = write(tmp_path, BAD[case][0])
+    with pytest.raises(SystemExit) as exc:
+        stack.run(None, None, str(path))
+    assert exc.value.code == 2
+    assert not no_ssh
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_unknown_host_in_selection_exits_2_without_connecting(tmp_path, no_ssh, capsys):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(SystemExit) as exc:
+        stack.run(None, "node1,node9", str(path))
+    assert exc.value.code == 2
+    assert "node9 is not in the inventory" in capsys.readouterr().err
+    assert not no_ssh
+
+
+def test_cli_bad_inventory_prints_one_error_no_traceback(tmp_path):
+    import subprocess
+    path = write(tmp_path, BAD["unknown_role"][0])
+    res = subprocess.run([".venv/bin/inv", "deploy", "--inventory", str(path)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "unknown role 'flowr'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_per_host_override_and_type_check(tmp_path):
+    text = GOOD.replace("node3: {roles:", "node3: {worker_concurrency: 8, roles:")
+    inv = inventory.load(write(tmp_path, text))
+    assert inv.var(inv.hosts["node3"], "worker_concurrency") == 8
+    assert inv.var(inv.hosts["node1"], "worker_concurrency") == 4
+    with pytest.raises(InventoryError, match="hosts.node3.worker_concurrency"):
+        inventory.load(write(tmp_path, text.replace("worker_concurrency: 8", "worker_concurrency: '8'")))

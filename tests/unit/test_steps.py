@@ -1,0 +1,72 @@
+"""Step planning is pure: given a probed state it plans exactly the change needed (or none)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fabfile.core.steps import Command, Directory, File, Line, Packages, Service, Sysctl
+
+
+def test_file_unchanged_when_content_owner_mode_match():
+    f = File("/etc/x.conf", "hello\n", owner="root", group="redis", mode=0o640)
+    digest = hashlib.sha256(b"hello\n").hexdigest()
+    state = f"root redis 640 regular file\n{digest}\n"
+    assert f.plan(state, set()) is None
+
+
+def test_file_content_change_is_atomic_write_and_notifies():
+    f = File("/etc/x.conf", "new\n", notify=("redis-server",))
+    change = f.plan("root root 644 regular file\n" + "0" * 64 + "\n", set())
+    assert change.desc == "update content" and change.notify == ("redis-server",)
+    assert "mktemp" in change.script and "mv -f" in change.script and change.new_content == "new\n"
+
+
+def test_file_mode_only_change_does_not_rewrite():
+    f = File("/etc/x.conf", "a", mode=0o600)
+    change = f.plan(f"root root 644 regular file\n{hashlib.sha256(b'a').hexdigest()}", set())
+    assert change.script == "chmod 600 /etc/x.conf"
+
+
+def test_packages_only_missing_ones_installed():
+    p = Packages(names=("nginx", "redis-server"))
+    assert p.plan("nginx installed\nredis-server installed\n", set()) is None
+    change = p.plan("nginx installed\n", set())
+    assert "redis-server" in change.script and "nginx" not in change.desc
+
+
+def test_service_restarts_only_when_notified_and_running():
+    s = Service("redis-server")
+    assert s.plan("enabled\nactive\n", set()) is None
+    assert s.plan("enabled\nactive\n", {"redis-server"}).script == "systemctl restart redis-server"
+    started = s.plan("enabled\ninactive\n", {"redis-server"})
+    assert started.script == "systemctl start redis-server"      # started now: no second restart
+    assert "enable" in s.plan("disabled\nactive\n", set()).script
+
+
+def test_service_absent_role_stops_and_disables():
+    s = Service("airflow-worker", present=False)
+    assert s.plan("\n\n", set()) is None                         # unit not installed: nothing to do
+    assert s.plan("enabled\nactive\n", set()).script == "systemctl disable --now airflow-worker"
+
+
+def test_command_guard_and_notified_only():
+    c = Command("migrate", script="true", unless="test -f /x")
+    assert c.plan("done\n", set()) is None and c.plan("run\n", set()) is not None
+    t = Command("nginx", script="nginx -t", only_if_notified=True)
+    assert t.plan("run", set()) is None and t.plan("run", {"nginx"}) is not None
+
+
+def test_directory_and_line():
+    d = Directory("/etc/airflow", owner="root", group="airflow", mode=0o750)
+    assert d.plan("root airflow 750 directory", set()) is None
+    assert d.plan("absent", set()).script.startswith("install -d")
+    line = Line(path="/etc/hosts", line="10.0.0.1 node1", replace=r"^\S+\s+node1$")
+    assert line.plan("present", set()) is None
+    assert "sed -i" in line.plan("absent", set()).script
+
+
+def test_sysctl_read_only_is_a_warning_not_a_change():
+    s = Sysctl("vm.overcommit_memory", value="1")
+    change = s.plan("0\nro\n", set())
+    assert change.warning and change.script == ""
+    assert s.plan("1\nro\n", set()) is None
