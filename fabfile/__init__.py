@@ -44,14 +44,14 @@ def _once(name, c, fn) -> None:
 
 
 def _component_task(component):
-    @task(name="deploy", aliases=("install",),
-          help={"check": "dry run: show diffs, change nothing", "verbose": "show command output"})
     def deploy_component(c, check=False, verbose=False, quiet=False):
         """Converge this component on the -H hosts (all inventory hosts without -H)."""
         _once(f"{component.NAME}.deploy", c, lambda hosts: deploy_mod.run(
             [component], hosts, check=check, verbose=verbose, quiet=quiet))
     deploy_component.__doc__ = f"Converge {component.NAME} on the -H hosts.\n\n{component.__doc__}"
-    return deploy_component
+    deploy_component.__code__ = deploy_component.__code__.replace(co_name=f"deploy_{component.NAME}")
+    return task(name="deploy", aliases=("install",),
+                help={"check": "dry run: show diffs, change nothing", "verbose": "show command output"})(deploy_component)
 
 
 @task(name="deploy", help={"check": "dry run: show diffs, change nothing", "verbose": "show command output",
