@@ -53,7 +53,7 @@ CLUSTER_DEFAULTS: dict = {
     "http_proxy": None,                # proxy for apt/dnf and pip on the hosts
     "firewall": "auto",                # auto (platform default) | ufw | firewalld
     "monitoring_cidr": None,           # extra source allowed to scrape exporters
-    "dags_dir": "dags",                # local DAG folder synced by dags.deploy (relative to the inventory)
+    "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)
     "dag_releases_keep": 5,
     "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
     "parallel": 10,                    # hosts worked on at once
