@@ -15,7 +15,8 @@ import shlex
 import tarfile
 from pathlib import Path
 
-from . import postgres
+from . import postgres, selinux
+from .core.errors import PlatformError
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render
 
@@ -68,10 +69,11 @@ class Wheelhouse(Step):
 
     kind = "wheelhouse"
 
-    def __init__(self, local: Path):
+    def __init__(self, local: Path, manifest: bytes | None = None):
         super().__init__(WHEELHOUSE)
         self.local = local
-        self.manifest = (local / "MANIFEST.sha256").read_bytes()
+        # `manifest` given: the offline planner (fabfile/core/offline.py) plans without a local wheelhouse
+        self.manifest = manifest if manifest is not None else (local / "MANIFEST.sha256").read_bytes()
 
     def probe(self):
         return f"sha256sum < {WHEELHOUSE}/MANIFEST.sha256 2>/dev/null | cut -c1-64"
@@ -133,12 +135,34 @@ def install_spec(inv) -> str:
     return " ".join([f"apache-airflow[{EXTRAS}]=={inv.cluster['airflow_version']}", *PACKAGES])
 
 
+def check_python(ctx) -> None:
+    """The wheelhouse/constraints are built for cluster.python_version (before any host is reached, so
+    they cannot follow the hosts): a host whose venv Python differs is refused with one clear error."""
+    have, want = ctx.platform.python_version, ctx.inv.cluster["python_version"]
+    if have and have != want:
+        raise PlatformError(
+            f"{ctx.platform.name} runs Airflow on Python {have} ({ctx.platform.python}), but the wheelhouse and "
+            f"constraints are for Python {want}", f"{ctx.inv.path}: cluster.python_version (host {ctx.host.name})",
+            f"set cluster.python_version: '{have}' (every Airflow host must run the same Python minor version)")
+
+
+def _local_inputs(ctx) -> tuple[str, bytes]:
+    """(constraints text, wheelhouse manifest) from the control machine; placeholders when planning offline."""
+    inv = ctx.inv
+    if getattr(ctx.run, "offline", False):
+        c = inv.cluster
+        name = f"{c['airflow_version']}-py{c['python_version']}"
+        return f"<constraints-{name}.txt>\n", f"<MANIFEST.sha256 of wheelhouse-{name}>\n".encode()
+    return constraints_path(inv).read_text(), (wheelhouse_dir(inv) / "MANIFEST.sha256").read_bytes()
+
+
 def steps(ctx) -> list:
     inv, plat = ctx.inv, ctx.platform
+    check_python(ctx)
     wheels = wheelhouse_dir(inv)
-    constraints = constraints_path(inv).read_text()
+    constraints, manifest = _local_inputs(ctx)
     install_id = hashlib.sha256("\n".join([
-        install_spec(inv), constraints, (wheels / "MANIFEST.sha256").read_text()]).encode()).hexdigest()
+        install_spec(inv), constraints, manifest.decode()]).encode()).hexdigest()
     spec = install_spec(inv)
     find = f"--no-index --find-links {WHEELHOUSE} -c /opt/airflow/constraints.txt"
     quoted = " ".join(shlex.quote(s) for s in spec.split())
@@ -151,7 +175,7 @@ def steps(ctx) -> list:
         Directory(LOGS, owner="airflow", group="airflow", mode=0o755),
         Directory(ETC, owner="root", group="airflow", mode=0o750),
         Directory("/opt/airflow", mode=0o755),
-        Wheelhouse(wheels),
+        Wheelhouse(wheels, manifest),
         File("/opt/airflow/constraints.txt", constraints),
         Command("venv", desc=f"create {VENV}", unless=f"[ -x {VENV}/bin/python ]",
                 script=f"{plat.python} -m venv {VENV}"),
@@ -167,9 +191,9 @@ def steps(ctx) -> list:
              owner="root", group="airflow", mode=0o644, notify=("airflow",)),
         File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
              owner="root", group="airflow", mode=0o640, notify=("airflow",), secret=True),
-        File(CLI, render("airflow/airflow-cli.sh.j2", venv=VENV), mode=0o755),
+        File(CLI, render("airflow/airflow-cli.sh.j2", venv=VENV, airflow_home=HOME), mode=0o755),
         File("/etc/logrotate.d/airflow-ha", render("airflow/logrotate.j2", logs=LOGS)),
-    ]
+    ] + selinux.steps_for_airflow(ctx)
 
 
 def finalize(run, hosts) -> None:
@@ -178,6 +202,14 @@ def finalize(run, hosts) -> None:
     if not candidates:
         return
     host = candidates[0]
+    try:
+        run.converge(host, NAME, finalize_steps(run))
+    except Exception as exc:  # noqa: BLE001
+        run.fail_host(host, NAME, f"db migrate: {exc}")
+
+
+def finalize_steps(run) -> list:
+    """The steps `finalize` converges on one airflow host: db migrate (once per version) and the admin user."""
     s, inv = run.secrets, run.inv
     admin = inv.cluster["admin_user"]
     version = inv.cluster["airflow_version"]
@@ -185,7 +217,7 @@ def finalize(run, hosts) -> None:
     psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql -h {postgres.db_host(run)} "
             f"-p {inv.cluster['ports']['postgres']} -U {postgres.USER} -d {postgres.DB} -tA")
     db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
-    steps = [
+    return [
         Command("db migrate", desc=f"airflow db migrate (Airflow {version})",
                 unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = \"{version} {db_rev}\" ]",
                 script=f"{CLI} db migrate 2>&1 | tail -5\necho \"{version} {db_rev}\" > {stamp}"),
@@ -195,8 +227,4 @@ def finalize(run, hosts) -> None:
                         f"| {CLI} users create --username {admin} --role Admin --firstname Airflow "
                         f"--lastname Admin --email {admin}@localhost 2>&1 | tail -3")),
     ]
-    try:
-        run.converge(host, NAME, steps)
-    except Exception as exc:  # noqa: BLE001
-        run.fail_host(host, NAME, f"db migrate: {exc}")
 

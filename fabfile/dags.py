@@ -56,8 +56,11 @@ IMPORT_CHECK = f"""( set -a; . /etc/airflow/airflow.env; set +a
   export AIRFLOW_CONFIG=/etc/airflow/airflow.cfg AIRFLOW_HOME={HOME}
   cd /tmp && runuser -u airflow -- {VENV}/bin/python - "$new" <<'__PY__'
 import sys
-from airflow.models.dagbag import DagBag
-bag = DagBag(sys.argv[1], include_examples=False)
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow < 3.1
+    from airflow.models.dagbag import DagBag
+bag = DagBag(sys.argv[1], bundle_path=sys.argv[1])
 for path, err in sorted(bag.import_errors.items()):
     print("IMPORT ERROR", path, str(err).strip().splitlines()[-1])
 sys.exit(1 if bag.import_errors else 0)

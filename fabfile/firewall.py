@@ -5,6 +5,7 @@ exactly one firewall is active (the other is stopped and disabled first).
 
 from __future__ import annotations
 
+from .core.errors import PlatformError
 from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
@@ -54,6 +55,9 @@ def ufw_rules(ctx) -> list[str]:
 
 def steps(ctx) -> list:
     fw = kind(ctx)
+    if not ctx.platform.packages.get(fw):
+        raise PlatformError(f"{fw} is not packaged for {ctx.platform.name}", f"firewall (host {ctx.host.name})",
+                            f"use firewall: {ctx.platform.firewall} (or auto) for this host")
     other = "firewalld" if fw == "ufw" else "ufw"
     out = [Packages(target=fw, names=tuple(ctx.platform.packages[fw]), manager=ctx.platform.pkg)]
     if other in ctx.facts.active_firewalls:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 
+from . import selinux
 from .core.steps import Absent, Command, File, Link, Service
 from .core.templates import render
 
@@ -41,7 +42,11 @@ def steps(ctx) -> list:
                   api_port=ports["api"], flower_port=ports["flower"], http_port=ports["http"],
                   https_port=ports["https"], tls=tls["enabled"], tls_cert=f"/etc/nginx/{_name(cert)}",
                   tls_key=f"/etc/nginx/{_name(key)}")
-    out = [
+    out = []
+    if plat.paths.get("nginx_main_conf"):   # EL9: nginx.conf without its own port-80 server (facts.py)
+        out.append(File(plat.paths["nginx_main_conf"], render("nginx/nginx-el.conf.j2", user=web_user),
+                        notify=(unit,)))
+    out += [
         File("/etc/nginx/airflow-ha-proxy.conf", render("nginx/proxy.conf.j2"), notify=(unit,)),
         File(plat.paths["nginx_site"], site, notify=(unit,)),
         File("/etc/nginx/airflow-ha-flower.htpasswd", f"flower:{ssha(ctx.secrets['flower_password'])}\n",
@@ -64,7 +69,7 @@ def steps(ctx) -> list:
         Command(unit, desc="nginx -t", script="nginx -t 2>&1", only_if_notified=True),
         Service(unit, reload_only=True),
     ]
-    return out
+    return out + selinux.steps_for_nginx(ctx)
 
 
 def _name(path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import airflow
 from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
@@ -30,6 +31,8 @@ def role_packages(ctx) -> list[str]:
 
 def steps(ctx) -> list:
     plat = ctx.platform
+    if ctx.host.has(*airflow.ROLES):
+        airflow.check_python(ctx)   # refuse a Python/wheelhouse mismatch before the first change
     out = []
     proxy = ctx.inv.cluster["http_proxy"]
     if proxy and plat.pkg == "apt":

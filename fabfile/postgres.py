@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import shlex
 
-from .core.steps import Command, File, Line, Service
+from . import selinux
+from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
 
 NAME = "postgres"
@@ -47,9 +48,13 @@ def steps(ctx) -> list:
             Command("initdb", desc="postgresql-setup --initdb",
                     unless=f"[ -f {plat.paths['pg_data']}/PG_VERSION ]",
                     script="postgresql-setup --initdb"),
+            # EL's postgresql.conf is initdb's sample: `#include_dir = '...'` is commented out (Debian's
+            # packaging enables include_dir = 'conf.d'), and conf.d does not exist
             Line(target="include_dir", path=f"{plat.paths['pg_conf_dir']}/postgresql.conf",
                  line="include_dir = 'conf.d'", replace="^#?include_dir", notify=(unit,)),
+            Directory(f"{plat.paths['pg_conf_dir']}/conf.d", owner=user, group=user, mode=0o700),
         ]
+    out += selinux.steps_for_postgres(ctx)   # port label before the unit starts on it
     out += [
         File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
                                               max_connections=max_connections(inv)),

@@ -13,6 +13,7 @@ import hashlib
 import shlex
 from collections import Counter
 
+from . import selinux
 from .core.steps import Command, Directory, File, Service, Warn
 from .core.templates import render
 
@@ -76,9 +77,11 @@ def steps(ctx) -> list:
     user = plat.users["redis"]
     values = {**settings(inv), "address": ctx.address, "master": master,
               "redis_password": ctx.secrets["redis_password"],
-              "sentinel_password": ctx.secrets["sentinel_password"]}
+              "sentinel_password": ctx.secrets["sentinel_password"],
+              "resolve_hostnames": _at_least(plat.redis_version, (6, 2))}
     nofile = 16384 if ctx.facts.in_container else 65535
     out = [Directory("/etc/redis", owner=user, group=user, mode=0o2750)]
+    out += selinux.steps_for_redis(ctx)   # port labels before the units start on them
     if ctx.facts.in_container:
         out.append(Warn(target="LimitNOFILE", message=f"capped at {nofile} (container limit)"))
     if host.has("redis"):
@@ -86,7 +89,7 @@ def steps(ctx) -> list:
         out += [
             File(MANAGED, render("redis/redis-managed.conf.j2", **values), owner="root", group=user,
                  mode=0o640, notify=(unit,), secret=True),
-            File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf",
+            File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
                  render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
                  notify=("daemon-reload", unit)),
             Command(plat.paths["redis_conf"], desc=f"create (replica of {master})" if master != ctx.address
@@ -101,7 +104,7 @@ def steps(ctx) -> list:
         conf = render("redis/sentinel.conf.j2", **values)
         stamp = hashlib.sha256(render("redis/sentinel.conf.j2", **{**values, "master": "-"}).encode()).hexdigest()
         out += [
-            File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf",
+            File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
                  render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
                  notify=("daemon-reload", unit)),
             Command(plat.paths["sentinel_conf"], desc=f"generate (master {master})",
@@ -112,6 +115,14 @@ def steps(ctx) -> list:
             Service(unit),
         ]
     return out
+
+
+def _at_least(version: str, wanted: tuple) -> bool:
+    """True if a 'major.minor' version is >= wanted (unknown versions count as new)."""
+    try:
+        return tuple(int(x) for x in version.split(".")[:2]) >= wanted
+    except ValueError:
+        return True
 
 
 def _write_owned(path: str, content: str, user: str) -> str:

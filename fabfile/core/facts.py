@@ -2,7 +2,14 @@
 
 A Platform is the table of everything that differs between distributions: package manager, firewall,
 package names, service names, config paths, daemon users. Components read it; they never test the
-distribution themselves. Sources: Debian/Ubuntu package pages, EL9 (AlmaLinux/Rocky) package lists.
+distribution themselves. Every entry, with its source, is listed in docs/platforms.md; the spec tests
+(tests/spec) print the complete plan per platform so a wrong name shows up in a reviewed golden file.
+
+Python: the Airflow venv uses the distribution's interpreter (Debian 12: 3.11, Ubuntu 22.04: 3.10,
+Ubuntu 24.04: 3.12, EL9: python3.12 from AppStream since 9.4 — EL9's default 3.9 is too old for
+Airflow 3). The wheelhouse and constraints are built on the control machine *before* any host is
+reached, so they cannot follow the hosts: `cluster.python_version` must equal `Platform.python_version`
+of every Airflow host, and the airflow component refuses a host whose Python differs (one clear error).
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ class Platform:
     paths: dict = field(hash=False)      # logical file -> path
     users: dict = field(hash=False)      # daemon -> user that runs it
     selinux: bool = False
+    python_version: str = ""   # major.minor of `python` (must match cluster.python_version)
+    redis_version: str = ""    # major.minor of the packaged Redis (sentinel options differ)
 
     @property
     def name(self) -> str:
         return f"{self.distro} {self.version}"
 
 
-def _debian_like(distro, version, python="python3", pg="15", extra=None) -> Platform:
+def _debian_like(distro, version, python_version, pg, redis_version) -> Platform:
     paths = {
         "redis_conf": "/etc/redis/redis.conf",
         "sentinel_conf": "/etc/redis/sentinel.conf",
@@ -42,58 +51,72 @@ def _debian_like(distro, version, python="python3", pg="15", extra=None) -> Plat
         "pg_hba": f"/etc/postgresql/{pg}/main/pg_hba.conf",
         "pg_include": f"/etc/postgresql/{pg}/main/conf.d/airflow-ha.conf",
         "pg_data": f"/var/lib/postgresql/{pg}/main",
+        "redis_dropin": "airflow-ha.conf",   # systemd drop-in name for redis units (LimitNOFILE)
+        "nginx_main_conf": None,   # the packaged nginx.conf stays: its only server is sites-enabled/default
         "nginx_site": "/etc/nginx/sites-available/airflow-ha.conf",
         "nginx_site_link": "/etc/nginx/sites-enabled/airflow-ha.conf",
         "nginx_default_site": "/etc/nginx/sites-enabled/default",
         "apt_proxy": "/etc/apt/apt.conf.d/80airflow-ha-proxy",
     }
     return Platform(
-        family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python=python,
+        family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python="python3",
         packages={
             "base": ["ca-certificates", "curl", "sudo", "rsync", "logrotate", "acl", "tar"],
-            "python": [python, "python3-venv"],
+            # python3 is 3.11 (Debian 12), 3.10 (Ubuntu 22.04), 3.12 (Ubuntu 24.04); venv is a separate package
+            "python": ["python3", "python3-venv"],
             "timesync": ["chrony"],
             "redis": ["redis-server", "redis-tools"],
             "sentinel": ["redis-sentinel"],
             "postgres": ["postgresql", "postgresql-client"],
             "postgres_client": ["postgresql-client"],
-            "nginx": ["nginx", "apache2-utils", "openssl"],
+            # no apache2-utils: the Flower htpasswd is written by us ({SSHA}), htpasswd is never run
+            "nginx": ["nginx", "openssl"],
             "ufw": ["ufw"],
             "firewalld": ["firewalld"],
-            **(extra or {}),
         },
         units={"redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
                "nginx": "nginx", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld"},
         paths=paths,
         users={"redis": "redis", "postgres": "postgres", "nginx": "www-data"},
+        python_version=python_version, redis_version=redis_version,
     )
 
 
 def _el9(distro, version) -> Platform:
+    """AlmaLinux/Rocky/RHEL 9: AppStream packages (redis 6.2, postgresql 13, nginx, python3.12 since 9.4)."""
     return Platform(
         family="rhel", distro=distro, version=version, pkg="dnf", firewall="firewalld", python="python3.12",
         packages={
-            "base": ["ca-certificates", "curl", "sudo", "rsync", "logrotate", "acl", "tar",
+            # no "curl": EL9 installs curl-minimal (@core), which conflicts with the full curl package;
+            # either one provides /usr/bin/curl. semanage comes from policycoreutils-python-utils.
+            "base": ["ca-certificates", "sudo", "rsync", "logrotate", "acl", "tar",
                      "policycoreutils-python-utils"],
+            # python3.12 includes the venv module; python3.12-pip brings the wheel ensurepip installs
             "python": ["python3.12", "python3.12-pip"],
             "timesync": ["chrony"],
-            "redis": ["redis"],
+            "redis": ["redis"],          # one package: redis-server, redis-sentinel, both units
             "sentinel": ["redis"],
             "postgres": ["postgresql-server", "postgresql"],
             "postgres_client": ["postgresql"],
-            "nginx": ["nginx", "httpd-tools", "openssl"],
-            "ufw": ["ufw"],
+            "nginx": ["nginx", "openssl"],
+            "ufw": [],                   # not in EL9 (EPEL only): the firewall component refuses ufw here
             "firewalld": ["firewalld"],
         },
         units={"redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
                "nginx": "nginx", "timesync": "chronyd", "ufw": "ufw", "firewalld": "firewalld"},
         paths={
-            "redis_conf": "/etc/redis/redis.conf",
+            "redis_conf": "/etc/redis/redis.conf",          # redis >= 6 (Fedora 34 / EL9): /etc/redis/
             "sentinel_conf": "/etc/redis/sentinel.conf",
-            "pg_conf_dir": "/var/lib/pgsql/data",
+            # the redis package ships <unit>.service.d/limit.conf (LimitNOFILE=10240); drop-ins apply in
+            # name order, so ours must sort after it to take effect
+            "redis_dropin": "zz-airflow-ha.conf",
+            "pg_conf_dir": "/var/lib/pgsql/data",           # postgresql-setup --initdb creates it
             "pg_hba": "/var/lib/pgsql/data/pg_hba.conf",
             "pg_include": "/var/lib/pgsql/data/conf.d/airflow-ha.conf",
             "pg_data": "/var/lib/pgsql/data",
+            # EL's nginx.conf has its own `server { listen 80; ... }` welcome page in the http block:
+            # we replace nginx.conf by the same file without that server (files/nginx/nginx-el.conf.j2)
+            "nginx_main_conf": "/etc/nginx/nginx.conf",
             "nginx_site": "/etc/nginx/conf.d/airflow-ha.conf",
             "nginx_site_link": None,
             "nginx_default_site": None,
@@ -101,8 +124,17 @@ def _el9(distro, version) -> Platform:
             "dnf_conf": "/etc/dnf/dnf.conf",
         },
         users={"redis": "redis", "postgres": "postgres", "nginx": "nginx"},
-        selinux=True,
+        selinux=True, python_version="3.12", redis_version="6.2",
     )
+
+
+#: os-release ID -> why a release we do not support is refused (shown in the error)
+_WHY = {
+    "debian": "Debian 11 and older ship Python 3.9 or older; Airflow 3 needs >= 3.10",
+    "ubuntu": "Ubuntu 20.04 and older ship Python 3.8; Airflow 3 needs >= 3.10",
+    "centos": "CentOS 7/8 are end of life; use AlmaLinux or Rocky 9",
+    "alpine": "musl libc and OpenRC: no systemd units, no manylinux wheels",
+}
 
 
 def platform_from_os_release(text: str) -> Platform:
@@ -110,17 +142,17 @@ def platform_from_os_release(text: str) -> Platform:
     rel = parse_os_release(text)
     distro, version = rel.get("ID", "unknown"), rel.get("VERSION_ID", "")
     major = version.split(".")[0]
-    if distro == "debian" and major == "12":
-        return _debian_like("debian", version)
-    if distro == "ubuntu" and version == "24.04":
-        return _debian_like("ubuntu", version, python="python3", pg="16")
-    if distro == "ubuntu" and version == "22.04":
-        # 22.04 ships python 3.10 (Airflow 3 supports >= 3.10) and PostgreSQL 14
-        return _debian_like("ubuntu", version, python="python3", pg="14")
+    if distro == "debian" and major == "12":          # bookworm: python 3.11, postgresql 15, redis 7.0
+        return _debian_like("debian", version, "3.11", pg="15", redis_version="7.0")
+    if distro == "ubuntu" and version == "24.04":     # noble: python 3.12, postgresql 16, redis 7.0
+        return _debian_like("ubuntu", version, "3.12", pg="16", redis_version="7.0")
+    if distro == "ubuntu" and version == "22.04":     # jammy: python 3.10, postgresql 14, redis 6.0
+        return _debian_like("ubuntu", version, "3.10", pg="14", redis_version="6.0")
     if distro in ("almalinux", "rocky", "rhel") and major == "9":
         return _el9(distro, version)
     pretty = rel.get("PRETTY_NAME", f"{distro} {version}".strip())
-    raise PlatformError(f"unsupported distribution: {pretty}", "",
+    why = f" ({_WHY[distro]})" if distro in _WHY else ""
+    raise PlatformError(f"unsupported distribution: {pretty}{why}", "",
                         f"supported: {SUPPORTED}; reinstall the host with one of them")
 
 

@@ -1,0 +1,42 @@
+"""Load for failover drills: 30 short independent tasks (2-5 s each, no retries).
+
+Trigger it, then kill a worker / scheduler / api-server / Redis master mid-run and look at the task
+states: with ``retries=0`` every task lost to the failure shows up as failed instead of being hidden
+by a retry, and the hostname in each log tells which worker ran it.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+N_TASKS = 30
+
+
+@dag(
+    dag_id="ha_load",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_tasks=N_TASKS,
+    tags=["airflow-ha", "load"],
+    default_args={"retries": 0},
+)
+def ha_load():
+    @task
+    def work(i: int) -> str:
+        seconds = random.uniform(2, 5)
+        time.sleep(seconds)
+        host = socket.gethostname()
+        print(f"load task {i} slept {seconds:.1f}s on {host}")
+        return host
+
+    for i in range(1, N_TASKS + 1):
+        work.override(task_id=f"load_{i:02d}")(i)
+
+
+ha_load()
