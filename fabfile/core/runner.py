@@ -95,6 +95,7 @@ class Run:
         self.remotes: dict[str, Remote] = {}
         self.facts: dict[str, Facts] = {}
         self.failed: dict[str, str] = {}
+        self.refused: dict[str, str] = {}  # hosts whose platform is unsupported: nothing may change anywhere
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
         self.results: list[StepResult] = []
@@ -162,6 +163,7 @@ class Run:
                 self.fail_host(host, "connect", f"unreachable: {exc}")
             except UserError as exc:
                 self.fail_host(host, "facts", exc.message)
+                self.refused[host.name] = exc.message
             except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                 self.fail_host(host, "connect", f"unreachable: {type(exc).__name__}: {exc}")
             else:
@@ -243,6 +245,7 @@ class Run:
             if not reloaded and isinstance(step, Service):
                 parts.append("systemctl daemon-reload")
                 reloaded = True
+                self.pending[host.name].discard("daemon-reload")
             parts.append(f"echo '@@begin {i}'; s=$(date +%s%N)\n( set -e\n{change.script}\n)\n"
                          f"rc=$?; echo \"@@end {i} $rc $(( ($(date +%s%N) - s) / 1000000 ))\"; "
                          "[ $rc -eq 0 ] || exit 0")
@@ -343,6 +346,9 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options) -> int
     run = Run(inv, hosts, opts)
     try:
         run.connect()
+        if run.refused:
+            run.say("nothing changed: every host must run a supported platform first", always=True)
+            return run.recap()
         batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
             else [hosts]
         for batch in batches:
