@@ -29,8 +29,6 @@ LOGS = "/var/log/airflow"
 ETC = "/etc/airflow"
 CLI = "/usr/local/bin/airflow-ha-cli"
 DAGS_CURRENT = f"{HOME}/dags/current"
-EXTRAS = "celery,postgres"
-PACKAGES = ("apache-airflow-providers-fab", "apache-airflow-providers-standard", "async-timeout")
 
 
 def applies(inv, host) -> bool:
@@ -132,7 +130,9 @@ def env_values(ctx) -> dict:
 
 
 def install_spec(inv) -> str:
-    return " ".join([f"apache-airflow[{EXTRAS}]=={inv.cluster['airflow_version']}", *PACKAGES])
+    """What the venv gets: the same requirement list the wheelhouse was downloaded for."""
+    from .wheelhouse import requirements
+    return " ".join(r.replace(" ", "") for r in requirements(inv.cluster["airflow_version"]))
 
 
 def check_python(ctx) -> None:

@@ -36,6 +36,8 @@ def unit_values(ctx) -> dict:
         "api_workers": ctx.var("api_workers"), "worker_concurrency": ctx.var("worker_concurrency"),
         "worker_stop_timeout": ctx.inv.cluster["worker_stop_timeout"],
         "airflow_home": "/var/lib/airflow",
+        # nginx hosts whose X-Forwarded-* headers uvicorn trusts (--proxy-headers)
+        "trusted_proxies": ",".join(["127.0.0.1"] + [ctx.run.addresses[h.name] for h in ctx.inv.with_role("nginx")]),
     }
 
 

@@ -80,7 +80,7 @@ def test_ha_celery_workers():
                     "quorum": info.get("quorum"),
                 }
             except Exception as exc:  # a Sentinel down is exactly what this DAG should show
-                views[f"{host}:{port}"] = {"error": repr(exc)}
+                views[f"{host}:{port}"] = {"error": f"{type(exc).__name__}: {exc}"}
         role = s.master_for(master_name, socket_timeout=3).info("replication")
         result = {
             "worker": socket.gethostname(),
