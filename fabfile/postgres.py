@@ -22,14 +22,18 @@ def applies(inv, host) -> bool:
 
 
 def max_connections(inv) -> int:
-    """Room for every Airflow process's SQLAlchemy pool (5 + 10 overflow) plus task slots and admin."""
+    """Room for every Airflow daemon's SQLAlchemy pool (5 + 10 overflow), Celery result writes and admin.
+
+    Airflow 3 task processes reach the database only through the Execution API, so worker hosts get a
+    flat allowance (their Celery result-backend connections) instead of one per task slot: changing
+    `worker_concurrency` must not restart PostgreSQL. Set `postgres.max_connections` for big workers.
+    """
     c = inv.cluster
     if c["postgres"]["max_connections"]:
         return c["postgres"]["max_connections"]
     daemons = sum(len(inv.with_role(r)) for r in ("scheduler", "dag_processor", "triggerer"))
     daemons += sum(inv.var(h, "api_workers") for h in inv.with_role("api_server"))
-    slots = sum(inv.var(h, "worker_concurrency") for h in inv.with_role("worker"))
-    return max(100, 15 * daemons + 2 * slots + 50)
+    return max(100, 15 * daemons + 20 * len(inv.with_role("worker")) + 50)
 
 
 def db_host(run) -> str:
