@@ -131,14 +131,18 @@ def check_redis(run) -> list[Check]:
             with run.remote(host.name).forward(run.addresses[host.name], ports["redis"]) as port:
                 r = redislib.Redis(port=port, password=run.secrets["redis_password"], socket_timeout=timeout)
                 info = r.info("replication")
-            out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1))
+            out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1,
+                                          run.addresses[host.name], run.data.get("redis_master")))
         except Exception as exc:  # noqa: BLE001
             out.append(Check(host.name, "redis", "fail", f"down: {type(exc).__name__}: {str(exc)[:60]}"))
     return out
 
 
-def _replication_check(name, info, replicas_expected) -> Check:
+def _replication_check(name, info, replicas_expected, address, sentinel_master) -> Check:
     role = info.get("role")
+    if role == "master" and sentinel_master and address != sentinel_master:
+        return Check(name, "redis", "fail", f"acts as master but the sentinels name {sentinel_master} "
+                                            "(old master not yet converted to a replica?)")
     if role == "master":
         slaves = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
         offset = info.get("master_repl_offset", 0)

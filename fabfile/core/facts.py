@@ -57,6 +57,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
         "nginx_site_link": "/etc/nginx/sites-enabled/airflow-ha.conf",
         "nginx_default_site": "/etc/nginx/sites-enabled/default",
         "apt_proxy": "/etc/apt/apt.conf.d/80airflow-ha-proxy",
+        "monitoring_defaults": "/etc/default",   # <dir>/<unit>: EnvironmentFile (ARGS=...) of every exporter unit
     }
     return Platform(
         family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python="python3",
@@ -73,9 +74,16 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             "nginx": ["nginx", "openssl"],
             "ufw": ["ufw"],
             "firewalld": ["firewalld"],
+            # monitoring (cluster.monitoring): no statsd_exporter package exists (fabfile/monitoring.py)
+            "monitoring_node": ["prometheus-node-exporter"],
+            "monitoring_redis": ["prometheus-redis-exporter"],
+            "monitoring_postgres": ["prometheus-postgres-exporter"],
+            "monitoring_prometheus": ["prometheus"],
         },
         units={"redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
-               "nginx": "nginx", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld"},
+               "nginx": "nginx", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld",
+               "node_exporter": "prometheus-node-exporter", "redis_exporter": "prometheus-redis-exporter",
+               "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"},
         paths=paths,
         users={"redis": "redis", "postgres": "postgres", "nginx": "www-data"},
         python_version=python_version, redis_version=redis_version,
@@ -101,6 +109,9 @@ def _el9(distro, version) -> Platform:
             "nginx": ["nginx", "openssl"],
             "ufw": [],                   # not in EL9 (EPEL only): the firewall component refuses ufw here
             "firewalld": ["firewalld"],
+            # BaseOS/AppStream ship no Prometheus exporters and this suite configures no EPEL or vendor repo:
+            # the monitoring component refuses EL9 hosts with a PlatformError
+            "monitoring_node": [], "monitoring_redis": [], "monitoring_postgres": [], "monitoring_prometheus": [],
         },
         units={"redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
                "nginx": "nginx", "timesync": "chronyd", "ufw": "ufw", "firewalld": "firewalld"},

@@ -1,0 +1,218 @@
+"""Monitoring (`cluster.monitoring: true`): Prometheus exporters on every host, optional Prometheus server.
+
+What runs where (every exporter listens on the host's cluster address; the firewall component opens the
+exporter ports to cluster hosts and `monitoring_cidr` only):
+
+* every host: prometheus-node-exporter (:node_exporter);
+* Airflow hosts: a StatsD → Prometheus bridge (:statsd_exporter). Airflow sends StatsD to 127.0.0.1:statsd
+  ([metrics] statsd_on in airflow.cfg follows `cluster.monitoring`). Debian 12 and Ubuntu ship no
+  prometheus-statsd-exporter package, and hosts install only distribution packages and our wheelhouse, so
+  files/monitoring/statsd_exporter.py (stdlib + PyYAML, run by the Airflow venv's Python, DynamicUser)
+  takes its place: same flags, same mapping format (files/monitoring/statsd_mapping.yml), so the upstream
+  binary can replace it without touching the mapping;
+* redis/sentinel hosts: prometheus-redis-exporter (:redis_exporter) for the local Redis on /metrics and the
+  local Sentinel through its multi-target `/scrape?target=redis://<addr>:<sentinel port>`. Passwords: the
+  packaged 1.45 reads `-redis.password-file`, a JSON map {"redis://addr:port": password} that covers both
+  the Redis and the Sentinel password (REDIS_PASSWORD in the EnvironmentFile would also apply to the
+  Sentinel target, whose password differs). The file is 0640 root:prometheus; argv carries only its path;
+* the postgres host: prometheus-postgres-exporter (:postgres_exporter) as Debian's README.Debian
+  recommends: a passwordless `prometheus` role (member of pg_monitor) reached over the Unix socket with
+  `peer` authentication (pg_hba's `local all all peer` line), so there is no secret at all and no pg_hba
+  or network path for it;
+* hosts with the `monitoring` role: Prometheus (:prometheus) scraping all of the above of all hosts plus
+  Flower's /flower/metrics (flower_worker_online; Flower's basic auth, password from a 0640 file), with the
+  alert rules of files/monitoring/alerts.yml; `promtool check config` + `check rules` run before a restart,
+  and a failing check leaves the running Prometheus untouched.
+
+Units are configured through their packaged EnvironmentFile (/etc/default/<unit>: ARGS=...), managed whole.
+`monitoring: false` (the default): the component still visits every host but only plans "stopped and
+disabled" for the exporter units, which costs one probe and changes nothing on a host that never had them;
+packages and files stay (turning monitoring back on is then quick).
+EL9: BaseOS/AppStream ship no exporters and this suite configures no EPEL/vendor repository, so monitoring
+on an EL9 host is refused with one PlatformError (monitoring off works there as everywhere).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from .airflow import ROLES as AIRFLOW_ROLES
+from .airflow import VENV
+from .core.errors import PlatformError
+from .core.steps import Command, File, Packages, Service
+from .core.templates import render, static
+
+NAME = "monitoring"
+STATSD_UNIT = "airflow-ha-statsd-exporter"
+STATSD_SCRIPT = "/usr/local/lib/airflow-ha/statsd_exporter.py"
+STATSD_MAPPING = "/etc/airflow-ha/statsd_mapping.yml"
+REDIS_PASSWORDS = "/etc/prometheus/airflow-ha-redis-passwords.json"
+FLOWER_PASSWORD = "/etc/prometheus/airflow-ha-flower.password"
+PROM_CONFIG = "/etc/prometheus/prometheus.yml"
+PROM_RULES = "/etc/prometheus/airflow-ha-alerts.yml"
+PG_ROLE = "prometheus"
+SCRAPE_INTERVAL = "15s"
+
+
+def applies(inv, host) -> bool:
+    return True   # also with monitoring off: exporters left from an earlier run are stopped (see docstring)
+
+
+def exporters(inv, host) -> list[str]:
+    """The exporters (port names in cluster.ports) a host runs when monitoring is on."""
+    out = ["node_exporter"]
+    if host.has(*AIRFLOW_ROLES):
+        out.append("statsd_exporter")
+    if host.has("redis", "sentinel"):
+        out.append("redis_exporter")
+    if host.has("postgres"):
+        out.append("postgres_exporter")
+    if host.has("monitoring"):
+        out.append("prometheus")
+    return out
+
+
+def _unit(plat, exporter: str) -> str:
+    return STATSD_UNIT if exporter == "statsd_exporter" else plat.units[exporter]
+
+
+def steps(ctx) -> list:
+    inv, plat, host = ctx.inv, ctx.platform, ctx.host
+    if not inv.cluster["monitoring"]:
+        if not plat.packages.get("monitoring_node"):
+            return []          # never installable here, nothing to stop
+        return [Service(_unit(plat, e), present=False)
+                for e in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus")]
+    if not plat.packages.get("monitoring_node"):
+        raise PlatformError(f"monitoring is not available on {plat.name}: its repositories ship no Prometheus "
+                            "exporters", f"cluster.monitoring (host {host.name})",
+                            "set monitoring: false, or run the monitored hosts on Debian 12 / Ubuntu")
+    wanted = exporters(inv, host)
+    pkgs = [p for key, e in (("monitoring_node", "node_exporter"), ("monitoring_redis", "redis_exporter"),
+                             ("monitoring_postgres", "postgres_exporter"), ("monitoring_prometheus", "prometheus"))
+            if e in wanted for p in plat.packages[key]]
+    out = [Packages(target="monitoring packages", names=tuple(pkgs), manager=plat.pkg, proxy=inv.cluster["http_proxy"])]
+    for exporter in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"):
+        if exporter in wanted:
+            out += EXPORTER_STEPS[exporter](ctx)
+        else:
+            out.append(Service(_unit(plat, exporter), present=False))
+    return out
+
+
+def listen(ctx, exporter: str) -> str:
+    return f"{ctx.address}:{ctx.inv.cluster['ports'][exporter]}"
+
+
+def _defaults(ctx, unit: str, args: str, env=()) -> File:
+    return File(f"{ctx.platform.paths['monitoring_defaults']}/{unit}",
+                render("monitoring/exporter.default.j2", unit=unit, args=args, env=list(env)), notify=(unit,))
+
+
+def _node(ctx) -> list:
+    unit = ctx.platform.units["node_exporter"]
+    return [_defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'node_exporter')}"), Service(unit)]
+
+
+def _statsd(ctx) -> list:
+    unit = STATSD_UNIT
+    service = render("monitoring/airflow-ha-statsd-exporter.service.j2", python=f"{VENV}/bin/python",
+                     script=STATSD_SCRIPT, mapping=STATSD_MAPPING, statsd_port=ctx.inv.cluster["ports"]["statsd"],
+                     listen=listen(ctx, "statsd_exporter"))
+    return [
+        File(STATSD_SCRIPT, static("monitoring/statsd_exporter.py"), mode=0o755, notify=(unit,)),
+        File(STATSD_MAPPING, static("monitoring/statsd_mapping.yml"), notify=(unit,)),
+        File(f"/etc/systemd/system/{unit}.service", service, notify=("daemon-reload", unit)),
+        Service(unit),
+    ]
+
+
+def redis_password_map(ctx) -> dict:
+    ports, addr = ctx.inv.cluster["ports"], ctx.address
+    out = {}
+    if ctx.host.has("redis"):
+        out[f"redis://{addr}:{ports['redis']}"] = ctx.secrets["redis_password"]
+    if ctx.host.has("sentinel"):
+        out[f"redis://{addr}:{ports['sentinel']}"] = ctx.secrets["sentinel_password"]
+    return out
+
+
+def _redis(ctx) -> list:
+    unit, ports = ctx.platform.units["redis_exporter"], ctx.inv.cluster["ports"]
+    target = f"redis://{ctx.address}:{ports['redis' if ctx.host.has('redis') else 'sentinel']}"
+    args = (f"-web.listen-address={listen(ctx, 'redis_exporter')} -redis.addr={target} "
+            f"-redis.password-file={REDIS_PASSWORDS}")
+    return [
+        File(REDIS_PASSWORDS, json.dumps(redis_password_map(ctx), indent=1, sort_keys=True) + "\n",
+             owner="root", group="prometheus", mode=0o640, notify=(unit,), secret=True),
+        _defaults(ctx, unit, args),
+        Service(unit),
+    ]
+
+
+def _postgres(ctx) -> list:
+    plat = ctx.platform
+    unit, pg_user = plat.units["postgres_exporter"], plat.users["postgres"]
+    port = ctx.inv.cluster["ports"]["postgres"]
+    dsn = f"user={PG_ROLE} host=/run/postgresql port={port} dbname=postgres sslmode=disable"
+    check = (f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}' AND rolcanlogin "
+             f"AND pg_has_role('{PG_ROLE}', 'pg_monitor', 'MEMBER')")
+    return [
+        Command(f"postgres role {PG_ROLE}", desc=f"create login role {PG_ROLE} in pg_monitor (peer auth, no password)",
+                unless=f"runuser -u {pg_user} -- psql -p {port} -tAc {shlex.quote(check)} | grep -qx 1",
+                script=(f"runuser -u {pg_user} -- psql -p {port} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
+                        f"SELECT 'CREATE ROLE {PG_ROLE} LOGIN' WHERE NOT EXISTS "
+                        f"(SELECT FROM pg_roles WHERE rolname = '{PG_ROLE}')\\gexec\n"
+                        f"ALTER ROLE {PG_ROLE} WITH LOGIN;\n"
+                        f"GRANT pg_monitor TO {PG_ROLE};\n"
+                        "__SQL__")),
+        _defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'postgres_exporter')}",
+                  env=[("DATA_SOURCE_NAME", dsn)]),
+        Service(unit),
+    ]
+
+
+def scrape_jobs(ctx) -> dict:
+    """Values of prometheus.yml.j2: every exporter of every host, by cluster address."""
+    inv, addrs, ports = ctx.inv, ctx.run.addresses, ctx.inv.cluster["ports"]
+    hosts = list(inv.hosts.values())
+
+    def targets(exporter, pick=lambda h: True):
+        return [(h.name, f"{addrs[h.name]}:{ports[exporter]}") for h in hosts
+                if exporter in exporters(inv, h) and pick(h)]
+    jobs = [("node", "/metrics", targets("node_exporter")),
+            ("airflow", "/metrics", targets("statsd_exporter")),
+            ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
+            ("postgres", "/metrics", targets("postgres_exporter"))]
+    sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
+                 for h in inv.with_role("sentinel")]
+    flower = inv.with_role("flower")
+    return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
+            "prometheus": listen(ctx, "prometheus"), "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
+            "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports['flower']}") if flower else None,
+            "flower_password_file": FLOWER_PASSWORD}
+
+
+def _prometheus(ctx) -> list:
+    unit = ctx.platform.units["prometheus"]
+    config = "prometheus-config"       # notification: validate, then restart
+    values = scrape_jobs(ctx)
+    out = [
+        File(PROM_CONFIG, render("monitoring/prometheus.yml.j2", **values), notify=(config,)),
+        File(PROM_RULES, static("monitoring/alerts.yml"), notify=(config,)),
+    ]
+    if values["flower"]:
+        out.append(File(FLOWER_PASSWORD, ctx.secrets["flower_password"], owner="root", group="prometheus",
+                        mode=0o640, notify=(config,), secret=True))
+    out += [
+        _defaults(ctx, unit, f"--config.file={PROM_CONFIG} --web.listen-address={listen(ctx, 'prometheus')}"),
+        Command(config, desc="promtool check config + rules", only_if_notified=True,
+                script=f"promtool check config {PROM_CONFIG} 2>&1\npromtool check rules {PROM_RULES} 2>&1"),
+        Service(unit, listen=(config,)),
+    ]
+    return out
+
+
+EXPORTER_STEPS = {"node_exporter": _node, "statsd_exporter": _statsd, "redis_exporter": _redis,
+                  "postgres_exporter": _postgres, "prometheus": _prometheus}
