@@ -1,9 +1,10 @@
 """`inv health`: one verdict for the whole cluster — a table (or JSON), and exit 1 if anything failed.
 
 Per host, in parallel, one round trip gathers units (+ restart counts), disk, clock and the Airflow
-health JSON of its api-server and nginx. Redis, Sentinel and PostgreSQL are checked with redis-py and
-psycopg2 from the control machine through SSH port forwarding over the same connection (no port is
-opened for the control machine). Every check has a timeout (`check_timeout`), so a hung host only
+health JSON of its api-server and nginx (with `cluster.monitoring` on, also each exporter's /metrics status:
+one row per exporter). Redis, Sentinel and PostgreSQL are checked with redis-py and psycopg2 from the
+control machine through SSH port forwarding over the same connection (no port is opened for the control
+machine). Every check has a timeout (`check_timeout`), so a hung host only
 fails its own rows.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from tabulate import tabulate
 
-from . import postgres
+from . import monitoring, postgres
 from .core import inventory as inventory_mod
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
@@ -58,6 +59,10 @@ def host_script(run, host) -> str:
                      '/api/v2/monitor/health)"')
     if host.has("nginx"):
         lines.append(f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{ports["http"]}/api/v2/monitor/health)"')
+    if run.inv.cluster["monitoring"]:
+        for exporter in monitoring.exporters(run.inv, host):
+            lines.append(f"echo \"@@exporter {exporter} $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' "
+                         f"http://{run.addresses[host.name]}:{ports[exporter]}/metrics)\"")
     return "\n".join(lines)
 
 
@@ -79,6 +84,10 @@ def check_host(run, host) -> list[Check]:
             unit, state, restarts = (rest.split() + ["?", "?"])[:3]
             out.append(Check(name, f"unit {unit}", "ok" if state == "active" else "fail",
                              f"{state}, {restarts} restarts"))
+        elif tag == "@@exporter":
+            exporter, code = (rest.split() + [""])[:2]
+            out.append(Check(name, f"exporter {exporter}", "ok" if code == "200" else "fail",
+                             "up" if code == "200" else f"down (HTTP {code or 'no answer'})"))
         elif tag in ("@@api", "@@nginx"):
             out.append(_airflow_health(name, "api-server health" if tag == "@@api" else "health via nginx", rest))
     return out

@@ -121,8 +121,8 @@ def _statsd(ctx) -> list:
                      script=STATSD_SCRIPT, mapping=STATSD_MAPPING, statsd_port=ctx.inv.cluster["ports"]["statsd"],
                      listen=listen(ctx, "statsd_exporter"))
     return [
-        File(STATSD_SCRIPT, static("monitoring/statsd_exporter.py"), mode=0o755, notify=(unit,)),
-        File(STATSD_MAPPING, static("monitoring/statsd_mapping.yml"), notify=(unit,)),
+        File(STATSD_SCRIPT, static("monitoring/statsd_exporter.py").decode(), mode=0o755, notify=(unit,)),
+        File(STATSD_MAPPING, static("monitoring/statsd_mapping.yml").decode(), notify=(unit,)),
         File(f"/etc/systemd/system/{unit}.service", service, notify=("daemon-reload", unit)),
         Service(unit),
     ]
@@ -189,7 +189,8 @@ def scrape_jobs(ctx) -> dict:
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
     return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
-            "prometheus": listen(ctx, "prometheus"), "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
+            "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
+            "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
             "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports['flower']}") if flower else None,
             "flower_password_file": FLOWER_PASSWORD}
 
@@ -200,7 +201,7 @@ def _prometheus(ctx) -> list:
     values = scrape_jobs(ctx)
     out = [
         File(PROM_CONFIG, render("monitoring/prometheus.yml.j2", **values), notify=(config,)),
-        File(PROM_RULES, static("monitoring/alerts.yml"), notify=(config,)),
+        File(PROM_RULES, static("monitoring/alerts.yml").decode(), notify=(config,)),
     ]
     if values["flower"]:
         out.append(File(FLOWER_PASSWORD, ctx.secrets["flower_password"], owner="root", group="prometheus",

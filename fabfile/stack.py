@@ -1,18 +1,19 @@
 """The meta-task: components in dependency order, shared by `fab` and `inv` (same functions, same output).
 
-Order: packages → redis → postgres → airflow (+ db migrate once) → dags → services → nginx → firewall.
+Order: packages → redis → postgres → airflow (+ db migrate once) → dags → services → nginx → firewall
+→ monitoring (exporters + Prometheus; only stops exporters when `cluster.monitoring` is off).
 Every component runs on all selected hosts in parallel before the next one starts, which is what
 makes cross-host ordering right (PostgreSQL and Redis are up before any Airflow process starts).
 """
 
 from __future__ import annotations
 
-from . import airflow, dags, firewall, nginx, packages, postgres, redis, services
+from . import airflow, dags, firewall, monitoring, nginx, packages, postgres, redis, services
 from .core import inventory as inventory_mod
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
 
-COMPONENTS = [packages, redis, postgres, airflow, dags, services, nginx, firewall]
+COMPONENTS = [packages, redis, postgres, airflow, dags, services, nginx, firewall, monitoring]
 BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 

@@ -15,7 +15,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.e2e.util import NODES, ROOT, address, inv, ssh
+from tests.e2e.util import NODES, ROOT, address, http_status_from, inv, ssh
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ def assert_policy(expected: dict) -> None:
         assert tcp("node1", node3, port) == "open", f"peer node1 refused on node3:{port}"
     assert tcp("node3", address("node2"), 6379) == "open", "node3 cannot reach a peer (replies blocked?)"
     assert tcp("outsider", node3, 80) == "open"
-    code = ssh("outsider", f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{node3}/api/v2/version").stdout
+    code = http_status_from("outsider", f"http://{node3}/api/v2/version")
     assert code.strip() == "200", code
     # the cluster still works across the switched host: node1 reads Redis on node3 (peer rule)
     pong = ssh("node1", f"REDISCLI_AUTH=\"$(grep -oP '^requirepass \\K.*' /etc/redis/airflow-ha.conf)\" "

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.util import NODES, ROOT, Airflow, address, http, inv, secrets, ssh
+from tests.e2e.util import NODES, ROOT, Airflow, address, http, http_status_from, inv, secrets, ssh
 
 pytestmark = pytest.mark.e2e
 
@@ -137,9 +137,7 @@ def test_firewall_outsider_refused_peers_allowed(deployed, lab):
             assert res.stdout.strip() == "closed", (port, res.stdout)
             peer = ssh("node2", f"timeout 3 bash -c '</dev/tcp/{target}/{port}' && echo open || echo closed")
             assert peer.stdout.strip() == "open", (port, peer.stdout)
-        url = f"http://{address('node1')}/api/v2/version"
-        res = ssh("outsider", f"python3 -c \"import urllib.request as u; print(u.urlopen('{url}', timeout=5).status)\"")
-        assert res.stdout.strip() == "200"
+        assert http_status_from("outsider", f"http://{address('node1')}/api/v2/version") == "200"
     finally:
         labapi.stop_node("outsider")
 

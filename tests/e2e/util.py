@@ -113,3 +113,12 @@ class Airflow:
         status, body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
         assert status == 200, body
         return body["task_instances"]
+
+
+def http_status_from(host: str, url: str) -> str:
+    """HTTP status of `url` fetched from a lab host (python3 is on every lab host; curl may not be)."""
+    code = ("import urllib.request as u, urllib.error as e\n"
+            f"try: print(u.urlopen('{url}', timeout=5).status)\n"
+            "except e.HTTPError as x: print(x.code)\n"
+            "except Exception as x: print('error', type(x).__name__)")
+    return ssh(host, f"python3 -c \"{code}\"").stdout.strip()
