@@ -11,6 +11,7 @@ import sys
 from invoke import Collection, task
 
 from fabfile import dags as dags_mod
+from fabfile import drills as drills_mod
 from fabfile import health as health_mod
 from fabfile import stack as deploy_mod
 from lab.tasks import ns as lab_ns
@@ -78,3 +79,36 @@ for _component in deploy_mod.COMPONENTS:
         _sub.add_task(dags_rollback)
     ns.add_collection(_sub)
 ns.add_collection(lab_ns, "lab")
+
+
+def _drill_task(name):
+    def drill(c, inventory=None):
+        _exit(drills_mod.run([name], inventory))
+    drill.__doc__ = f"Failover drill: {drills_mod.DRILLS[name].__doc__.splitlines()[0]}"
+    drill.__code__ = drill.__code__.replace(co_name=f"drill_{name.replace('-', '_')}")
+    return task(name=name, help={"inventory": HELP["inventory"]})(drill)
+
+
+@task(name="all", help={"inventory": HELP["inventory"]})
+def drill_all(c, inventory=None):
+    """Run every failover drill in sequence and print the table (PostgreSQL shown as not covered)."""
+    _exit(drills_mod.run(list(drills_mod.DRILLS), inventory))
+
+
+@task(name="rolling-restart", help={"hosts": HELP["hosts"], "inventory": HELP["inventory"]})
+def rolling_restart(c, hosts=None, inventory=None):
+    """Restart Airflow one host at a time: warm-stop the worker, restart, wait for health, next host."""
+    _exit(drills_mod.rolling_restart(inventory, hosts))
+
+
+@task(help={"airflow_version": "target Airflow version"})
+def upgrade(c, airflow_version=None):
+    """Not yet: see README "Upgrades" (a rolling upgrade needs the new wheelhouse and db migrate first)."""
+    print("inv upgrade is not implemented yet: see README, section 'Upgrades'.", file=sys.stderr)
+    sys.exit(2)
+
+
+drill_ns = Collection("drill", drill_all, *[_drill_task(n) for n in drills_mod.DRILLS])
+ns.add_collection(drill_ns)
+ns.add_task(rolling_restart)
+ns.add_task(upgrade)

@@ -1,0 +1,295 @@
+"""Failover drills: inject a fault while a load DAG runs, measure recovery, check nothing was lost.
+
+Each drill triggers a load DAG (files/dags/ha_load.py), injects its fault, waits for the DAG run, restores
+the fault and waits for `inv health` to pass again, then returns one row: drill, fault, recovery metric,
+tasks failed, verdict. `ha_load` has retries=0, so any lost task shows as failed. The worker and node
+drills use `ha_load_retry` instead: a task whose worker is SIGKILLed cannot finish; Airflow detects it
+after [scheduler] task_instance_heartbeat_timeout and retries it on another worker (README "HA").
+
+`drill.node` powers a lab host off and on, so it needs the lab (real servers have no power switch here).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from . import health
+from .airflow_api import Airflow, http
+from .core import inventory as inventory_mod
+from .core.runner import Options, Run
+
+LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
+
+
+@dataclass
+class Row:
+    drill: str
+    fault: str
+    recovery: str
+    failed: str
+    verdict: str
+
+    def as_list(self):
+        return [self.drill, self.fault, self.recovery, self.failed, self.verdict]
+
+
+class Drill:
+    """Shared plumbing: SSH to any host, the REST API through a live nginx, health gates."""
+
+    def __init__(self, inventory=None):
+        self.inv = inventory_mod.load(inventory)
+        self.run = Run(self.inv, list(self.inv.hosts.values()), Options(quiet=True, silent=True))
+        self.api = None
+
+    def sh(self, host: str, script: str, timeout=60) -> str:
+        return self.run.remote(host).sh(script, timeout=timeout).out
+
+    def nginx_url(self, avoid=()) -> str:
+        host = next(h for h in self.inv.with_role("nginx") if h.name not in avoid)
+        return f"http://{self.run.addresses[host.name]}:{self.inv.cluster['ports']['http']}"
+
+    def login(self, avoid=()) -> Airflow:
+        self.api = Airflow(self.nginx_url(avoid), self.inv.cluster["admin_user"], self.run.secrets["admin_password"])
+        return self.api
+
+    def start_load(self, dag_id=LOAD, avoid=()) -> str:
+        api = self.login(avoid)
+        api.wait_dag_loaded(dag_id)
+        run_id = api.trigger(dag_id)
+        self.wait_running(dag_id, run_id)
+        return run_id
+
+    def wait_running(self, dag_id, run_id, timeout=120, host=None) -> list:
+        """Wait until at least one task instance is running (on `host` if given)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tis = [t for t in self.api.task_instances(dag_id, run_id) if t["state"] == "running"
+                   and (host is None or t.get("hostname") == host)]
+            if tis:
+                return tis
+            time.sleep(1)
+        raise RuntimeError(f"no task of {dag_id} running{' on ' + host if host else ''} after {timeout}s")
+
+    def finish(self, dag_id, run_id, timeout=900) -> tuple[str, int, list]:
+        state = self.api.wait_run(dag_id, run_id, timeout)
+        tis = self.api.task_instances(dag_id, run_id)
+        failed = [t for t in tis if t["state"] != "success"]
+        return state, len(failed), tis
+
+    def redis_master(self, asking: list[str]) -> str | None:
+        """The master address the sentinels on `asking` hosts agree on (None when they disagree)."""
+        from .redis import ask_master_script
+        views = set()
+        for name in asking:
+            try:
+                out = self.sh(name, ask_master_script(self.run, [self.inv.hosts[name]]), timeout=5).split()
+            except Exception:  # noqa: BLE001 - a dead host does not vote
+                continue
+            views.add(out[0] if out else None)
+        return views.pop() if len(views) == 1 else None
+
+    def wait_healthy(self, timeout=300) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            r = Run(self.inv, list(self.inv.hosts.values()), Options(quiet=True, silent=True))
+            try:
+                r.connect()
+                checks = health.collect(r)
+            finally:
+                r.close()
+            bad = [c for c in checks if c.status == "fail"]
+            if not bad:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster not healthy again: " + "; ".join(f"{c.host} {c.check}" for c in bad[:5]))
+            time.sleep(5)
+
+    def close(self):
+        self.run.close()
+
+
+def verdict(state, failed) -> str:
+    return "PASS" if state == "success" and failed == 0 else "FAIL"
+
+
+def redis_master(d: Drill) -> Row:
+    """SIGKILL the Redis master, keep it stopped; sentinels elect a new one; the DAG run must succeed."""
+    sentinels = [h.name for h in d.inv.with_role("sentinel")]
+    old = d.redis_master(sentinels)
+    old_host = next(n for n, a in d.run.addresses.items() if a == old)
+    run_id = d.start_load()
+    d.sh(old_host, "mkdir -p /run/systemd/system/redis-server.service.d && printf '[Service]\\nRestart=no\\n' "
+                   "> /run/systemd/system/redis-server.service.d/drill.conf && systemctl daemon-reload && "
+                   "systemctl kill -s KILL redis-server")
+    t_kill = time.time()
+    new, t_new = None, None
+    others = [s for s in sentinels if s != old_host]
+    while time.time() - t_kill < 120:
+        new = d.redis_master(others)
+        if new and new != old:
+            t_new = time.time()
+            break
+        time.sleep(0.2)
+    first_done = _first_task_done_after(d, LOAD, run_id, t_kill)
+    state, failed, _ = d.finish(LOAD, run_id)
+    d.sh(old_host, "rm -f /run/systemd/system/redis-server.service.d/drill.conf && systemctl daemon-reload && "
+                   "systemctl start redis-server")
+    d.wait_healthy()
+    rejoined = "rejoined as replica" if d.redis_master(sentinels) != old else "old master is master again"
+    recovery = (f"new master {t_new - t_kill:.1f}s" if t_new else "no new master in 120s") + \
+        (f", first task done {first_done - t_kill:.1f}s" if first_done else "") + f"; {rejoined}"
+    return Row("redis-master", f"SIGKILL redis-server on {old_host} (master)", recovery, str(failed),
+               verdict(state, failed) if t_new else "FAIL")
+
+
+def _first_task_done_after(d: Drill, dag_id, run_id, t0, timeout=300) -> float | None:
+    from datetime import datetime
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for t in d.api.task_instances(dag_id, run_id):
+            end = t.get("end_date")
+            if t["state"] == "success" and end and datetime.fromisoformat(end).timestamp() > t0:
+                return datetime.fromisoformat(end).timestamp()
+        time.sleep(1)
+    return None
+
+
+def scheduler(d: Drill) -> Row:
+    """Stop one scheduler; the other keeps scheduling and the DAG run succeeds."""
+    host = d.inv.with_role("scheduler")[0].name
+    run_id = d.start_load()
+    t0 = time.time()
+    d.sh(host, "systemctl stop airflow-scheduler")
+    state, failed, _ = d.finish(LOAD, run_id)
+    took = time.time() - t0
+    d.sh(host, "systemctl start airflow-scheduler")
+    d.wait_healthy()
+    return Row("scheduler", f"stop airflow-scheduler on {host}", f"run finished {took:.0f}s after the stop",
+               str(failed), verdict(state, failed))
+
+
+def api_server(d: Drill, seconds=30, rate=10) -> Row:
+    """Stop one api-server; a probe loop through nginx must see 0 failed requests; the DAG run succeeds."""
+    host = d.inv.with_role("api_server")[0].name
+    run_id = d.start_load()
+    d.sh(host, "systemctl stop airflow-api-server")
+    url = d.nginx_url() + "/api/v2/monitor/health"
+    sent = errors = 0
+    t_end = time.time() + seconds
+    while time.time() < t_end:
+        t = time.time()
+        try:
+            status, _ = http(url, timeout=5)
+            errors += status != 200
+        except OSError:
+            errors += 1
+        sent += 1
+        time.sleep(max(0.0, 1 / rate - (time.time() - t)))
+    state, failed, _ = d.finish(LOAD, run_id)
+    d.sh(host, "systemctl start airflow-api-server")
+    d.wait_healthy()
+    ok = state == "success" and failed == 0 and errors == 0
+    return Row("api-server", f"stop airflow-api-server on {host}", f"{errors}/{sent} probe requests failed",
+               str(failed), "PASS" if ok else "FAIL")
+
+
+def worker(d: Drill) -> Row:
+    """SIGKILL a worker's main process while it runs tasks; the killed tasks are retried and succeed."""
+    run_id = d.start_load(LOAD_RETRY)
+    running = d.wait_running(LOAD_RETRY, run_id)
+    host = running[0]["hostname"]
+    victims = {t["task_id"] for t in d.wait_running(LOAD_RETRY, run_id, host=host)}
+    d.sh(host, "systemctl kill -s KILL --kill-whom=main airflow-worker")
+    t_kill = time.time()
+    state, failed, tis = d.finish(LOAD_RETRY, run_id)
+    from datetime import datetime
+    ends = [datetime.fromisoformat(t["end_date"]).timestamp() for t in tis
+            if t["task_id"] in victims and t.get("end_date") and t["state"] == "success"]
+    retried = sum(1 for t in tis if t["task_id"] in victims and (t.get("try_number") or 1) > 1)
+    d.wait_healthy()
+    recovery = f"killed tasks done {max(ends) - t_kill:.0f}s after the kill" if ends else "killed tasks never done"
+    return Row("worker", f"SIGKILL celery worker on {host} ({len(victims)} running)",
+               f"{recovery}; {retried} retried", str(failed), verdict(state, failed))
+
+
+def node(d: Drill) -> Row:
+    """Power off the host holding the Redis master (plus an api-server and a scheduler); DAGs keep running."""
+    import lab as labapi
+    sentinels = [h.name for h in d.inv.with_role("sentinel")]
+    master = d.redis_master(sentinels)
+    host = next(n for n, a in d.run.addresses.items() if a == master)
+    run_id = d.start_load(LOAD_RETRY, avoid=(host,))
+    t_off = time.time()
+    labapi.stop_node(host)
+    d.run.remotes.pop(host, None)
+    state, failed, _ = d.finish(LOAD_RETRY, run_id, timeout=1200)
+    took = time.time() - t_off
+    r = Run(d.inv, list(d.inv.hosts.values()), Options(quiet=True, silent=True))
+    r.connect()
+    named = any(c.host == host and "unreachable" in c.detail for c in health.collect(r))
+    r.close()
+    labapi.start_node(host)
+    t_on = time.time()
+    d.wait_healthy(timeout=600)
+    healed = time.time() - t_on
+    ok = state == "success" and failed == 0 and named
+    return Row("node", f"power off {host} (redis master{', api-server' if d.inv.hosts[host].has('api_server') else ''})",
+               f"run done {took:.0f}s after power-off; health named it: {named}; healed {healed:.0f}s after power-on",
+               str(failed), "PASS" if ok else "FAIL")
+
+
+DRILLS = {"redis-master": redis_master, "scheduler": scheduler, "api-server": api_server,
+          "worker": worker, "node": node}
+NOT_COVERED = Row("postgres", "PostgreSQL primary down", "not covered: single PostgreSQL (stage 1)", "-",
+                  "NOT COVERED")
+
+
+def run(names: list[str], inventory=None) -> int:
+    """Run the named drills in sequence and print the table; 1 if any drill failed."""
+    rows = []
+    for name in names:
+        d = Drill(inventory)
+        try:
+            d.wait_healthy()
+            rows.append(DRILLS[name](d))
+        except Exception as exc:  # noqa: BLE001 - a broken drill is a failed row, the others still run
+            rows.append(Row(name, "-", f"error: {type(exc).__name__}: {str(exc)[:120]}", "-", "FAIL"))
+        finally:
+            d.close()
+        print(tabulate([rows[-1].as_list()], tablefmt="plain"), flush=True)
+    if len(names) > 1:
+        rows.append(NOT_COVERED)
+    print(tabulate([r.as_list() for r in rows], headers=["drill", "fault", "recovery", "tasks failed", "verdict"]))
+    return 1 if any(r.verdict == "FAIL" for r in rows) else 0
+
+
+def rolling_restart(inventory=None, hosts=None) -> int:
+    """One host at a time: warm-stop its worker (running tasks finish), restart its Airflow services,
+    start the worker, wait for health, go on. Returns 1 if a host did not come back healthy."""
+    from .services import UNITS
+    d = Drill(inventory)
+    try:
+        for host in d.inv.select(hosts):
+            units = [u for role, u in UNITS.items() if host.has(role)]
+            if not units:
+                continue
+            others = " ".join(shlex.quote(u) for u in units if u != "airflow-worker")
+            t0 = time.time()
+            script = ("systemctl stop airflow-worker\n" if host.has("worker") else "")
+            script += (f"systemctl restart {others}\n" if others else "")
+            script += ("systemctl start airflow-worker\n" if host.has("worker") else "")
+            d.sh(host.name, script, timeout=d.inv.cluster["worker_stop_timeout"] + 120)
+            print(f"{host.name:<10} restarted {', '.join(units)} ({time.time() - t0:.0f}s); waiting for health",
+                  flush=True)
+            d.wait_healthy()
+            print(f"{host.name:<10} healthy ({time.time() - t0:.0f}s)", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}")
+        return 1
+    finally:
+        d.close()
