@@ -18,7 +18,7 @@ from pathlib import Path
 from . import postgres, selinux
 from .core.errors import PlatformError
 from .core.steps import Change, Command, Directory, File, Step
-from .core.templates import FILES, render
+from .core.templates import FILES, render, static
 
 NAME = "airflow"
 ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
@@ -192,6 +192,9 @@ def steps(ctx) -> list:
         File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
              owner="root", group="airflow", mode=0o640, notify=("airflow",), secret=True),
         File(CLI, render("airflow/airflow-cli.sh.j2", venv=VENV, airflow_home=HOME), mode=0o755),
+        Directory(f"{HOME}/config", owner="root", group="airflow", mode=0o755),
+        File(f"{HOME}/config/airflow_ha_celery_config.py", static("airflow/airflow_ha_celery_config.py"),
+             notify=("airflow",)),
         File("/etc/logrotate.d/airflow-ha", render("airflow/logrotate.j2", logs=LOGS)),
     ] + selinux.steps_for_airflow(ctx)
 

@@ -8,7 +8,7 @@ from the airflow component). A role removed from a host stops and disables its u
 from __future__ import annotations
 
 from .airflow import ROLES, VENV
-from .core.steps import File, Service
+from .core.steps import Command, File, Service
 from .core.templates import render
 
 NAME = "services"
@@ -41,9 +41,27 @@ def unit_values(ctx) -> dict:
     }
 
 
+#: what every Airflow process reads at start; a change on the host restarts them (even across runs)
+GENERATION_INPUTS = ("/etc/airflow/airflow.cfg", "/etc/airflow/airflow.env", f"{VENV}/.airflow-ha-install",
+                     "/var/lib/airflow/config/airflow_ha_celery_config.py")
+GENERATION_STAMP = "/var/lib/airflow/.airflow-ha-generation"
+
+
+def generation_step() -> Command:
+    """Notifies "airflow" when the config/install the running services started with differs from the files.
+
+    A stamp on the host (not a flag in memory) so that `inv airflow.deploy` followed later by
+    `inv services.deploy`, or a run that failed between the two, still restarts the services.
+    """
+    digest = f"cat {' '.join(GENERATION_INPUTS)} 2>/dev/null | sha256sum | cut -c1-64"
+    return Command("config generation", desc="config or install changed since the services started",
+                   unless=f"[ \"$(cat {GENERATION_STAMP} 2>/dev/null)\" = \"$({digest})\" ]",
+                   script=f"{digest} > {GENERATION_STAMP}", notify=("airflow",))
+
+
 def steps(ctx) -> list:
     values = unit_values(ctx)
-    files, services = [], []
+    files, services = [generation_step()], []
     for role, unit in UNITS.items():
         if ctx.host.has(role):
             files.append(File(f"/etc/systemd/system/{unit}.service",
