@@ -168,11 +168,11 @@ def is_running(name: str) -> bool:
     return nodes.launcher(name) is not None
 
 
-def stop_node(name: str) -> bool:
-    """Power one host off cleanly (a failover drill); True if it was running."""
+def stop_node(name: str, hard: bool = False) -> bool:
+    """Power one host off (cleanly, or `hard`: pull the plug, for failover drills); True if it was running."""
     node_address(name)
     with _locked():
-        return nodes.stop(name)
+        return nodes.stop(name, hard=hard)
 
 
 def start_node(name: str) -> Node:

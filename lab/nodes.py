@@ -88,6 +88,7 @@ def boot(name: str, overlay: Overlay) -> dict:
     groups = cgroups(name)
     for g in groups:
         g.mkdir(parents=True, exist_ok=True)
+    _drop_stale_veth(name)
     console = open(STATE / f"{name}.console", "ab")
     nspawn = which("systemd-nspawn")
     if not nspawn:
@@ -98,6 +99,18 @@ def boot(name: str, overlay: Overlay) -> dict:
         env={"NSPAWN": nspawn, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
     return record(name, proc.pid, root=str(overlay.root), repo=str(STATE.parent))
+
+
+def _drop_stale_veth(name: str) -> None:
+    """A node killed a moment ago may leave its veth (vb-<name>) on our bridge; nspawn then fails with
+    'File exists'. Remove it only if it is enslaved to the lab bridge."""
+    veth = Path(f"/sys/class/net/vb-{name}")
+    deadline = time.monotonic() + 5
+    while veth.exists() and time.monotonic() < deadline:
+        master = veth / "master"
+        if master.exists() and master.resolve().name == BRIDGE:
+            subprocess.run(["ip", "link", "del", f"vb-{name}"], capture_output=True)
+        time.sleep(0.2)
 
 
 def wait_port(address: str, rec: dict, timeout: float) -> None:
@@ -132,14 +145,20 @@ def wait_ready(name: str, address: str, rec: dict, timeout: float = 120) -> str:
     raise LabError(f"{name}: no SSH login within {timeout:.0f} s: {r.stderr.strip()}")
 
 
-def stop(name: str, timeout: float = 20) -> bool:
-    """Clean poweroff (SIGTERM to nspawn), hard stop after `timeout`; True if it was running."""
+def stop(name: str, timeout: float = 20, hard: bool = False) -> bool:
+    """Clean poweroff (SIGTERM to nspawn), hard stop after `timeout`; True if it was running.
+
+    `hard=True` pulls the plug: SIGKILL to the container's PID 1 at once (no service gets to stop).
+    """
     rec = recorded(name)
     ran = False
     if is_ours(rec):
         ran = True
         nspawns = children(rec["pid"])
         inits = [c for n in nspawns for c in children(n)]
+        if hard:
+            for pid in inits:
+                signal_pid(pid, signal.SIGKILL)
         for n in nspawns:
             signal_pid(n, signal.SIGTERM)
         if not nspawns:

@@ -71,11 +71,11 @@ def status(c):
     _table(lab.status())
 
 
-@task(name="stop-node", help={"name": "host to power off"})
+@task(name="stop-node", help={"name": "host to power off", "hard": "pull the plug (no clean shutdown)"})
 @_clear_errors
-def stop_node(c, name):
-    """Power one host off cleanly (failover drills)."""
-    print(f"lab: {name} {'stopped' if lab.stop_node(name) else 'was not running'}")
+def stop_node(c, name, hard=False):
+    """Power one host off, cleanly or --hard (failover drills)."""
+    print(f"lab: {name} {'stopped' if lab.stop_node(name, hard=hard) else 'was not running'}")
 
 
 @task(name="start-node", help={"name": "host to power on"})
