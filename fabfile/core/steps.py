@@ -288,13 +288,15 @@ class Service(Step):
         if enabled not in ("enabled", "static", "alias", "indirect", "generated"):
             cmds.append(f"systemctl enable {u} 2>&1")
             what.append("enable")
-        if active != "active":
+        if self.target in notified or notified.intersection(self.listen):
+            # restart even if the probe saw it stopped: a package installed earlier in this same apply may
+            # have started it with its default config (restart starts a stopped unit)
+            verb = "reload-or-restart" if self.reload_only else "restart"
+            cmds.append(f"systemctl {verb} {u}")
+            what.append("reload" if self.reload_only else ("restart" if active == "active" else "start"))
+        elif active != "active":
             cmds.append(f"systemctl start {u}")
             what.append("start")
-        elif self.target in notified or notified.intersection(self.listen):
-            verb = "reload" if self.reload_only else "restart"
-            cmds.append(f"systemctl {verb} {u}")
-            what.append(verb)
         if not cmds:
             return None
         return Change(" + ".join(what), "\n".join(cmds))

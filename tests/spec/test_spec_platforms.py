@@ -90,7 +90,7 @@ def test_spec_el9_names(plans, name):
     assert "install -d -o postgres -g postgres -m 700 /var/lib/pgsql/data/conf.d" in text
     assert "sed -i -E '/^#?include_dir/d' /var/lib/pgsql/data/postgresql.conf" in text
     assert "\nwrite /etc/systemd/system/redis.service.d/zz-airflow-ha.conf" in text   # after EL's limit.conf
-    assert "systemctl start redis\n" in text + "\n" and "systemctl start redis-sentinel" in text
+    assert "systemctl restart redis\n" in text + "\n" and "systemctl restart redis-sentinel" in text
     assert "systemctl start chronyd" in text
     assert "write /etc/nginx/conf.d/airflow-ha.conf" in text and "sites-enabled" not in text
     assert "write /etc/nginx/nginx.conf" in text
@@ -112,7 +112,7 @@ def test_spec_debian_family_names(plans, name):
     pg = {"debian-12": "15", "ubuntu-22.04": "14", "ubuntu-24.04": "16"}[name]
     assert "apt-get" in text and "dnf" not in text
     assert f"/etc/postgresql/{pg}/main/pg_hba.conf" in text
-    assert "systemctl start redis-server" in text and "systemctl start chrony\n" in text + "\n"
+    assert "systemctl restart redis-server" in text and "systemctl start chrony\n" in text + "\n"
     assert "ufw allow from 192.0.2.12 to any port" in text and "firewall-cmd" not in text
     assert "setsebool" not in text and "semanage" not in text
     assert "rm -rf /etc/nginx/sites-enabled/default" in text

@@ -39,7 +39,10 @@ def test_service_restarts_only_when_notified_and_running():
     assert s.plan("enabled\nactive\n", set()) is None
     assert s.plan("enabled\nactive\n", {"redis-server"}).script == "systemctl restart redis-server"
     started = s.plan("enabled\ninactive\n", {"redis-server"})
-    assert started.script == "systemctl start redis-server"      # started now: no second restart
+    # one action: restart also starts a stopped unit, and picks up config written after a package's
+    # postinst started it with defaults in the same apply
+    assert started.script == "systemctl restart redis-server" and started.desc == "start"
+    assert s.plan("enabled\ninactive\n", set()).script == "systemctl start redis-server"
     assert "enable" in s.plan("disabled\nactive\n", set()).script
 
 
