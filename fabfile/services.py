@@ -70,4 +70,15 @@ def steps(ctx) -> list:
             services.append(Service(unit, listen=("airflow",)))
         else:
             services.append(Service(unit, present=False))
+    if ctx.host.has("api_server"):
+        services.append(api_ready_step(ctx))
     return files + services
+
+
+def api_ready_step(ctx, timeout=180) -> Command:
+    """After the api-server (re)started, wait until it answers: a deploy ends with a serving cluster."""
+    url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['api']}/api/v2/monitor/health"
+    return Command("airflow-api-server:started", desc=f"wait until the api-server answers (<= {timeout}s)",
+                   only_if_notified=True,
+                   script=(f"for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 1; done\n"
+                           f"echo 'api-server not answering {url} after {timeout}s'; exit 1"))

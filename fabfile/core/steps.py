@@ -299,7 +299,8 @@ class Service(Step):
             what.append("start")
         if not cmds:
             return None
-        return Change(" + ".join(what), "\n".join(cmds))
+        started = (f"{self.target}:started",) if {"start", "restart"} & set(what) else ()
+        return Change(" + ".join(what), "\n".join(cmds), notify=started)
 
 
 @dataclass
