@@ -112,3 +112,11 @@ drill_ns = Collection("drill", drill_all, *[_drill_task(n) for n in drills_mod.D
 ns.add_collection(drill_ns)
 ns.add_task(rolling_restart)
 ns.add_task(upgrade)
+
+
+@task(help={"runs": "runs per figure (median)", "fresh_runs": "fresh deploys (each resets the lab; 0 = skip)",
+            "six": "also measure 6 hosts (boots node4-6)"})
+def bench(c, runs=3, fresh_runs=3, six=True):
+    """Benchmark deploy, no-op re-deploy, health and the SSH floor on the lab; table + bench/results/*.json."""
+    from bench.bench import main
+    _exit(main(runs, fresh_runs, six))

@@ -55,6 +55,7 @@ CLUSTER_DEFAULTS: dict = {
     "monitoring_cidr": None,           # extra source allowed to scrape exporters
     "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)
     "dag_releases_keep": 5,
+    "secrets": None,                   # secrets file; default .secrets/<inventory name>.yaml beside it
     "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
     "parallel": 10,                    # hosts worked on at once
     "check_timeout": 10,               # seconds per health check

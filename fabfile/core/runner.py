@@ -84,7 +84,8 @@ class Run:
     opts: Options = field(default_factory=Options)
 
     def __post_init__(self):
-        self.secrets = secrets_mod.load_or_create(self.inv.path, check=self.opts.check)
+        self.secrets = secrets_mod.load_or_create(self.inv.path, check=self.opts.check,
+                                                  override=self.inv.cluster["secrets"])
         self.mask = secrets_mod.masker(self.secrets)
         ssh_path = self.inv.cluster["ssh_config"] or lab_ssh_config(self.inv.base_dir)
         if ssh_path and not str(ssh_path).startswith("/"):

@@ -27,14 +27,18 @@ GENERATORS = {
 MASK = "********"
 
 
-def secrets_path(inventory_path: Path) -> Path:
+def secrets_path(inventory_path: Path, override: str | None = None) -> Path:
+    """`override` (inventory `secrets:`, relative to the inventory) or .secrets/<inventory name>.yaml."""
     inventory_path = Path(inventory_path)
+    if override:
+        p = Path(override)
+        return p if p.is_absolute() else inventory_path.parent / p
     return inventory_path.parent / ".secrets" / f"{inventory_path.stem}.yaml"
 
 
-def load_or_create(inventory_path: Path, check: bool = False) -> dict:
+def load_or_create(inventory_path: Path, check: bool = False, override: str | None = None) -> dict:
     """Read the secrets file, adding any missing secret (not written in --check mode)."""
-    path = secrets_path(inventory_path)
+    path = secrets_path(inventory_path, override)
     data = {}
     if path.exists():
         with open(path) as fh:
