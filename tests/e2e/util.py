@@ -5,14 +5,13 @@ Tests talk only to the lab's hosts on its private bridge (names from .lab/ssh_co
 
 from __future__ import annotations
 
-import json
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
+
+from fabfile import airflow_api
+from fabfile.airflow_api import http  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 SSH_CONFIG = ROOT / ".lab" / "ssh_config"
@@ -46,73 +45,9 @@ def address(host: str) -> str:
     raise KeyError(host)
 
 
-def http(url: str, method="GET", body=None, headers=None, timeout=10):
-    """(status, parsed JSON or text) — errors are returned, not raised."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
-class Airflow:
-    """The REST API through nginx on a node, authenticated as the admin user (JWT)."""
-
-    def __init__(self, node="node1"):
-        self.base = f"http://{address(node)}"
-        s = secrets()
-        status, body = http(f"{self.base}/auth/token", "POST", {"username": "admin", "password": s["admin_password"]})
-        assert status in (200, 201), f"token: {status} {body}"
-        self.headers = {"Authorization": f"Bearer {body['access_token']}"}
-
-    def get(self, path):
-        return http(f"{self.base}/api/v2{path}", headers=self.headers)
-
-    def post(self, path, body):
-        return http(f"{self.base}/api/v2{path}", "POST", body, headers=self.headers)
-
-    def patch(self, path, body):
-        return http(f"{self.base}/api/v2{path}", "PATCH", body, headers=self.headers)
-
-    def wait_dag_loaded(self, dag_id, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, body = self.get(f"/dags/{dag_id}")
-            if status == 200:
-                self.patch(f"/dags/{dag_id}", {"is_paused": False})
-                return body
-            time.sleep(3)
-        raise AssertionError(f"DAG {dag_id} not loaded within {timeout}s: {status} {body}")
-
-    def trigger(self, dag_id, conf=None) -> str:
-        from datetime import datetime, timezone
-        status, body = self.post(f"/dags/{dag_id}/dagRuns",
-                                 {"logical_date": datetime.now(timezone.utc).isoformat(), "conf": conf or {}})
-        assert status in (200, 201), f"trigger {dag_id}: {status} {body}"
-        return body["dag_run_id"]
-
-    def wait_run(self, dag_id, run_id, timeout=600) -> str:
-        deadline = time.monotonic() + timeout
-        state = None
-        while time.monotonic() < deadline:
-            status, body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-            state = body.get("state") if isinstance(body, dict) else None
-            if state in ("success", "failed"):
-                return state
-            time.sleep(3)
-        raise AssertionError(f"{dag_id} {run_id} still {state} after {timeout}s")
-
-    def task_instances(self, dag_id, run_id) -> list:
-        status, body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
-        assert status == 200, body
-        return body["task_instances"]
+def Airflow(node="node1"):  # noqa: N802 - reads like the class it returns
+    """The REST API through nginx on a lab node, logged in as the admin user."""
+    return airflow_api.Airflow(f"http://{address(node)}", "admin", secrets()["admin_password"])
 
 
 def http_status_from(host: str, url: str) -> str:
