@@ -219,6 +219,8 @@ class Run:
                 results.append(StepResult(host.name, component, step.label, "ok", seconds=probe_secs))
             elif change.warning:
                 results.append(StepResult(host.name, component, step.label, "warn", change.desc))
+        if self.opts.verbose:
+            self._show_commands(host, component, todo)
         if self.opts.check:
             self._show_diffs(rem, host, todo)
             results += [StepResult(host.name, component, s.label, "changed", c.desc) for s, c in todo]
@@ -270,6 +272,17 @@ class Run:
                                           self.mask(reason.strip()[-2000:]), wall if not done else 0))
                 break
         return results
+
+    def _show_commands(self, host, component, todo) -> None:
+        """-v: the shell each planned change runs (file contents are shown as diffs by --check, not here)."""
+        from .offline import readable
+        for step, change in todo:
+            text = readable(step, change)
+            if isinstance(step, File):
+                text = text.splitlines()[0]
+            lines = text.rstrip().splitlines()
+            shown = lines[:12] + ([f"... ({len(lines) - 12} more lines)"] if len(lines) > 12 else [])
+            self.say(f"{host.name:<10} {component:<10} $ " + "\n    ".join(shown))
 
     def _show_diffs(self, rem, host, todo) -> None:
         files = [(s, c) for s, c in todo if isinstance(s, File) and c.new_content is not None]
