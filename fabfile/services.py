@@ -72,7 +72,19 @@ def steps(ctx) -> list:
             services.append(Service(unit, present=False))
     if ctx.host.has("api_server"):
         services.append(api_ready_step(ctx))
+    if ctx.host.has("worker"):
+        services.append(worker_ready_step())
     return files + services
+
+
+def worker_ready_step(timeout=180) -> Command:
+    """After the worker (re)started, wait for Celery's "ready." line: it then consumes tasks."""
+    since = "$(systemctl show -p ActiveEnterTimestamp --value airflow-worker)"
+    return Command("airflow-worker:started", desc=f"wait until the celery worker is ready (<= {timeout}s)",
+                   only_if_notified=True,
+                   script=(f"for i in $(seq {timeout}); do journalctl -u airflow-worker --no-pager -q "
+                           f"--since \"{since}\" | grep -q ' ready\\.' && exit 0; sleep 1; done\n"
+                           f"echo 'celery worker not ready after {timeout}s'; exit 1"))
 
 
 def api_ready_step(ctx, timeout=180) -> Command:

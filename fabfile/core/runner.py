@@ -130,7 +130,7 @@ class Run:
 
     # -- hosts ------------------------------------------------------------------------------------
     def alive(self, hosts=None) -> list:
-        return [h for h in (hosts or self.hosts) if h.name not in self.failed]
+        return [h for h in (self.hosts if hosts is None else hosts) if h.name not in self.failed]
 
     def fail_host(self, host: Host, component: str, reason: str) -> None:
         self.failed[host.name] = reason
@@ -175,14 +175,56 @@ class Run:
         return HostContext(self, host, self.facts[host.name])
 
     # -- components -------------------------------------------------------------------------------
-    def apply_component(self, component, hosts=None) -> None:
+    def apply_component(self, component, hosts=None, finalize_hosts=None, prepared=False) -> None:
         """Run one component on the given (default: all selected, alive) hosts in parallel."""
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
-        if hasattr(component, "prepare"):
+        if hasattr(component, "prepare") and not prepared:
             component.prepare(self, hosts)
         self.parallel(lambda h: self._component_on_host(component, h), hosts)
         if hasattr(component, "finalize"):
-            component.finalize(self, self.alive(hosts))
+            component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
+
+    def speculate(self, components, host: Host) -> int:
+        """Fast path: probe every step of every component in ONE round trip and plan them in order.
+
+        Returns the index of the first component that has something to change (len(components) when the
+        host is already converged). The components before it are recorded as converged; from it on the
+        normal per-component path runs (its probes see what earlier applies changed). In --check mode
+        nothing is applied, so the speculative plan is the whole answer.
+        """
+        try:
+            ctx = self.context(host)
+            planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
+        except Exception:  # noqa: BLE001 - let the normal path report it
+            return 0
+        flat = [s for _, _, steps in planned for s in steps]
+        if not flat:
+            return len(components)
+        t0 = time.monotonic()
+        states = iter(_split(self.remote(host.name).sh(_probe_script(flat), timeout=300).out, len(flat)))
+        secs = (time.monotonic() - t0) / len(flat)
+        notified: set = set(self.pending.get(host.name, ()))
+        converged, changes = [], False
+        for i, component, steps in planned:
+            rows = []
+            for step in steps:
+                change = step.plan(next(states), notified)
+                if change is not None and not change.warning and not self.opts.check:
+                    for res in converged:
+                        self.record(res)
+                    return i
+                if change is not None:
+                    notified.update(change.notify)
+                    changes = changes or not change.warning
+                status = "ok" if change is None else ("warn" if change.warning else "changed")
+                rows.append(StepResult(host.name, component.NAME, step.label, status,
+                                       change.desc if change else "", seconds=secs))
+            converged += rows
+        if changes:
+            return 0       # --check with changes: the normal path prints the diffs
+        for res in converged:
+            self.record(res)
+        return len(components)
 
     def _component_on_host(self, component, host: Host) -> None:
         name = component.NAME
@@ -367,7 +409,13 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options) -> int
             else [hosts]
         for batch in batches:
             for component in components:
-                run.apply_component(component, batch)
+                if hasattr(component, "prepare"):
+                    component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
+            start = dict(zip([h.name for h in run.alive(batch)],
+                             run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
+            for i, component in enumerate(components):
+                todo = [h for h in batch if start.get(h.name, 0) <= i]
+                run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
         return run.recap()
     finally:
         run.close()

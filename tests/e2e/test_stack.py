@@ -186,7 +186,8 @@ def test_worker_concurrency_change_touches_only_workers(deployed, tmp_path):
     assert _etc_sum() == etc
     changed = re.findall(r"^(node\d)\s+(\S+)\s+would change\s+(.*)$", check.stdout, re.M)
     assert {c[2].split(":")[0] for c in changed} == {"file /etc/systemd/system/airflow-worker.service",
-                                                     "service airflow-worker"}, changed
+                                                     "service airflow-worker",
+                                                     "command airflow-worker"}, changed   # + wait until ready
     try:
         res = inv("deploy", inventory=copy)
         assert res.returncode == 0, res.stdout[-2000:]
