@@ -120,3 +120,4 @@ def bench(c, runs=3, fresh_runs=3, six=True):
     """Benchmark deploy, no-op re-deploy, health and the SSH floor on the lab; table + bench/results/*.json."""
     from bench.bench import main
     _exit(main(runs, fresh_runs, six))
+ns.add_task(bench)
