@@ -67,7 +67,10 @@ def floor(names: list[str], ssh_config: Path) -> float:
 
 def noop(runs: int, inventory=None) -> tuple[dict, dict]:
     times, trips = [], []
-    sh("deploy", "-q", inventory=inventory)            # converge first: the no-op must really be a no-op
+    for _ in range(3):                                 # converge first: the no-op must really be a no-op
+        _, res = sh("deploy", "-q", inventory=inventory)
+        if re.search(r", 0 failed, 0 changed,", res.stdout):
+            break
     for _ in range(runs):
         secs, res = sh("deploy", "-q", inventory=inventory)
         if res.returncode:
@@ -119,11 +122,15 @@ def run(runs: int = 3, fresh_runs: int = 3, six: bool = True) -> dict:
     if six:
         inv6 = ROOT / "bench" / "hosts-6.yaml"
         labapi.up(nodes_count=6)
-        out["noop_6"], out["noop_round_trips_per_host_6"] = noop(runs, inventory=inv6)
-        out["floor_6"] = stats([floor([f"node{i}" for i in range(1, 7)], ssh_config_path()) for _ in range(runs)])
+        try:
+            out["noop_6"], out["noop_round_trips_per_host_6"] = noop(runs, inventory=inv6)
+            out["floor_6"] = stats([floor([f"node{i}" for i in range(1, 7)], ssh_config_path()) for _ in range(runs)])
+            out["noop_6_3_ratio"] = out["noop_6"]["median"] / out["noop_3"]["median"]
+        except RuntimeError as exc:          # keep the 3-host figures; say why 6 hosts has none
+            out["six_error"] = str(exc)[:500]
         for name in ("node4", "node5", "node6"):
             labapi.stop_node(name)
-        out["noop_6_3_ratio"] = out["noop_6"]["median"] / out["noop_3"]["median"]
+        sh("deploy", "-q")                 # back to the 3-host cluster configuration
     out["noop_floor_ratio"] = out["noop_3"]["median"] / out["floor_3"]["median"]
     out["health_floor_ratio"] = out["health_3"]["median"] / out["floor_3"]["median"]
     return out
@@ -153,7 +160,8 @@ def table(out: dict) -> str:
         if key in out:
             value = out[key]["median"] if isinstance(out[key], dict) else out[key]
             checks.append([target, f"{value:.2f}", "PASS" if value <= limit else "MISS"])
-    return text + "\n\n" + tabulate(checks, headers=["target", "measured", "result"])
+    text += "\n\n" + tabulate(checks, headers=["target", "measured", "result"])
+    return text + (f"\n\n6-host run failed: {out['six_error']}" if "six_error" in out else "")
 
 
 def main(runs=3, fresh_runs=3, six=True) -> int:
