@@ -102,13 +102,13 @@ def boot(name: str, overlay: Overlay) -> dict:
 
 
 def _drop_stale_veth(name: str) -> None:
-    """A node killed a moment ago may leave its veth (vb-<name>) on our bridge; nspawn then fails with
-    'File exists'. Remove it only if it is enslaved to the lab bridge."""
+    """A node killed a moment ago may leave its veth (vb-<name>) behind; nspawn then fails with
+    'File exists'. Remove it only if it is enslaved to the lab bridge or to nothing (bridge already gone)."""
     veth = Path(f"/sys/class/net/vb-{name}")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while veth.exists() and time.monotonic() < deadline:
         master = veth / "master"
-        if master.exists() and master.resolve().name == BRIDGE:
+        if not master.exists() or master.resolve().name == BRIDGE:
             subprocess.run(["ip", "link", "del", f"vb-{name}"], capture_output=True)
         time.sleep(0.2)
 
