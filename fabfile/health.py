@@ -104,18 +104,30 @@ def _airflow_health(host, check, body) -> Check:
                  ", ".join(bad) if bad else "metadatabase, scheduler, triggerer, dag_processor healthy")
 
 
+def _redis(run, host, port_key: str, secret_key: str):
+    """A redis-py client to `host`'s Redis or Sentinel through an SSH forward (context manager)."""
+    from contextlib import contextmanager
+
+    import redis as redislib
+
+    @contextmanager
+    def client():
+        with run.remote(host.name).forward(run.addresses[host.name], run.inv.cluster["ports"][port_key]) as port:
+            yield redislib.Redis(port=port, password=run.secrets[secret_key],
+                                 socket_timeout=run.inv.cluster["check_timeout"])
+    return client()
+
+
 def check_redis(run) -> list[Check]:
     import redis as redislib
     inv, out = run.inv, []
-    ports, master_name = inv.cluster["ports"], inv.cluster["redis"]["master_name"]
-    timeout = inv.cluster["check_timeout"]
+    master_name = inv.cluster["redis"]["master_name"]
     masters = {}
     for host in inv.with_role("sentinel"):
         if host.name in run.failed:
             continue
         try:
-            with run.remote(host.name).forward(run.addresses[host.name], ports["sentinel"]) as port:
-                s = redislib.Redis(port=port, password=run.secrets["sentinel_password"], socket_timeout=timeout)
+            with _redis(run, host, "sentinel", "sentinel_password") as s:
                 addr = s.execute_command("SENTINEL", "get-master-addr-by-name", master_name)
                 masters[host.name] = addr[0].decode() if addr else None
                 try:
@@ -137,8 +149,7 @@ def check_redis(run) -> list[Check]:
         if host.name in run.failed:
             continue
         try:
-            with run.remote(host.name).forward(run.addresses[host.name], ports["redis"]) as port:
-                r = redislib.Redis(port=port, password=run.secrets["redis_password"], socket_timeout=timeout)
+            with _redis(run, host, "redis", "redis_password") as r:
                 info = r.info("replication")
             out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1,
                                           run.addresses[host.name], run.data.get("redis_master")))

@@ -92,7 +92,7 @@ def steps(ctx) -> list:
     pkgs = [p for key, e in (("monitoring_node", "node_exporter"), ("monitoring_redis", "redis_exporter"),
                              ("monitoring_postgres", "postgres_exporter"), ("monitoring_prometheus", "prometheus"))
             if e in wanted for p in plat.packages[key]]
-    out = [Packages(target="monitoring packages", names=tuple(pkgs), manager=plat.pkg, proxy=inv.cluster["http_proxy"])]
+    out = [Packages(target="monitoring packages", names=tuple(pkgs), manager=plat.pkg)]
     for exporter in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"):
         if exporter in wanted:
             out += EXPORTER_STEPS[exporter](ctx)

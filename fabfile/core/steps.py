@@ -55,7 +55,6 @@ class Packages(Step):
     kind = "packages"
     names: tuple = ()
     manager: str = "apt"
-    proxy: str | None = None
 
     def __post_init__(self):
         self.target = self.target or " ".join(self.names)
@@ -83,25 +82,6 @@ class Packages(Step):
         else:
             script = f"timeout 1200 dnf install -y -q {pkgs}"
         return Change(f"install {' '.join(missing)}", script)
-
-
-@dataclass
-class User(Step):
-    """A system user with its own group and home directory."""
-
-    kind = "user"
-    home: str = "/"
-    shell: str = "/usr/sbin/nologin"
-
-    def probe(self):
-        return f"getent passwd {q(self.target)} | cut -d: -f6"
-
-    def plan(self, state, notified):
-        if state.strip():
-            return None
-        return Change(f"create system user {self.target}",
-                      f"useradd --system --user-group --home-dir {q(self.home)} --create-home "
-                      f"--shell {q(self.shell)} {q(self.target)}")
 
 
 def _stat_probe(path: str, checksum: bool) -> str:
