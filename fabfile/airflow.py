@@ -29,6 +29,22 @@ LOGS = "/var/log/airflow"
 ETC = "/etc/airflow"
 CLI = "/usr/local/bin/airflow-ha-cli"
 DAGS_CURRENT = f"{HOME}/dags/current"
+#: the alembic head revision of the installed Airflow (first line: the install it belongs to)
+SCHEMA_HEAD = f"{VENV}/.airflow-ha-schema-head"
+#: prints the head revision from the installed package's migration files (no `import airflow`: fast, no config)
+SCHEMA_HEAD_PY = r"""import glob, importlib.util, os, re
+pkg = importlib.util.find_spec("airflow").submodule_search_locations[0]
+revs, downs = set(), set()
+for f in glob.glob(os.path.join(pkg, "migrations", "versions", "*.py")):
+    text = open(f).read()
+    rev = re.search(r'^revision\s*=\s*["\']([0-9a-f]+)["\']', text, re.M)
+    down = re.search(r'^down_revision\s*=\s*(.*)$', text, re.M)
+    revs.update([rev.group(1)] if rev else [])
+    downs.update(re.findall(r'[0-9a-f]{12}', down.group(1)) if down else [])
+heads = revs - downs
+assert len(heads) == 1, f"expected one alembic head, found {sorted(heads)}"
+print(heads.pop())
+"""
 
 
 def applies(inv, host) -> bool:
@@ -187,6 +203,10 @@ def steps(ctx) -> list:
                         f"{VENV}/bin/airflow version >/dev/null\n"
                         f"echo {install_id} > {VENV}/.airflow-ha-install"),
                 notify=("airflow",)),
+        Command("schema head", desc="record the installed Airflow's schema (alembic head) revision",
+                unless=f"[ \"$(sed -n 1p {SCHEMA_HEAD} 2>/dev/null)\" = {install_id} ]",
+                script=(f"head=$({VENV}/bin/python - <<'__PY__'\n{SCHEMA_HEAD_PY}__PY__\n)\n"
+                        f"[ -n \"$head\" ]\nprintf '%s\\n%s\\n' {install_id} \"$head\" > {SCHEMA_HEAD}")),
         File(f"{ETC}/airflow.cfg", render("airflow/airflow.cfg.j2", **config_values(ctx)),
              owner="root", group="airflow", mode=0o644, notify=("airflow",)),
         File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
@@ -212,22 +232,35 @@ def finalize(run, hosts) -> None:
 
 
 def finalize_steps(run) -> list:
-    """The steps `finalize` converges on one airflow host: db migrate (once per version) and the admin user."""
+    """The steps `finalize` converges on one airflow host: db migrate and the admin user.
+
+    "Already migrated" is read from the database: its alembic revision equals the installed Airflow's
+    schema head (`SCHEMA_HEAD`). An unreachable database reads as "not migrated", so the migrate runs and
+    fails loudly instead of being skipped. No pipe hides a command's exit status.
+    """
     s, inv = run.secrets, run.inv
     admin = inv.cluster["admin_user"]
     version = inv.cluster["airflow_version"]
-    stamp = f"{HOME}/.airflow-ha-db-migrated"
     psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql -h {postgres.db_host(run)} "
             f"-p {inv.cluster['ports']['postgres']} -U {postgres.USER} -d {postgres.DB} -tA")
+    head = f"$(sed -n 2p {SCHEMA_HEAD} 2>/dev/null)"
     db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
+    password = shlex.quote(s["admin_password"])
     return [
         Command("db migrate", desc=f"airflow db migrate (Airflow {version})",
-                unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = \"{version} {db_rev}\" ]",
-                script=f"{CLI} db migrate 2>&1 | tail -5\necho \"{version} {db_rev}\" > {stamp}"),
+                unless=f"h={head}; [ -n \"$h\" ] && [ \"{db_rev}\" = \"$h\" ]",
+                script=_quiet(f"{CLI} db migrate", 20)
+                + f"\nh={head}; r={db_rev}\n"
+                "[ -n \"$h\" ] && [ \"$r\" = \"$h\" ] || "
+                "{ echo \"db migrate ended but the schema is at '$r', not at '$h'\"; exit 1; }"),
         Command("admin user", desc=f"create admin user '{admin}'",
-                unless=f"{psql} -c \"select 1 from ab_user where username='{admin}'\" | grep -qx 1",
-                script=(f"printf '%s\\n%s\\n' {shlex.quote(s['admin_password'])} {shlex.quote(s['admin_password'])} "
-                        f"| {CLI} users create --username {admin} --role Admin --firstname Airflow "
-                        f"--lastname Admin --email {admin}@localhost 2>&1 | tail -3")),
+                unless=f"[ \"$({psql} -c \"select 1 from ab_user where username='{admin}'\")\" = 1 ]",
+                script=_quiet(f"printf '%s\\n%s\\n' {password} {password} | {CLI} users create --username {admin} "
+                              f"--role Admin --firstname Airflow --lastname Admin --email {admin}@localhost", 5)),
     ]
 
+
+def _quiet(command: str, lines: int) -> str:
+    """Run `command`, show its last `lines` lines, and keep its exit status (no `| tail` hiding it)."""
+    return (f"rc=0; out=$({command} 2>&1) || rc=$?\nprintf '%s\\n' \"$out\" | tail -n {lines}\n"
+            "[ $rc -eq 0 ] || { echo \"exit status $rc\"; exit $rc; }")

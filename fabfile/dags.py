@@ -1,5 +1,10 @@
 """DAG deployment: a local DAG folder → every Airflow host, atomically, refusing DAGs that fail to import.
 
+The release holds the users' DAG folder (`cluster.dags_dir`, default files/dags/) and nothing else. The
+HA test DAGs (files/dags-ha-test/: a sample Celery DAG and the drill load DAGs) are added under
+`airflow_ha_test/` only when `cluster.ha_test_dags` is on (the lab inventory turns it on); drills ship them
+themselves when it is off (`with_test_dags`).
+
 Layout on hosts: /var/lib/airflow/dags/releases/<content hash>/ and `current` → the active release
 (what [core] dags_folder points at). A new release is unpacked beside the old one, imported with
 Airflow's DagBag (as the airflow user, with the cluster config), and only then `current` is switched:
@@ -22,7 +27,9 @@ from .core.steps import Command, Directory
 NAME = "dags"
 RELEASES = f"{HOME}/dags/releases"
 CURRENT = f"{HOME}/dags/current"
-IGNORED = {"__pycache__", ".git", ".airflowignore~"}
+IGNORED = {"__pycache__", ".git", ".airflowignore~", ".gitkeep"}
+TEST_DAGS = Path(__file__).resolve().parent.parent / "files" / "dags-ha-test"
+TEST_DAGS_PREFIX = "airflow_ha_test"
 
 
 def applies(inv, host) -> bool:
@@ -34,16 +41,25 @@ def source_dir(inv) -> Path:
     return p if p.is_absolute() else inv.base_dir / p
 
 
-def bundle(src: Path) -> tuple[str, bytes]:
-    """(release id, tar bytes) of the DAG folder; the id is a hash of names and contents."""
+def sources(inv) -> list[tuple[Path, str]]:
+    """(folder, prefix in the release) pairs: the users' DAGs, plus the HA test DAGs when asked for."""
+    return [(source_dir(inv), "")] + ([(TEST_DAGS, TEST_DAGS_PREFIX)] if inv.cluster["ha_test_dags"] else [])
+
+
+def _files(src: Path, prefix: str) -> list[tuple[str, Path]]:
     if not src.is_dir():
         raise UserError(f"DAG folder {src} not found", "cluster.dags_dir", "create it or point dags_dir at it")
-    files = sorted(f for f in src.rglob("*") if f.is_file() and not IGNORED & set(f.relative_to(src).parts))
+    return [(str(Path(prefix) / f.relative_to(src)), f) for f in sorted(src.rglob("*"))
+            if f.is_file() and not IGNORED & set(f.relative_to(src).parts)]
+
+
+def bundle(*folders: tuple[Path, str]) -> tuple[str, bytes]:
+    """(release id, tar bytes) of the DAG folders; the id is a hash of names and contents."""
+    files = sorted(item for src, prefix in folders for item in _files(src, prefix))
     digest = hashlib.sha256()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for f in files:
-            rel = str(f.relative_to(src))
+        for rel, f in files:
             data = f.read_bytes()
             digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
             info = tarfile.TarInfo(rel)
@@ -70,7 +86,7 @@ __PY__
 
 
 def steps(ctx) -> list:
-    release, data = bundle(source_dir(ctx.inv))
+    release, data = bundle(*sources(ctx.inv))
     keep = ctx.inv.cluster["dag_releases_keep"]
     new = f"{RELEASES}/{release}"
     b64 = base64.encodebytes(data).decode()

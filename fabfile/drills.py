@@ -1,6 +1,7 @@
 """Failover drills: inject a fault while a load DAG runs, measure recovery, check nothing was lost.
 
-Each drill triggers a load DAG (files/dags/ha_load.py), injects its fault, waits for the DAG run, restores
+Each drill triggers a load DAG (files/dags-ha-test/ha_load.py, shipped by `ensure_load_dags`), injects its
+fault, waits for the DAG run, restores
 the fault and waits for `inv health` to pass again, then returns one row: drill, fault, recovery metric,
 tasks failed, verdict. `ha_load` has retries=0, so any lost task shows as failed. The worker and node
 drills use `ha_load_retry` instead: a task whose worker is SIGKILLed cannot finish; Airflow detects it
@@ -271,8 +272,27 @@ NOT_COVERED = Row("postgres", "PostgreSQL primary down", "not covered: single Po
                   "NOT COVERED")
 
 
+def ensure_load_dags(inventory=None) -> int:
+    """Drills bring their own DAGs: with `cluster.ha_test_dags` off, ship a DAG release that adds them.
+
+    The next `inv deploy` (switch still off) removes them again: production keeps only the users' DAGs.
+    """
+    from . import dags
+    from .core.runner import execute
+    inv = inventory_mod.load(inventory)
+    if inv.cluster["ha_test_dags"]:
+        return 0
+    print("drills: shipping the HA test DAGs (cluster.ha_test_dags is off; the next deploy removes them)",
+          flush=True)
+    inv.cluster["ha_test_dags"] = True
+    return execute(inv, list(inv.hosts.values()), [dags], Options(quiet=True))
+
+
 def run(names: list[str], inventory=None) -> int:
     """Run the named drills in sequence and print the table; 1 if any drill failed."""
+    if ensure_load_dags(inventory):
+        print("drills: could not ship the load DAGs", flush=True)
+        return 1
     rows = []
     for name in names:
         d = Drill(inventory)

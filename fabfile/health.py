@@ -229,20 +229,35 @@ def check_workers(run) -> list[Check]:
         return []
     host = flower[0]
     auth = base64.b64encode(f"flower:{run.secrets['flower_password']}".encode()).decode()
+    expected = {h.name for h in inv.with_role("worker")}
     try:
         with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["flower"]) as port:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/flower/api/workers?refresh=1",
                                          headers={"Authorization": f"Basic {auth}"})
-            with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
-                workers = jsonlib.loads(resp.read())
+            for attempt in range(3):   # a worker busy at the moment of flower's broadcast may miss one ping
+                with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
+                    workers = jsonlib.loads(resp.read())
+                if expected <= {k.split("@", 1)[-1].split(".")[0] for k in workers} or attempt == 2:
+                    break
+                time.sleep(1)
     except Exception as exc:  # noqa: BLE001
         return [Check(host.name, "celery workers", "fail", f"flower: {type(exc).__name__}: {str(exc)[:60]}")]
-    online = {w.split("@", 1)[-1].split(".")[0] for w in workers}
-    out = []
-    for h in inv.with_role("worker"):
-        out.append(Check(h.name, "celery worker online", "ok" if h.name in online else "fail",
-                         "answers ping" if h.name in online else "not online in flower"))
-    return out
+    return [_worker_check(h.name, workers, inv.var(h, "worker_queues")) for h in inv.with_role("worker")]
+
+
+def _worker_check(name: str, workers: dict, expected: list) -> Check:
+    """One worker's row from flower's /api/workers: online, and consuming exactly its configured queues."""
+    info = next((v for k, v in workers.items() if k.split("@", 1)[-1].split(".")[0] == name), None)
+    if info is None:
+        return Check(name, "celery worker online", "fail", "not online in flower")
+    queues = info.get("active_queues") if isinstance(info, dict) else None
+    if not isinstance(queues, list):
+        return Check(name, "celery worker online", "fail", "online, but flower sent no queue list")
+    serving = sorted(q.get("name", "?") for q in queues if isinstance(q, dict))
+    if serving != sorted(expected):
+        return Check(name, "celery worker online", "fail",
+                     f"serves queues {','.join(serving) or 'none'}, inventory says {','.join(sorted(expected))}")
+    return Check(name, "celery worker online", "ok", f"answers ping, queues {','.join(serving)}")
 
 
 def collect(run, local_only=False) -> list[Check]:

@@ -34,6 +34,7 @@ def unit_values(ctx) -> dict:
         "venv": VENV, "hostname": ctx.host.name, "listen_address": ctx.address,
         "api_port": ports["api"], "flower_port": ports["flower"],
         "api_workers": ctx.var("api_workers"), "worker_concurrency": ctx.var("worker_concurrency"),
+        "worker_queues": ",".join(ctx.var("worker_queues")),
         "worker_stop_timeout": ctx.inv.cluster["worker_stop_timeout"],
         "airflow_home": "/var/lib/airflow",
         # nginx hosts whose X-Forwarded-* headers uvicorn trusts (--proxy-headers)

@@ -40,4 +40,4 @@ def _ensure_local_artifacts(inv, comps) -> None:
                             "generate it with files/airflow/make-constraints.sh or set constraints_url")
         airflow.ensure_wheelhouse_local(inv)
     if dags in comps:
-        dags.bundle(dags.source_dir(inv))
+        dags.bundle(*dags.sources(inv))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ CLUSTER_DEFAULTS: dict = {
     "worker_concurrency": 4,
     "parallelism": 32,
     "api_workers": 2,
+    "worker_queues": ["default"],      # Celery queues a worker consumes; per host overridable
     "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
     "admin_user": "admin",
     "ports": {
@@ -54,6 +56,7 @@ CLUSTER_DEFAULTS: dict = {
     "firewall": "auto",                # auto (platform default) | ufw | firewalld
     "monitoring_cidr": None,           # extra source allowed to scrape exporters
     "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)
+    "ha_test_dags": False,             # also ship files/dags-ha-test/ (sample + drill load DAGs): labs, not production
     "dag_releases_keep": 5,
     "secrets": None,                   # secrets file; default .secrets/<inventory name>.yaml beside it
     "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
@@ -61,7 +64,7 @@ CLUSTER_DEFAULTS: dict = {
     "check_timeout": 10,               # seconds per health check
     "monitoring": False,               # statsd + exporters on every host
 }
-HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers")
+HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers", "worker_queues")
 HOST_KEYS = ("roles", "address", *HOST_OVERRIDABLE)
 FIREWALLS = ("auto", "ufw", "firewalld")
 
@@ -207,6 +210,9 @@ def _check_type(value, default, path, where):
                                  f"{path}: {where}", f"write a whole number such as {default}, without quotes")
         if value < 0:
             raise InventoryError(f"must not be negative ({value})", f"{path}: {where}", "use a number >= 0")
+    if isinstance(default, list) and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise InventoryError(f"expected a list of names, got {value!r}", f"{path}: {where}",
+                             f"write a list such as {default}")
     if isinstance(default, str) and not isinstance(value, str):
         raise InventoryError(f"expected a string, got {_type_name(value)} ({value!r})",
                              f"{path}: {where}", f"quote it, e.g. '{value}'")
@@ -289,6 +295,10 @@ def _validate(inv: Inventory) -> None:
             raise InventoryError("worker_concurrency must be at least 1",
                                  f"{path}: hosts.{host.name}.worker_concurrency", "use 1 or more")
         _check_ports(inv, host)
+        _check_queues(inv, host)
+    if not any("default" in inv.var(h, "worker_queues") for h in inv.with_role("worker")):
+        raise InventoryError("no worker serves the 'default' queue: tasks without a queue would never run",
+                             f"{path}: worker_queues", "add 'default' to the worker_queues of at least one worker")
     tls = c["tls"]
     if bool(tls["cert"]) != bool(tls["key"]):
         raise InventoryError("tls.cert and tls.key must be given together", f"{path}: cluster.tls",
@@ -309,6 +319,24 @@ def _check_ports(inv: Inventory, host: Host) -> None:
                 f"{inv.path}: cluster.ports.{service} (host {host.name})",
                 f"give '{service}' a free port under cluster.ports")
         used[port] = service
+
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_queues(inv: Inventory, host: Host) -> None:
+    where = f"{inv.path}: hosts.{host.name}.worker_queues"
+    queues = inv.var(host, "worker_queues")
+    if "worker_queues" in host.vars and not host.has("worker"):
+        raise InventoryError("worker_queues on a host without the 'worker' role", where,
+                             "add the 'worker' role or remove worker_queues from this host")
+    if not queues or len(set(queues)) != len(queues):
+        raise InventoryError(f"worker_queues must list one or more distinct queues, got {queues!r}", where,
+                             "e.g. worker_queues: [default, heavy]")
+    bad = [q for q in queues if not QUEUE_NAME.match(q)]
+    if bad:
+        raise InventoryError(f"invalid queue name {bad[0]!r}", where,
+                             "use letters, digits, '_', '.' and '-' (Celery queue names)")
 
 
 def resolve_address(inv: Inventory, host: Host, ssh_lookup) -> str:
