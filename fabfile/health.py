@@ -93,15 +93,38 @@ def check_host(run, host) -> list[Check]:
     return out
 
 
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
 def _airflow_health(host, check, body) -> Check:
+    """The verdict of /api/v2/monitor/health from what it answered: a missing component is a failure."""
     try:
         data = jsonlib.loads(body)
     except ValueError:
         return Check(host, check, "fail", "no answer" if not body.strip() else body.strip()[:80])
-    bad = [f"{k}={v.get('status')}" for k, v in sorted(data.items())
-           if isinstance(v, dict) and v.get("status") != "healthy"]
-    return Check(host, check, "fail" if bad else "ok",
-                 ", ".join(bad) if bad else "metadatabase, scheduler, triggerer, dag_processor healthy")
+    if not isinstance(data, dict):
+        return Check(host, check, "fail", f"not a JSON object: {body.strip()[:60]}")
+    bad, healthy = _component_states(data)
+    if bad:
+        return Check(host, check, "fail", ", ".join(bad))
+    return Check(host, check, "ok", f"{', '.join(healthy)} healthy")
+
+
+def _component_states(data: dict) -> tuple[list[str], list[str]]:
+    """(problems, healthy components): each expected component must be present and healthy."""
+    bad, healthy = [], []
+    names = list(AIRFLOW_COMPONENTS) + sorted(k for k in data if k not in AIRFLOW_COMPONENTS)
+    for name in names:
+        if name not in data:
+            bad.append(f"{name} missing")
+            continue
+        value = data[name]
+        status = value.get("status") if isinstance(value, dict) else None
+        if status == "healthy":
+            healthy.append(name)
+        elif isinstance(value, dict) or name in AIRFLOW_COMPONENTS:
+            bad.append(f"{name}={status}")
+    return bad, healthy
 
 
 def _redis(run, host, port_key: str, secret_key: str):
