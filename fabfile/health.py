@@ -308,12 +308,17 @@ def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     finally:
         r.close()
     ok = not any(c.status == "fail" for c in checks)
-    if as_json:
-        print(jsonlib.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}))
-    else:
-        print(tabulate([[c.host, c.check, c.status, r.mask(c.detail)] for c in checks],
-                       headers=["host", "check", "status", "detail"]))
-        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
-        print(f"{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "
-              f"{counts['fail']} fail ({time.monotonic() - r.started:.1f}s)")
+    print(render(checks, r.mask, as_json, time.monotonic() - r.started))
     return 0 if ok else 1
+
+
+def render(checks: list[Check], mask, as_json: bool = False, seconds: float = 0.0) -> str:
+    """The table (or JSON) of the checks, every string passed through the secret masker `mask`."""
+    ok = not any(c.status == "fail" for c in checks)
+    rows = [{k: mask(v) if isinstance(v, str) else v for k, v in asdict(c).items()} for c in checks]
+    if as_json:
+        return jsonlib.dumps({"ok": ok, "checks": rows})
+    table = tabulate([list(row.values()) for row in rows], headers=["host", "check", "status", "detail"])
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
+    return (f"{table}\n{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "
+            f"{counts['fail']} fail ({seconds:.1f}s)")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fabfile import health
+from fabfile.core import secrets
 
 ALL = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
@@ -62,3 +63,30 @@ def test_extra_healthy_component_is_listed_and_unhealthy_one_fails():
     assert ok.status == "ok" and ok.detail.endswith("dag_processor, webserver healthy")
     bad = health._airflow_health("n", "h", _body(**states, webserver="unhealthy"))
     assert bad.status == "fail" and bad.detail == "webserver=unhealthy"
+
+
+SECRET = "s3cr3t-redis-pw"
+
+
+def _checks():
+    return [health.Check("node1", "redis", "fail", f"AUTH failed: {SECRET} rejected"),
+            health.Check("node2", f"unit {SECRET}", "ok", "active")]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_render_masks_secrets(as_json):
+    mask = secrets.masker({"redis_password": SECRET})
+    out = health.render(_checks(), mask, as_json=as_json)
+    assert SECRET not in out and secrets.MASK in out
+
+
+def test_render_json_keeps_its_shape():
+    data = json.loads(health.render(_checks(), secrets.masker({"redis_password": SECRET}), as_json=True))
+    assert data["ok"] is False
+    assert data["checks"][0] == {"host": "node1", "check": "redis", "status": "fail",
+                                 "detail": f"AUTH failed: {secrets.MASK} rejected"}
+
+
+def test_render_table_summary():
+    out = health.render(_checks(), lambda s: s, seconds=1.25)
+    assert out.splitlines()[-1] == "UNHEALTHY: 1 ok, 0 warn, 1 fail (1.2s)"
