@@ -7,6 +7,7 @@ against known_hosts (Fabric's default would auto-accept them).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -18,6 +19,10 @@ import paramiko
 from fabric import Config, Connection
 
 from .errors import UserError
+
+# paramiko's transport thread logs a dead peer as an ERROR with a traceback; without a handler Python would
+# print it to stderr. We report such a host as Unreachable instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -57,13 +62,17 @@ def load_ssh_config(path: str | Path | None) -> paramiko.SSHConfig:
 class Remote:
     """A host's single SSH connection plus a round-trip counter."""
 
-    def __init__(self, name: str, ssh_config: paramiko.SSHConfig, connect_timeout: int = 10):
+    def __init__(self, name: str, ssh_config: paramiko.SSHConfig, connect_timeout: float = 3):
         self.name = name
         self.round_trips = 0
+        self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
         cfg = Config(overrides={"load_ssh_configs": False})
         cfg.base_ssh_config = ssh_config
-        self.conn = Connection(name, config=cfg, connect_timeout=connect_timeout)
+        # TCP connect, SSH banner and authentication each wait at most connect_timeout (paramiko: 15 s / 30 s)
+        self.conn = Connection(name, config=cfg, connect_timeout=connect_timeout,
+                               connect_kwargs={"banner_timeout": connect_timeout, "auth_timeout": connect_timeout})
+        self.conn.connect_timeout = connect_timeout   # Fabric rounds it down to an int (0.5 would mean none)
         opts = ssh_config.lookup(name)
         client = self.conn.client
         known = opts.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
@@ -79,15 +88,20 @@ class Remote:
     def open(self) -> None:
         try:
             self.conn.open()
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise Unreachable(f"unknown host key ({exc}); add the host to known_hosts "
-                                  "(the lab writes .lab/known_hosts)") from None
-            raise Unreachable(str(exc) or type(exc).__name__) from None
-        except (OSError, EOFError) as exc:
-            raise Unreachable(str(exc) or type(exc).__name__) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.conn.client.close()   # also stops a transport thread still waiting for the banner
+            raise Unreachable(self._why(exc)) from None
         self.conn.transport.set_keepalive(15)
         self.sudo = self.conn.user != "root"
+
+    def _why(self, exc: BaseException) -> str:
+        """Why open() failed, in words."""
+        why = str(exc) or type(exc).__name__
+        if "not found in known_hosts" in why:
+            return f"unknown host key ({why}); add the host to known_hosts (the lab writes .lab/known_hosts)"
+        if isinstance(exc, TimeoutError) or any(w in why for w in ("banner", "timed out", "No existing session")):
+            why = f"no SSH answer within {self.connect_timeout}s ({why})"
+        return why
 
     def sh(self, script: str, timeout: float | None = None) -> Result:
         """Run a shell script (as root) in one round trip; file contents travel inside it (base64)."""
