@@ -105,11 +105,10 @@ class Remote:
 
     def sh(self, script: str, timeout: float | None = None) -> Result:
         """Run a shell script (as root) in one round trip; file contents travel inside it (base64)."""
-        if self.conn.transport is None or not self.conn.transport.is_active():
-            self.open()
+        self._ensure_open()
         with self._lock:
             self.round_trips += 1
-        chan = self.conn.transport.open_session()
+        chan = self._session()
         try:
             if timeout:
                 chan.settimeout(timeout)
@@ -121,17 +120,22 @@ class Remote:
         except TimeoutError:
             chan.close()
             return Result(124, "", f"timed out after {timeout}s")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"connection lost ({exc or type(exc).__name__})") from None
         finally:
             chan.close()
+        if rc == -1 and not self.conn.transport.is_active():
+            raise Unreachable("connection lost (no exit status)")
         if rc == 1 and self.sudo and "a password is required" in err:
             raise Unreachable(f"sudo refused for user {self.conn.user}: allow passwordless sudo")
         return Result(rc, out, err)
 
     def stream_to(self, command: str, chunks, timeout: float | None = None) -> Result:
         """Run `command` (as root) with a stream of bytes on stdin (large uploads: one round trip)."""
+        self._ensure_open()
         with self._lock:
             self.round_trips += 1
-        chan = self.conn.transport.open_session()
+        chan = self._session()
         try:
             chan.exec_command(f"sudo -n sh -c '{command}'" if self.sudo else command)
             for chunk in chunks:
@@ -144,7 +148,20 @@ class Remote:
 
     def forward(self, remote_host: str, remote_port: int):
         """Context manager: a loopback port on the control machine tunnelled to remote_host:remote_port."""
+        self._ensure_open()
         return _Forward(self.conn.transport, remote_host, remote_port)
+
+    def _ensure_open(self) -> None:
+        """(Re)connect when there is no live transport: a dead host raises Unreachable."""
+        if self.conn.transport is None or not self.conn.transport.is_active():
+            self.open()
+
+    def _session(self):
+        """A new channel; a transport that died under us is Unreachable."""
+        try:
+            return self.conn.transport.open_session()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"connection lost ({exc or type(exc).__name__})") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -205,14 +222,16 @@ class _Forward:
         self.sock.close()
 
 
-def _pipe(src, dst):
+def _pipe(src, dst) -> None:
+    """Copy src to dst until either end closes. A dead peer ends it quietly (paramiko raises EOFError or
+    SSHException, not only OSError): the caller then sees a closed connection, never a thread traceback."""
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
             dst.sendall(data)
-    except OSError:
+    except Exception:  # noqa: BLE001 - any failure means the connection is gone
         pass
     finally:
         for s in (src, dst):

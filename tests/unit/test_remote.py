@@ -96,3 +96,85 @@ def test_connect_timeout_default_and_fraction(tmp_path):
     assert inventory.load(path).cluster["connect_timeout"] == 1.5
     path.write_text(textwrap.dedent(INV.format(timeout=1)).replace("  connect_timeout: 1\n", ""))
     assert inventory.load(path).cluster["connect_timeout"] == 3
+
+
+class DeadChannel:
+    """A paramiko channel whose transport died: paramiko raises EOFError / SSHException, not OSError."""
+
+    def __init__(self):
+        self.closed = threading.Event()
+
+    def recv(self, n):
+        time.sleep(0.05)
+        raise paramiko.SSHException("SSH session not active")
+
+    def sendall(self, data):
+        raise EOFError()
+
+    def close(self):
+        self.closed.set()
+
+
+class DeadTransport:
+    def __init__(self):
+        self.channels = []
+
+    def open_channel(self, kind, dest, src):
+        self.channels.append(DeadChannel())
+        return self.channels[-1]
+
+
+@pytest.fixture
+def thread_errors(monkeypatch):
+    """Exceptions that escape any thread (what would print 'Exception in thread ...')."""
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    return seen
+
+
+def test_pipe_to_dead_channel_ends_quietly(thread_errors, capfd):
+    mine, theirs = socket.socketpair()
+    chan = DeadChannel()
+    threads = [threading.Thread(target=remote._pipe, args=pair) for pair in ((mine, chan), (chan, mine))]
+    for t in threads:
+        t.start()
+    theirs.sendall(b"PING\r\n")
+    for t in threads:
+        t.join(2)
+    assert not any(t.is_alive() for t in threads)
+    assert not thread_errors
+    assert chan.closed.is_set() and theirs.recv(10) == b""      # the client sees a closed connection
+    assert capfd.readouterr().err == ""
+    theirs.close()
+
+
+def test_forward_over_dead_transport_closes_client_quietly(thread_errors, capfd):
+    transport = DeadTransport()
+    with remote._Forward(transport, "10.9.0.1", 6379) as port:
+        client = socket.create_connection(("127.0.0.1", port), timeout=2)
+        client.sendall(b"PING\r\n")
+        assert client.recv(10) == b""
+        client.close()
+    assert transport.channels and transport.channels[0].closed.wait(2)
+    time.sleep(0.1)
+    assert not thread_errors
+    assert capfd.readouterr().err == ""
+
+
+def test_forward_to_dead_host_is_unreachable(silent_port):
+    r = remote.Remote("dead", paramiko.SSHConfig.from_text(_ssh_config(silent_port)), connect_timeout=0.5)
+    with pytest.raises(remote.Unreachable):
+        r.forward("10.9.0.1", 6379)
+
+
+def test_sh_over_transport_that_died_is_unreachable():
+    class Dying:
+        def is_active(self):
+            return True
+
+        def open_session(self):
+            raise EOFError()
+    r = remote.Remote("dead", paramiko.SSHConfig.from_text(_ssh_config(22)))
+    r.conn.transport = Dying()
+    with pytest.raises(remote.Unreachable, match="connection lost"):
+        r.sh("true")
