@@ -5,7 +5,7 @@ health JSON of its api-server and nginx (with `cluster.monitoring` on, also each
 one row per exporter). Redis, Sentinel and PostgreSQL are checked with redis-py and psycopg2 from the
 control machine through SSH port forwarding over the same connection (no port is opened for the control
 machine). Every check has a timeout (`check_timeout`), so a hung host only
-fails its own rows.
+fails its own rows; a host that does not answer SSH costs `connect_timeout` (the connections open in parallel).
 """
 
 from __future__ import annotations
