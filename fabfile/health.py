@@ -5,7 +5,7 @@ health JSON of its api-server and nginx (with `cluster.monitoring` on, also each
 one row per exporter). Redis, Sentinel and PostgreSQL are checked with redis-py and psycopg2 from the
 control machine through SSH port forwarding over the same connection (no port is opened for the control
 machine). Every check has a timeout (`check_timeout`), so a hung host only
-fails its own rows.
+fails its own rows; a host that does not answer SSH costs `connect_timeout` (the connections open in parallel).
 """
 
 from __future__ import annotations
@@ -93,15 +93,38 @@ def check_host(run, host) -> list[Check]:
     return out
 
 
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
 def _airflow_health(host, check, body) -> Check:
+    """The verdict of /api/v2/monitor/health from what it answered: a missing component is a failure."""
     try:
         data = jsonlib.loads(body)
     except ValueError:
         return Check(host, check, "fail", "no answer" if not body.strip() else body.strip()[:80])
-    bad = [f"{k}={v.get('status')}" for k, v in sorted(data.items())
-           if isinstance(v, dict) and v.get("status") != "healthy"]
-    return Check(host, check, "fail" if bad else "ok",
-                 ", ".join(bad) if bad else "metadatabase, scheduler, triggerer, dag_processor healthy")
+    if not isinstance(data, dict):
+        return Check(host, check, "fail", f"not a JSON object: {body.strip()[:60]}")
+    bad, healthy = _component_states(data)
+    if bad:
+        return Check(host, check, "fail", ", ".join(bad))
+    return Check(host, check, "ok", f"{', '.join(healthy)} healthy")
+
+
+def _component_states(data: dict) -> tuple[list[str], list[str]]:
+    """(problems, healthy components): each expected component must be present and healthy."""
+    bad, healthy = [], []
+    names = list(AIRFLOW_COMPONENTS) + sorted(k for k in data if k not in AIRFLOW_COMPONENTS)
+    for name in names:
+        if name not in data:
+            bad.append(f"{name} missing")
+            continue
+        value = data[name]
+        status = value.get("status") if isinstance(value, dict) else None
+        if status == "healthy":
+            healthy.append(name)
+        elif isinstance(value, dict) or name in AIRFLOW_COMPONENTS:
+            bad.append(f"{name}={status}")
+    return bad, healthy
 
 
 def _redis(run, host, port_key: str, secret_key: str):
@@ -300,12 +323,17 @@ def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     finally:
         r.close()
     ok = not any(c.status == "fail" for c in checks)
-    if as_json:
-        print(jsonlib.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}))
-    else:
-        print(tabulate([[c.host, c.check, c.status, r.mask(c.detail)] for c in checks],
-                       headers=["host", "check", "status", "detail"]))
-        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
-        print(f"{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "
-              f"{counts['fail']} fail ({time.monotonic() - r.started:.1f}s)")
+    print(render(checks, r.mask, as_json, time.monotonic() - r.started))
     return 0 if ok else 1
+
+
+def render(checks: list[Check], mask, as_json: bool = False, seconds: float = 0.0) -> str:
+    """The table (or JSON) of the checks, every string passed through the secret masker `mask`."""
+    ok = not any(c.status == "fail" for c in checks)
+    rows = [{k: mask(v) if isinstance(v, str) else v for k, v in asdict(c).items()} for c in checks]
+    if as_json:
+        return jsonlib.dumps({"ok": ok, "checks": rows})
+    table = tabulate([list(row.values()) for row in rows], headers=["host", "check", "status", "detail"])
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
+    return (f"{table}\n{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "
+            f"{counts['fail']} fail ({seconds:.1f}s)")

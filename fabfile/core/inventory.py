@@ -14,6 +14,7 @@ Schema (README "Inventory" shows an example):
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -62,8 +63,11 @@ CLUSTER_DEFAULTS: dict = {
     "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
     "parallel": 10,                    # hosts worked on at once
     "check_timeout": 10,               # seconds per health check
+    "connect_timeout": 3,              # seconds to open an SSH connection (TCP, banner, auth) before "unreachable"
     "monitoring": False,               # statsd + exporters on every host
 }
+#: keys that take any positive number (whole or not), e.g. connect_timeout: 1.5
+POSITIVE_NUMBERS = ("cluster.connect_timeout",)
 HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers", "worker_queues")
 HOST_KEYS = ("roles", "address", *HOST_OVERRIDABLE)
 FIREWALLS = ("auto", "ufw", "firewalld")
@@ -195,6 +199,8 @@ def _merge(defaults: dict, given: dict, path, where: str) -> dict:
 
 
 def _check_type(value, default, path, where):
+    if where in POSITIVE_NUMBERS:
+        return _positive_number(value, path, where)
     if isinstance(default, dict):
         return _merge(default, value, path, where)
     if default is None:
@@ -216,6 +222,13 @@ def _check_type(value, default, path, where):
     if isinstance(default, str) and not isinstance(value, str):
         raise InventoryError(f"expected a string, got {_type_name(value)} ({value!r})",
                              f"{path}: {where}", f"quote it, e.g. '{value}'")
+    return value
+
+
+def _positive_number(value, path, where):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InventoryError(f"expected a positive number, got {value!r}", f"{path}: {where}",
+                             "write a number of seconds greater than 0, without quotes, e.g. 3")
     return value
 
 

@@ -7,6 +7,7 @@ against known_hosts (Fabric's default would auto-accept them).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -18,6 +19,10 @@ import paramiko
 from fabric import Config, Connection
 
 from .errors import UserError
+
+# paramiko's transport thread logs a dead peer as an ERROR with a traceback; without a handler Python would
+# print it to stderr. We report such a host as Unreachable instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -57,13 +62,17 @@ def load_ssh_config(path: str | Path | None) -> paramiko.SSHConfig:
 class Remote:
     """A host's single SSH connection plus a round-trip counter."""
 
-    def __init__(self, name: str, ssh_config: paramiko.SSHConfig, connect_timeout: int = 10):
+    def __init__(self, name: str, ssh_config: paramiko.SSHConfig, connect_timeout: float = 3):
         self.name = name
         self.round_trips = 0
+        self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
         cfg = Config(overrides={"load_ssh_configs": False})
         cfg.base_ssh_config = ssh_config
-        self.conn = Connection(name, config=cfg, connect_timeout=connect_timeout)
+        # TCP connect, SSH banner and authentication each wait at most connect_timeout (paramiko: 15 s / 30 s)
+        self.conn = Connection(name, config=cfg, connect_timeout=connect_timeout,
+                               connect_kwargs={"banner_timeout": connect_timeout, "auth_timeout": connect_timeout})
+        self.conn.connect_timeout = connect_timeout   # Fabric rounds it down to an int (0.5 would mean none)
         opts = ssh_config.lookup(name)
         client = self.conn.client
         known = opts.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
@@ -79,23 +88,27 @@ class Remote:
     def open(self) -> None:
         try:
             self.conn.open()
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise Unreachable(f"unknown host key ({exc}); add the host to known_hosts "
-                                  "(the lab writes .lab/known_hosts)") from None
-            raise Unreachable(str(exc) or type(exc).__name__) from None
-        except (OSError, EOFError) as exc:
-            raise Unreachable(str(exc) or type(exc).__name__) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.conn.client.close()   # also stops a transport thread still waiting for the banner
+            raise Unreachable(self._why(exc)) from None
         self.conn.transport.set_keepalive(15)
         self.sudo = self.conn.user != "root"
 
+    def _why(self, exc: BaseException) -> str:
+        """Why open() failed, in words."""
+        why = str(exc) or type(exc).__name__
+        if "not found in known_hosts" in why:
+            return f"unknown host key ({why}); add the host to known_hosts (the lab writes .lab/known_hosts)"
+        if isinstance(exc, TimeoutError) or any(w in why for w in ("banner", "timed out", "No existing session")):
+            why = f"no SSH answer within {self.connect_timeout}s ({why})"
+        return why
+
     def sh(self, script: str, timeout: float | None = None) -> Result:
         """Run a shell script (as root) in one round trip; file contents travel inside it (base64)."""
-        if self.conn.transport is None or not self.conn.transport.is_active():
-            self.open()
+        self._ensure_open()
         with self._lock:
             self.round_trips += 1
-        chan = self.conn.transport.open_session()
+        chan = self._session()
         try:
             if timeout:
                 chan.settimeout(timeout)
@@ -107,17 +120,22 @@ class Remote:
         except TimeoutError:
             chan.close()
             return Result(124, "", f"timed out after {timeout}s")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"connection lost ({exc or type(exc).__name__})") from None
         finally:
             chan.close()
+        if rc == -1 and not self.conn.transport.is_active():
+            raise Unreachable("connection lost (no exit status)")
         if rc == 1 and self.sudo and "a password is required" in err:
             raise Unreachable(f"sudo refused for user {self.conn.user}: allow passwordless sudo")
         return Result(rc, out, err)
 
     def stream_to(self, command: str, chunks, timeout: float | None = None) -> Result:
         """Run `command` (as root) with a stream of bytes on stdin (large uploads: one round trip)."""
+        self._ensure_open()
         with self._lock:
             self.round_trips += 1
-        chan = self.conn.transport.open_session()
+        chan = self._session()
         try:
             chan.exec_command(f"sudo -n sh -c '{command}'" if self.sudo else command)
             for chunk in chunks:
@@ -130,7 +148,20 @@ class Remote:
 
     def forward(self, remote_host: str, remote_port: int):
         """Context manager: a loopback port on the control machine tunnelled to remote_host:remote_port."""
+        self._ensure_open()
         return _Forward(self.conn.transport, remote_host, remote_port)
+
+    def _ensure_open(self) -> None:
+        """(Re)connect when there is no live transport: a dead host raises Unreachable."""
+        if self.conn.transport is None or not self.conn.transport.is_active():
+            self.open()
+
+    def _session(self):
+        """A new channel; a transport that died under us is Unreachable."""
+        try:
+            return self.conn.transport.open_session()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"connection lost ({exc or type(exc).__name__})") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -191,14 +222,16 @@ class _Forward:
         self.sock.close()
 
 
-def _pipe(src, dst):
+def _pipe(src, dst) -> None:
+    """Copy src to dst until either end closes. A dead peer ends it quietly (paramiko raises EOFError or
+    SSHException, not only OSError): the caller then sees a closed connection, never a thread traceback."""
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
             dst.sendall(data)
-    except OSError:
+    except Exception:  # noqa: BLE001 - any failure means the connection is gone
         pass
     finally:
         for s in (src, dst):

@@ -139,7 +139,7 @@ class Run:
     def remote(self, name: str) -> Remote:
         """The connection to any inventory host (opened on first use)."""
         if name not in self.remotes:
-            r = Remote(name, self.ssh_config)
+            r = Remote(name, self.ssh_config, self.inv.cluster["connect_timeout"])
             r.open()
             self.remotes[name] = r
         return self.remotes[name]

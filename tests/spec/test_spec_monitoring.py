@@ -163,15 +163,15 @@ def _bridge():
 
 def test_statsd_mapping_gives_labelled_airflow_metrics():
     bridge = _bridge()
-    mapper, store = bridge.Mapper(str(FILES / "statsd_mapping.yml")), bridge.Store()
+    exporter = bridge.Exporter(str(FILES / "statsd_mapping.yml"), log=lambda message: None)
     for line in ("airflow.scheduler_heartbeat:1|c", "airflow.scheduler_heartbeat:1|c",
                  "airflow.dagrun.duration.success.test_ha_celery_workers:1500|ms",
                  "airflow.ti.finish.d1.t1.success:1|c", "airflow.ti.finish:1|c",
                  "airflow.pool.open_slots.default_pool:128|g", "airflow.pool.open_slots:128|g",
                  "airflow.dag_processing.processes:+1|g", "airflow.dag_processing.processes:+1|g",
                  "airflow.dag_processing.processes:-1|g", "airflow.SchedulerJob_start:1|c", "garbage"):
-        bridge.handle_line(line, mapper, store)
-    out = store.render()
+        exporter.datagram(line.encode())
+    out = exporter.render()
     assert "airflow_scheduler_heartbeat 2.0" in out
     assert 'airflow_dagrun_duration_sum{dag_id="test_ha_celery_workers",state="success"} 1.5' in out
     assert 'airflow_dagrun_duration_count{dag_id="test_ha_celery_workers",state="success"} 1' in out
@@ -179,7 +179,7 @@ def test_statsd_mapping_gives_labelled_airflow_metrics():
     assert 'airflow_pool_open_slots{pool="default_pool"} 128.0' in out and "airflow_pool_open_slots 128" not in out
     assert "airflow_dag_processing_processes 1.0" in out
     assert 'airflow_job_start{job_name="SchedulerJob"} 1.0' in out
-    assert "statsd_exporter_lines_invalid 1" in out
+    assert "statsd_exporter_lines_invalid_total 1.0" in out
 
 
 def test_health_probes_each_expected_exporter(inv):
