@@ -104,8 +104,11 @@ def test_unknown_host_in_selection_exits_2_without_connecting(tmp_path, no_ssh, 
 
 def test_cli_bad_inventory_prints_one_error_no_traceback(tmp_path):
     import subprocess
+    import sys
+    from pathlib import Path
     path = write(tmp_path, BAD["unknown_role"][0])
-    res = subprocess.run([".venv/bin/inv", "deploy", "--inventory", str(path)], capture_output=True, text=True)
+    inv_bin = Path(sys.executable).parent / "inv"   # the running venv's (a worktree may have no .venv)
+    res = subprocess.run([str(inv_bin), "deploy", "--inventory", str(path)], capture_output=True, text=True)
     assert res.returncode == 2
     assert "unknown role 'flowr'" in res.stderr and "Traceback" not in res.stderr
 
