@@ -17,11 +17,12 @@ from pathlib import Path
 
 from . import postgres, selinux
 from .core.errors import PlatformError
+from .core.inventory import AIRFLOW_ROLES
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
 NAME = "airflow"
-ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
+ROLES = AIRFLOW_ROLES
 VENV = "/opt/airflow/venv"
 WHEELHOUSE = "/opt/airflow/wheelhouse"
 HOME = "/var/lib/airflow"
