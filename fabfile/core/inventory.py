@@ -50,7 +50,7 @@ CLUSTER_DEFAULTS: dict = {
               "failover_timeout_ms": 60000},
     "postgres": {"max_connections": 0},   # 0 = computed from the number of Airflow processes
     "tls": {"enabled": False, "cert": None, "key": None},
-    "http_proxy": None,                # proxy for apt/dnf and pip on the hosts
+    "http_proxy": None,                # proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
     "firewall": "auto",                # auto (platform default) | ufw | firewalld
     "monitoring_cidr": None,           # extra source allowed to scrape exporters
     "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)

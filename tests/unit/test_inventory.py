@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from fabfile import stack
 from fabfile.core import inventory
@@ -164,3 +165,14 @@ def test_port_check_and_monitoring_share_one_table(tmp_path):
         assert all(p in ports for e in monitoring.exporters(inv, host) for p in inventory.EXPORTERS[e][1])
     assert monitoring.exporters(inv, inv.hosts["node3"]) == [
         "node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"]
+
+
+def test_readme_inventory_block_documents_every_default():
+    """README's inventory block shows exactly the keys (and defaults) the loader knows: none undocumented."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Inventory\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    doc = yaml.safe_load(block)
+    assert doc["cluster"] == inventory.CLUSTER_DEFAULTS
+    assert set(doc["hosts"]["node1"]) <= set(inventory.HOST_KEYS)
