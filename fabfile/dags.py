@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .airflow import HOME, ROLES, VENV
 from .core.errors import UserError
-from .core.steps import Command, Directory
+from .core.steps import Command, Directory, Preview
 
 NAME = "dags"
 RELEASES = f"{HOME}/dags/releases"
@@ -34,11 +34,45 @@ def source_dir(inv) -> Path:
     return p if p.is_absolute() else inv.base_dir / p
 
 
-def bundle(src: Path) -> tuple[str, bytes]:
-    """(release id, tar bytes) of the DAG folder; the id is a hash of names and contents."""
+def _files(src: Path) -> list[Path]:
     if not src.is_dir():
         raise UserError(f"DAG folder {src} not found", "cluster.dags_dir", "create it or point dags_dir at it")
-    files = sorted(f for f in src.rglob("*") if f.is_file() and not IGNORED & set(f.relative_to(src).parts))
+    return sorted(f for f in src.rglob("*") if f.is_file() and not IGNORED & set(f.relative_to(src).parts))
+
+
+def manifest(src: Path) -> str:
+    """`sha256  relative path` lines of the files a release of `src` holds (what MANIFEST_PROBE prints)."""
+    return "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(src)}\n" for f in _files(src))
+
+
+#: the current release's files as `manifest` lists them (nothing when there is no release yet)
+MANIFEST_PROBE = (f"cd {CURRENT}/ && find . -type f "
+                  + " ".join(f"! -path '*/{n}/*' ! -name '{n}'" for n in sorted(IGNORED))
+                  + " -exec sha256sum {} + | sed 's#  \\./#  #'")
+
+
+def _parse_manifest(text: str) -> dict[str, str]:
+    pairs = (line.split("  ", 1) for line in text.splitlines() if "  " in line)
+    return {path: digest for digest, path in pairs}
+
+
+def release_changes(current: str, desired: str) -> str:
+    """Files added, changed and removed between two manifests, one per line."""
+    old, new = _parse_manifest(current), _parse_manifest(desired)
+    lines = []
+    for path in sorted(old.keys() | new.keys()):
+        if path not in old:
+            lines.append(f"added    {path}")
+        elif path not in new:
+            lines.append(f"removed  {path}")
+        elif old[path] != new[path]:
+            lines.append(f"changed  {path}")
+    return "\n".join(lines) or "no file changes"
+
+
+def bundle(src: Path) -> tuple[str, bytes]:
+    """(release id, tar bytes) of the DAG folder; the id is a hash of names and contents."""
+    files = _files(src)
     digest = hashlib.sha256()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
@@ -70,7 +104,8 @@ __PY__
 
 
 def steps(ctx) -> list:
-    release, data = bundle(source_dir(ctx.inv))
+    src = source_dir(ctx.inv)
+    release, data = bundle(src)
     keep = ctx.inv.cluster["dag_releases_keep"]
     new = f"{RELEASES}/{release}"
     b64 = base64.encodebytes(data).decode()
@@ -79,6 +114,7 @@ def steps(ctx) -> list:
         Directory(RELEASES, owner="airflow", group="airflow"),
         Command(f"release {release}", desc=f"unpack, import-check and switch to {release}",
                 unless=f"[ \"$(readlink {CURRENT})\" = {new} ]",
+                preview=Preview(CURRENT, manifest(src), current=MANIFEST_PROBE, compare=release_changes),
                 script=(f"new={new}\nrm -rf \"$new.tmp\" && mkdir -p \"$new.tmp\"\n"
                         f"base64 -d <<'__DAGS__' | tar -xzf - -C \"$new.tmp\"\n{b64}__DAGS__\n"
                         f"chown -R airflow:airflow \"$new.tmp\"\nrm -rf \"$new\" && mv \"$new.tmp\" \"$new\"\n"
