@@ -1,7 +1,8 @@
 """Airflow itself: system user, offline install from a wheelhouse into a venv, one config for every node.
 
 The wheelhouse is built on the control machine (`fabfile/wheelhouse.py`) and streamed to each host only
-when its manifest differs; the install is pinned by the constraints file shipped in files/airflow/.
+when its manifest differs; the install is pinned by the constraints file shipped in files/airflow/ (or
+the one `cluster.constraints_url` names, fetched once: fabfile/constraints.py).
 Secrets (fernet key, api secret, jwt secret, connection strings) live in /etc/airflow/airflow.env
 (0640 root:airflow) and are identical on every node; airflow.cfg holds none.
 `finalize` runs `airflow db migrate` exactly once per run (on one host) and creates the admin user once.
@@ -15,13 +16,14 @@ import shlex
 import tarfile
 from pathlib import Path
 
-from . import postgres, selinux
-from .core.errors import PlatformError
+from . import constraints, postgres, selinux
+from .core.errors import PlatformError, UserError
+from .core.inventory import AIRFLOW_ROLES
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
 NAME = "airflow"
-ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
+ROLES = AIRFLOW_ROLES
 VENV = "/opt/airflow/venv"
 WHEELHOUSE = "/opt/airflow/wheelhouse"
 HOME = "/var/lib/airflow"
@@ -56,8 +58,23 @@ def airflow_hosts(inv) -> list:
 
 
 def constraints_path(inv) -> Path:
+    """This cluster's constraints file: the cached copy of `constraints_url` if set, else the shipped one."""
     c = inv.cluster
+    if c["constraints_url"]:
+        return constraints.cache_path(c["constraints_url"])
     return FILES / "airflow" / f"constraints-{c['airflow_version']}-py{c['python_version']}.txt"
+
+
+def ensure_constraints_local(inv) -> Path:
+    """The constraints file on the control machine: `constraints_url` fetched (once) or the shipped file."""
+    c = inv.cluster
+    if c["constraints_url"]:
+        return constraints.fetch(c["constraints_url"], f"{inv.path}: cluster.constraints_url")
+    path = constraints_path(inv)
+    if not path.is_file():
+        raise UserError(f"no constraints file for Airflow {c['airflow_version']} on Python {c['python_version']}",
+                        str(path), "generate it with files/airflow/make-constraints.sh or set constraints_url")
+    return path
 
 
 def wheelhouse_dir(inv) -> Path:
@@ -69,12 +86,12 @@ def wheelhouse_dir(inv) -> Path:
 
 
 def ensure_wheelhouse_local(inv) -> Path:
-    """Build the wheelhouse on the control machine if missing (cached across runs)."""
+    """Build the wheelhouse on the control machine if missing or built from other constraints (cached)."""
     from . import wheelhouse
-    path = wheelhouse_dir(inv)
-    if not (path / "MANIFEST.sha256").is_file():
+    path, pins = wheelhouse_dir(inv), constraints_path(inv)
+    if not (path / wheelhouse.MANIFEST).is_file() or not wheelhouse.built_with(path, pins):
         print(f"{'local':<10} airflow    building wheelhouse {path} (once; cached)", flush=True)
-        wheelhouse.build(path, inv.cluster["airflow_version"], inv.cluster["python_version"])
+        wheelhouse.build(path, inv.cluster["airflow_version"], inv.cluster["python_version"], constraints=pins)
     return path
 
 

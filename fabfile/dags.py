@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .airflow import HOME, ROLES, VENV
 from .core.errors import UserError
-from .core.steps import Command, Directory
+from .core.steps import Command, Directory, Preview
 
 NAME = "dags"
 RELEASES = f"{HOME}/dags/releases"
@@ -46,16 +46,50 @@ def sources(inv) -> list[tuple[Path, str]]:
     return [(source_dir(inv), "")] + ([(TEST_DAGS, TEST_DAGS_PREFIX)] if inv.cluster["ha_test_dags"] else [])
 
 
-def _files(src: Path, prefix: str) -> list[tuple[str, Path]]:
-    if not src.is_dir():
-        raise UserError(f"DAG folder {src} not found", "cluster.dags_dir", "create it or point dags_dir at it")
-    return [(str(Path(prefix) / f.relative_to(src)), f) for f in sorted(src.rglob("*"))
-            if f.is_file() and not IGNORED & set(f.relative_to(src).parts)]
+def _files(folders) -> list[tuple[str, Path]]:
+    """(path in the release, local file) of every file the release holds, sorted."""
+    out = []
+    for src, prefix in folders:
+        if not src.is_dir():
+            raise UserError(f"DAG folder {src} not found", "cluster.dags_dir", "create it or point dags_dir at it")
+        out += [(str(Path(prefix) / f.relative_to(src)), f) for f in src.rglob("*")
+                if f.is_file() and not IGNORED & set(f.relative_to(src).parts)]
+    return sorted(out)
+
+
+def manifest(*folders: tuple[Path, str]) -> str:
+    """`sha256  relative path` lines of the files a release holds (what MANIFEST_PROBE prints)."""
+    return "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {rel}\n" for rel, f in _files(folders))
+
+
+#: the current release's files as `manifest` lists them (nothing when there is no release yet)
+MANIFEST_PROBE = (f"cd {CURRENT}/ && find . -type f "
+                  + " ".join(f"! -path '*/{n}/*' ! -name '{n}'" for n in sorted(IGNORED))
+                  + " -exec sha256sum {} + | sed 's#  \\./#  #'")
+
+
+def _parse_manifest(text: str) -> dict[str, str]:
+    pairs = (line.split("  ", 1) for line in text.splitlines() if "  " in line)
+    return {path: digest for digest, path in pairs}
+
+
+def release_changes(current: str, desired: str) -> str:
+    """Files added, changed and removed between two manifests, one per line."""
+    old, new = _parse_manifest(current), _parse_manifest(desired)
+    lines = []
+    for path in sorted(old.keys() | new.keys()):
+        if path not in old:
+            lines.append(f"added    {path}")
+        elif path not in new:
+            lines.append(f"removed  {path}")
+        elif old[path] != new[path]:
+            lines.append(f"changed  {path}")
+    return "\n".join(lines) or "no file changes"
 
 
 def bundle(*folders: tuple[Path, str]) -> tuple[str, bytes]:
     """(release id, tar bytes) of the DAG folders; the id is a hash of names and contents."""
-    files = sorted(item for src, prefix in folders for item in _files(src, prefix))
+    files = _files(folders)
     digest = hashlib.sha256()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
@@ -86,7 +120,8 @@ __PY__
 
 
 def steps(ctx) -> list:
-    release, data = bundle(*sources(ctx.inv))
+    folders = sources(ctx.inv)
+    release, data = bundle(*folders)
     keep = ctx.inv.cluster["dag_releases_keep"]
     new = f"{RELEASES}/{release}"
     b64 = base64.encodebytes(data).decode()
@@ -95,6 +130,7 @@ def steps(ctx) -> list:
         Directory(RELEASES, owner="airflow", group="airflow"),
         Command(f"release {release}", desc=f"unpack, import-check and switch to {release}",
                 unless=f"[ \"$(readlink {CURRENT})\" = {new} ]",
+                preview=Preview(CURRENT, manifest(*folders), current=MANIFEST_PROBE, compare=release_changes),
                 script=(f"new={new}\nrm -rf \"$new.tmp\" && mkdir -p \"$new.tmp\"\n"
                         f"base64 -d <<'__DAGS__' | tar -xzf - -C \"$new.tmp\"\n{b64}__DAGS__\n"
                         f"chown -R airflow:airflow \"$new.tmp\"\nrm -rf \"$new\" && mv \"$new.tmp\" \"$new\"\n"

@@ -37,8 +37,8 @@ from __future__ import annotations
 import json
 import shlex
 
-from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
+from .core import inventory
 from .core.errors import PlatformError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
@@ -61,16 +61,7 @@ def applies(inv, host) -> bool:
 
 def exporters(inv, host) -> list[str]:
     """The exporters (port names in cluster.ports) a host runs when monitoring is on."""
-    out = ["node_exporter"]
-    if host.has(*AIRFLOW_ROLES):
-        out.append("statsd_exporter")
-    if host.has("redis", "sentinel"):
-        out.append("redis_exporter")
-    if host.has("postgres"):
-        out.append("postgres_exporter")
-    if host.has("monitoring"):
-        out.append("prometheus")
-    return out
+    return inventory.exporters(host)
 
 
 def _unit(plat, exporter: str) -> str:

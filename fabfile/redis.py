@@ -14,7 +14,7 @@ import shlex
 from collections import Counter
 
 from . import selinux
-from .core.steps import Command, Directory, File, Service, Warn
+from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
 
 NAME = "redis"
@@ -92,11 +92,9 @@ def steps(ctx) -> list:
             File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
                  render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
                  notify=("daemon-reload", unit)),
-            Command(plat.paths["redis_conf"], desc=f"create (replica of {master})" if master != ctx.address
-                    else "create (master)",
-                    unless=f"grep -qx 'include {MANAGED}' {plat.paths['redis_conf']}",
-                    script=_write_owned(plat.paths["redis_conf"], render("redis/redis.conf.j2", **values), user),
-                    notify=(unit,)),
+            _owned_conf(plat.paths["redis_conf"], render("redis/redis.conf.j2", **values), user,
+                        desc=f"create (replica of {master})" if master != ctx.address else "create (master)",
+                        unless=f"grep -qx 'include {MANAGED}' {plat.paths['redis_conf']}", notify=(unit,)),
             Service(unit),
         ]
     if host.has("sentinel"):
@@ -107,11 +105,9 @@ def steps(ctx) -> list:
             File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
                  render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
                  notify=("daemon-reload", unit)),
-            Command(plat.paths["sentinel_conf"], desc=f"generate (master {master})",
-                    unless=f"[ \"$(cat {SENTINEL_STAMP})\" = {stamp} ]",
-                    script=_write_owned(plat.paths["sentinel_conf"], conf, user)
-                    + f"\necho {stamp} > {SENTINEL_STAMP}",
-                    notify=(unit,)),
+            _owned_conf(plat.paths["sentinel_conf"], conf, user, desc=f"generate (master {master})",
+                        unless=f"[ \"$(cat {SENTINEL_STAMP})\" = {stamp} ]", notify=(unit,),
+                        then=f"echo {stamp} > {SENTINEL_STAMP}"),
             Service(unit),
         ]
     return out
@@ -125,7 +121,9 @@ def _at_least(version: str, wanted: tuple) -> bool:
         return True
 
 
-def _write_owned(path: str, content: str, user: str) -> str:
-    """Shell writing a secret-bearing file owned by the daemon (it rewrites it), mode 0640, atomically."""
-    step = File(path, content, owner=user, group=user, mode=0o640)
-    return step.write_script()
+def _owned_conf(path: str, content: str, user: str, desc: str, unless: str, notify: tuple,
+                then: str = "") -> Command:
+    """Write a secret-bearing file the daemon owns afterwards (it rewrites it): 0640, atomically, only
+    when `unless` fails. The whole file is replaced, so --check shows it against the host's copy."""
+    script = File(path, content, owner=user, group=user, mode=0o640).write_script() + (f"\n{then}" if then else "")
+    return Command(path, desc=desc, unless=unless, script=script, notify=notify, preview=Preview(path, content))

@@ -34,10 +34,7 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
 def _ensure_local_artifacts(inv, comps) -> None:
     """Everything built on the control machine exists before a host is touched."""
     if airflow in comps:
-        if not airflow.constraints_path(inv).is_file():
-            raise UserError(f"no constraints file for Airflow {inv.cluster['airflow_version']} on Python "
-                            f"{inv.cluster['python_version']}", str(airflow.constraints_path(inv)),
-                            "generate it with files/airflow/make-constraints.sh or set constraints_url")
+        airflow.ensure_constraints_local(inv)
         airflow.ensure_wheelhouse_local(inv)
     if dags in comps:
         dags.bundle(*dags.sources(inv))

@@ -16,7 +16,8 @@ and the deploy ships that directory. On the host::
   ``--only-binary=:all:`` (pip requires it with ``--platform``; the whole Airflow 3.3.2 set has
   wheels). So a Python 3.12 wheelhouse (Ubuntu 24.04, EL9) builds on this 3.11 machine. The default
   glibc ceiling 2.34 (EL9) also covers Debian 12 (2.36) and Ubuntu 24.04 (2.39).
-* The constraints file (files/airflow/constraints-<ver>-py<py>.txt) pins everything, e.g. celery<5.7.
+* The constraints file (files/airflow/constraints-<ver>-py<py>.txt, or the cached copy of
+  ``cluster.constraints_url``: fabfile/constraints.py) pins everything, e.g. celery<5.7.
 * The machine's pip config may carry a global ``constraint =`` (this lab's does): ``PIP_CONSTRAINT=
   /dev/null`` overrides it (an *empty* PIP_CONSTRAINT does not). The configured index / extra
   indexes stay in effect: they are how this machine reaches PyPI.
@@ -114,6 +115,15 @@ def _inputs(airflow_version, python_version, extras, extra_packages, constraints
         "platforms": list(plats),
         "only_binary": only_binary,
     }
+
+
+def built_with(dest: Path, constraints: Path) -> bool:
+    """False if dest's stamp records other constraints (no stamp: a wheelhouse made by hand, trusted)."""
+    try:
+        stamp = json.loads((dest / STAMP).read_text())
+    except (OSError, ValueError):
+        return True
+    return stamp.get("inputs", {}).get("constraints_sha256") == _sha256(constraints)
 
 
 def is_current(dest: Path, inputs: dict) -> bool:

@@ -5,10 +5,11 @@ package names, service names, config paths, daemon users. Components read it; th
 distribution themselves. Every entry, with its source, is listed in docs/platforms.md; the spec tests
 (tests/spec) print the complete plan per platform so a wrong name shows up in a reviewed golden file.
 
-Python: the Airflow venv uses the distribution's interpreter (Debian 12: 3.11, Ubuntu 22.04: 3.10,
-Ubuntu 24.04: 3.12, EL9: python3.12 from AppStream since 9.4 — EL9's default 3.9 is too old for
-Airflow 3). The wheelhouse and constraints are built on the control machine *before* any host is
-reached, so they cannot follow the hosts: `cluster.python_version` must equal `Platform.python_version`
+Python: the Airflow venv uses the distribution's interpreter (Debian 12: 3.11, Ubuntu 24.04: 3.12, EL9:
+python3.12 from AppStream since 9.4 — EL9's default 3.9 is too old for Airflow 3); a constraints file
+ships for each of them (files/airflow/). Ubuntu 22.04 (3.10) is refused: no constraints file. The
+wheelhouse and constraints are built on the control machine *before* any host is reached, so they
+cannot follow the hosts: `cluster.python_version` must equal `Platform.python_version`
 of every Airflow host, and the airflow component refuses a host whose Python differs (one clear error).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .errors import PlatformError
 
-SUPPORTED = "Debian 12, Ubuntu 22.04/24.04, AlmaLinux/Rocky/RHEL 9"
+SUPPORTED = "Debian 12, Ubuntu 24.04, AlmaLinux/Rocky/RHEL 9"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
         family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python="python3",
         packages={
             "base": ["ca-certificates", "curl", "sudo", "rsync", "logrotate", "acl", "tar"],
-            # python3 is 3.11 (Debian 12), 3.10 (Ubuntu 22.04), 3.12 (Ubuntu 24.04); venv is a separate package
+            # python3 is 3.11 (Debian 12), 3.12 (Ubuntu 24.04); venv is a separate package
             "python": ["python3", "python3-venv"],
             "timesync": ["chrony"],
             "redis": ["redis-server", "redis-tools"],
@@ -142,7 +143,8 @@ def _el9(distro, version) -> Platform:
 #: os-release ID -> why a release we do not support is refused (shown in the error)
 _WHY = {
     "debian": "Debian 11 and older ship Python 3.9 or older; Airflow 3 needs >= 3.10",
-    "ubuntu": "Ubuntu 20.04 and older ship Python 3.8; Airflow 3 needs >= 3.10",
+    "ubuntu": "only 24.04 is supported: 22.04's Python 3.10 has no shipped constraints file, "
+              "20.04 and older ship Python 3.8 (Airflow 3 needs >= 3.10)",
     "centos": "CentOS 7/8 are end of life; use AlmaLinux or Rocky 9",
     "alpine": "musl libc and OpenRC: no systemd units, no manylinux wheels",
 }
@@ -157,8 +159,6 @@ def platform_from_os_release(text: str) -> Platform:
         return _debian_like("debian", version, "3.11", pg="15", redis_version="7.0")
     if distro == "ubuntu" and version == "24.04":     # noble: python 3.12, postgresql 16, redis 7.0
         return _debian_like("ubuntu", version, "3.12", pg="16", redis_version="7.0")
-    if distro == "ubuntu" and version == "22.04":     # jammy: python 3.10, postgresql 14, redis 6.0
-        return _debian_like("ubuntu", version, "3.10", pg="14", redis_version="6.0")
     if distro in ("almalinux", "rocky", "rhel") and major == "9":
         return _el9(distro, version)
     pretty = rel.get("PRETTY_NAME", f"{distro} {version}".strip())

@@ -53,7 +53,7 @@ CLUSTER_DEFAULTS: dict = {
               "failover_timeout_ms": 60000},
     "postgres": {"max_connections": 0},   # 0 = computed from the number of Airflow processes
     "tls": {"enabled": False, "cert": None, "key": None},
-    "http_proxy": None,                # proxy for apt/dnf and pip on the hosts
+    "http_proxy": None,                # proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
     "firewall": "auto",                # auto (platform default) | ufw | firewalld
     "monitoring_cidr": None,           # extra source allowed to scrape exporters
     "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)
@@ -72,11 +72,23 @@ HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers", "worker_que
 HOST_KEYS = ("roles", "address", *HOST_OVERRIDABLE)
 FIREWALLS = ("auto", "ufw", "firewalld")
 
-#: which port each role listens on (for the "two services on one port" check)
+#: roles that run Airflow processes (fabfile/airflow.py ROLES)
+AIRFLOW_ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
+
+#: which ports (names in cluster.ports) each role listens on
 ROLE_PORTS = {
     "redis": ("redis",), "sentinel": ("sentinel",), "postgres": ("postgres",), "api_server": ("api",),
     "worker": ("worker_log",), "flower": ("flower",), "nginx": ("http", "https"),
-    "monitoring": ("prometheus",),
+}
+
+#: with `monitoring: true`: exporter -> (roles of the hosts that run it, () = every host; ports it listens on).
+#: The one table of what runs where: fabfile/monitoring.py plans from it, the port check reads it.
+EXPORTERS = {
+    "node_exporter": ((), ("node_exporter",)),
+    "statsd_exporter": (AIRFLOW_ROLES, ("statsd_exporter", "statsd")),
+    "redis_exporter": (("redis", "sentinel"), ("redis_exporter",)),
+    "postgres_exporter": (("postgres",), ("postgres_exporter",)),
+    "prometheus": (("monitoring",), ("prometheus",)),
 }
 
 
@@ -318,20 +330,30 @@ def _validate(inv: Inventory) -> None:
                              "give both paths, or neither to generate a self-signed pair")
 
 
+def exporters(host: Host) -> list[str]:
+    """The exporters a host runs when monitoring is on, in EXPORTERS order."""
+    return [e for e, (roles, _) in EXPORTERS.items() if not roles or host.has(*roles)]
+
+
+def listening(inv: Inventory, host: Host) -> list[str]:
+    """Every port (name in cluster.ports) the host will listen on."""
+    services = [p for role in sorted(host.roles) for p in ROLE_PORTS.get(role, ())]
+    if inv.cluster["monitoring"]:
+        services += [p for e in exporters(host) for p in EXPORTERS[e][1]]
+    return services
+
+
 def _check_ports(inv: Inventory, host: Host) -> None:
     ports = inv.cluster["ports"]
     used: dict[int, str] = {22: "ssh"}
-    services = [p for role in sorted(host.roles) for p in ROLE_PORTS.get(role, ())]
-    if inv.cluster["monitoring"]:
-        services += ["statsd_exporter", "node_exporter"]
-    for service in services:
+    for service in listening(inv, host):
         port = ports[service]
-        if port in used and used[port] != service:
+        if used.setdefault(port, service) != service:
             raise InventoryError(
-                f"two services on port {port}: {used[port]} and {service}",
+                f"two services on port {port} of host {host.name}: {used[port]} and {service}",
                 f"{inv.path}: cluster.ports.{service} (host {host.name})",
-                f"give '{service}' a free port under cluster.ports")
-        used[port] = service
+                f"give '{service}' (or '{used[port]}') a port no other service of {host.name} uses, "
+                "under cluster.ports")
 
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -7,6 +7,7 @@ components; the other hosts go on. `--check` prints the plan and file diffs and 
 
 from __future__ import annotations
 
+import base64
 import difflib
 import re
 import sys
@@ -23,7 +24,7 @@ from .errors import UserError
 from .facts import FACTS_SCRIPT, Facts, parse_facts
 from .inventory import Host, Inventory, resolve_address
 from .remote import Remote, Unreachable, lab_ssh_config, load_ssh_config
-from .steps import Change, File, Service
+from .steps import Change, File, Preview, Service
 
 STATUS_ORDER = ("ok", "changed", "warn", "failed")
 
@@ -327,23 +328,15 @@ class Run:
             self.say(f"{host.name:<10} {component:<10} $ " + "\n    ".join(shown))
 
     def _show_diffs(self, rem, host, todo) -> None:
-        files = [(s, c) for s, c in todo if isinstance(s, File) and c.new_content is not None]
-        if not files or self.opts.quiet:
+        """--check: one round trip reads the current state of every previewed target; print the diffs."""
+        previews = diff_sources(todo)
+        if not previews or self.opts.quiet:
             return
-        script = "".join(f"echo '@@file {i}'; [ -f '{s.target}' ] && base64 '{s.target}'; echo\n"
-                         for i, (s, _) in enumerate(files))
-        olds = _split(rem.sh(script, timeout=60).out, len(files), marker="@@file")
-        import base64
-        for (step, change), old_b64 in zip(files, olds, strict=True):
-            try:
-                old = base64.b64decode(old_b64.strip() or b"").decode(errors="replace")
-            except ValueError:
-                old = ""
-            diff = "".join(difflib.unified_diff(
-                old.splitlines(True), change.new_content.splitlines(True),
-                f"{host.name}:{step.target} (current)", f"{host.name}:{step.target} (planned)"))
-            if diff:
-                self.say(diff.rstrip("\n"))
+        olds = _split(rem.sh(diff_script(previews), timeout=60).out, len(previews), marker="@@file")
+        for preview, old_b64 in zip(previews, olds, strict=True):
+            text = render_diff(host.name, preview, _b64_text(old_b64))
+            if text:
+                self.say(text)
 
     # -- end --------------------------------------------------------------------------------------
     def recap(self) -> int:
@@ -364,6 +357,41 @@ class Run:
     def close(self) -> None:
         for r in self.remotes.values():
             r.close()
+
+
+def diff_sources(todo) -> list[Preview]:
+    """What --check compares with the host: each change's preview, and the desired text of each file."""
+    out = []
+    for step, change in todo:
+        if change.preview:
+            out.append(change.preview)
+        elif isinstance(step, File) and change.new_content is not None:
+            out.append(Preview(step.target, change.new_content))
+    return out
+
+
+def diff_script(previews) -> str:
+    """One remote script printing each preview's current state, base64-encoded, after a marker."""
+    return "".join(f"echo '@@file {i}'\n{{ {p.current_script()}\n}} 2>/dev/null | base64; echo\n"
+                   for i, p in enumerate(previews))
+
+
+def render_diff(host: str, preview: Preview, current: str) -> str:
+    """The unified diff (or the preview's own comparison) of `current` against the desired state."""
+    where = f"{host}:{preview.target}"
+    if preview.compare:
+        body = preview.compare(current, preview.desired).rstrip("\n")
+        return f"{where} (current -> planned)\n" + "\n".join(f"  {line}" for line in body.splitlines())
+    diff = difflib.unified_diff(current.splitlines(True), preview.desired.splitlines(True),
+                                f"{where} (current)", f"{where} (planned)")
+    return "".join(diff).rstrip("\n")
+
+
+def _b64_text(data: str) -> str:
+    try:
+        return base64.b64decode(data.strip() or b"").decode(errors="replace")
+    except ValueError:
+        return ""
 
 
 def _probe_script(steps) -> str:

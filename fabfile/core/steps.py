@@ -15,9 +15,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 q = shlex.quote
+
+
+@dataclass
+class Preview:
+    """For --check: what a change does to `target` (a file or a directory) that its script alone hides.
+
+    The runner prints `current` (shell run on the host; default: the file `target`) against `desired`,
+    as a unified diff, or as `compare(current, desired)` returns it (e.g. a list of changed files).
+    """
+
+    target: str
+    desired: str
+    current: str = ""
+    compare: Callable[[str, str], str] | None = None
+
+    def current_script(self) -> str:
+        return self.current or f"[ -f {q(self.target)} ] && cat {q(self.target)}"
 
 
 @dataclass
@@ -30,6 +48,7 @@ class Change:
     notify: tuple = ()
     warning: bool = False            # nothing to apply, but the user should know (reported as "warn")
     stream: tuple | None = None      # (command, chunks()) : bytes streamed to a command before the script
+    preview: Preview | None = None   # for --check: what the script changes in a file or directory
 
 
 @dataclass
@@ -216,6 +235,7 @@ class Command(Step):
     """A command guarded by a state check: `unless` (shell) succeeding means there is nothing to do.
 
     `only_if_notified` runs it only when a step that notifies `target` changed (e.g. `nginx -t` + reload).
+    `preview` lets --check show what the command would write (a file it owns, a directory it replaces).
     """
 
     kind = "command"
@@ -224,6 +244,7 @@ class Command(Step):
     notify: tuple = ()
     only_if_notified: bool = False
     desc: str = ""
+    preview: Preview | None = None
 
     def probe(self):
         if not self.unless:
@@ -235,7 +256,7 @@ class Command(Step):
             return None
         if not self.only_if_notified and state.strip() == "done":
             return None
-        return Change(self.desc or "run", self.script, notify=self.notify)
+        return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview)
 
 
 @dataclass

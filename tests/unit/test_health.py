@@ -90,3 +90,25 @@ def test_render_json_keeps_its_shape():
 def test_render_table_summary():
     out = health.render(_checks(), lambda s: s, seconds=1.25)
     assert out.splitlines()[-1] == "UNHEALTHY: 1 ok, 0 warn, 1 fail (1.2s)"
+
+
+def _flower(queues_by_host):
+    return {f"celery@{h}": {"active_queues": [{"name": q} for q in qs]} for h, qs in queues_by_host.items()}
+
+
+def test_worker_row_shows_its_queues():
+    from fabfile.health import _worker_check
+    row = _worker_check("node3", _flower({"node3": ["default", "heavy"]}), ["default", "heavy"])
+    assert row.status == "ok" and "queues default,heavy" in row.detail
+
+
+def test_worker_serving_other_queues_than_the_inventory_fails():
+    from fabfile.health import _worker_check
+    row = _worker_check("node3", _flower({"node3": ["default"]}), ["default", "heavy"])
+    assert row.status == "fail" and "inventory says default,heavy" in row.detail
+
+
+def test_worker_missing_or_without_queue_list_fails():
+    from fabfile.health import _worker_check
+    assert _worker_check("node2", _flower({"node3": ["default"]}), ["default"]).detail == "not online in flower"
+    assert _worker_check("node2", {"celery@node2": {}}, ["default"]).status == "fail"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from fabfile import stack
 from fabfile.core import inventory
@@ -63,6 +64,9 @@ BAD = {
     "even_sentinels": (GOOD.replace("redis, sentinel, postgres", "redis, postgres"), "even", "hosts"),
     "port_clash": (GOOD.replace("cluster:\n", "cluster:\n  ports: {flower: 6379}\n"),
                    "two services on port 6379", "cluster.ports"),
+    "exporter_port_clash": (GOOD.replace("cluster:\n", "cluster:\n  monitoring: true\n  ports: {redis_exporter: 6379}\n"),
+                            "two services on port 6379 of host node1: redis and redis_exporter",
+                            "cluster.ports.redis_exporter (host node1)"),
     "wrong_type": (GOOD.replace("worker_concurrency: 4", "worker_concurrency: four"),
                    "expected a number, got a string", "cluster.worker_concurrency"),
     "unknown_key": (GOOD.replace("cluster:\n", "cluster:\n  wokers: 3\n"), "unknown key 'wokers'", "cluster.wokers"),
@@ -107,8 +111,8 @@ def test_cli_bad_inventory_prints_one_error_no_traceback(tmp_path):
     import sys
     from pathlib import Path
     path = write(tmp_path, BAD["unknown_role"][0])
-    inv_bin = str(Path(sys.executable).with_name("inv"))   # the venv running pytest (a worktree may have none)
-    res = subprocess.run([inv_bin, "deploy", "--inventory", str(path)], capture_output=True, text=True)
+    inv_bin = Path(sys.executable).parent / "inv"   # the running venv's (a worktree may have no .venv)
+    res = subprocess.run([str(inv_bin), "deploy", "--inventory", str(path)], capture_output=True, text=True)
     assert res.returncode == 2
     assert "unknown role 'flowr'" in res.stderr and "Traceback" not in res.stderr
 
@@ -120,3 +124,86 @@ def test_per_host_override_and_type_check(tmp_path):
     assert inv.var(inv.hosts["node1"], "worker_concurrency") == 4
     with pytest.raises(InventoryError, match="hosts.node3.worker_concurrency"):
         inventory.load(write(tmp_path, text.replace("worker_concurrency: 8", "worker_concurrency: '8'")))
+
+
+def _monitored(tmp_path, ports: str, extra_role: str = ""):
+    text = GOOD.replace("cluster:\n", f"cluster:\n  monitoring: true\n  ports: {{{ports}}}\n")
+    return write(tmp_path, text.replace("flower]", f"flower{extra_role}]"))
+
+
+@pytest.mark.parametrize("ports, host, pair", [
+    ("redis_exporter: 6379", "node1", "redis and redis_exporter"),
+    ("statsd: 8793", "node1", "worker_log and statsd"),              # statsd listener of the Airflow hosts
+    ("statsd_exporter: 5555", "node3", "flower and statsd_exporter"),
+    ("node_exporter: 22", "node1", "ssh and node_exporter"),
+    ("postgres_exporter: 26379", "node3", "sentinel and postgres_exporter"),
+    ("node_exporter: 9121", "node1", "node_exporter and redis_exporter"),
+])
+def test_exporter_ports_clash_refused(tmp_path, ports, host, pair):
+    with pytest.raises(InventoryError) as err:
+        inventory.load(_monitored(tmp_path, ports))
+    msg = err.value.message
+    assert f"of host {host}: {pair}" in msg and f"(host {host})" in msg and "fix:" in msg
+
+
+def test_prometheus_port_checked_only_on_monitoring_hosts(tmp_path):
+    inventory.load(_monitored(tmp_path, "prometheus: 5432"))      # no host has the monitoring role
+    with pytest.raises(InventoryError, match="of host node3: postgres and prometheus"):
+        inventory.load(_monitored(tmp_path, "prometheus: 5432", ", monitoring"))
+
+
+def test_exporter_ports_ignored_with_monitoring_off(tmp_path):
+    inv = inventory.load(write(tmp_path, GOOD.replace("cluster:\n", "cluster:\n  ports: {redis_exporter: 6379}\n")))
+    assert inv.cluster["ports"]["redis_exporter"] == 6379
+
+
+def test_port_check_and_monitoring_share_one_table(tmp_path):
+    from fabfile import monitoring
+    inv = inventory.load(_monitored(tmp_path, "", ", monitoring"))
+    for host in inv.hosts.values():
+        ports = inventory.listening(inv, host)
+        assert all(p in ports for e in monitoring.exporters(inv, host) for p in inventory.EXPORTERS[e][1])
+    assert monitoring.exporters(inv, inv.hosts["node3"]) == [
+        "node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"]
+
+
+def test_readme_inventory_block_documents_every_default():
+    """README's inventory block shows exactly the keys (and defaults) the loader knows: none undocumented."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Inventory\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    doc = yaml.safe_load(block)
+    assert doc["cluster"] == inventory.CLUSTER_DEFAULTS
+    assert set(doc["hosts"]["node1"]) <= set(inventory.HOST_KEYS)
+
+
+def test_worker_queues_per_host(tmp_path):
+    inv = inventory.load(write(tmp_path, GOOD.replace("node3: {roles:", "node3: {worker_queues: [default, heavy], roles:")))
+    assert inv.var(inv.hosts["node3"], "worker_queues") == ["default", "heavy"]
+    assert inv.var(inv.hosts["node1"], "worker_queues") == ["default"]
+
+
+@pytest.mark.parametrize("queues, message", [
+    ("heavy", "expected a list of names"),
+    ("[]", "one or more distinct queues"),
+    ("[a, a]", "one or more distinct queues"),
+    ("['bad name']", "invalid queue name 'bad name'"),
+    ("[1]", "expected a list of names"),
+])
+def test_bad_worker_queues_refused(tmp_path, queues, message):
+    text = GOOD.replace("node3: {roles:", f"node3: {{worker_queues: {queues}, roles:")
+    with pytest.raises(InventoryError, match=message):
+        inventory.load(write(tmp_path, text))
+
+
+def test_no_worker_serving_default_is_refused(tmp_path):
+    text = GOOD.replace("cluster:", "cluster:\n  worker_queues: [heavy]")
+    with pytest.raises(InventoryError, match="no worker serves the 'default' queue"):
+        inventory.load(write(tmp_path, text))
+
+
+def test_worker_queues_on_a_host_without_workers_refused(tmp_path):
+    text = GOOD + "  node4: {worker_queues: [default], roles: [nginx]}\n"
+    with pytest.raises(InventoryError, match="without the 'worker' role"):
+        inventory.load(write(tmp_path, text))
