@@ -8,7 +8,7 @@ makes cross-host ordering right (PostgreSQL and Redis are up before any Airflow 
 
 from __future__ import annotations
 
-from . import airflow, dags, firewall, monitoring, nginx, packages, postgres, redis, services
+from . import airflow, dags, dependencies, firewall, monitoring, nginx, packages, postgres, redis, services
 from .core import inventory as inventory_mod
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
@@ -26,7 +26,8 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
         comps = components or COMPONENTS
         _ensure_local_artifacts(inv, comps)
         return execute(inv, selected, comps,
-                       Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel))
+                       Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel),
+                       preflight=lambda run, hosts: dependencies.check(run, hosts, comps))
     except UserError as exc:
         fail(exc)
 

@@ -24,3 +24,9 @@ class InventoryError(UserError):
 
 class PlatformError(UserError):
     """A host runs a distribution the suite does not support."""
+
+
+class PreconditionError(UserError):
+    """The selected hosts cannot be changed safely now (e.g. a dependency is down); nothing was changed."""
+
+    exit_code = 2

@@ -425,14 +425,20 @@ def _parse_apply(out: str) -> dict:
     return done
 
 
-def execute(inv: Inventory, hosts: list, components: list, opts: Options) -> int:
-    """Connect, run the components in order (rolling batches with --serial), print the recap."""
+def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None) -> int:
+    """Connect, run the components in order (rolling batches with --serial), print the recap.
+
+    `preflight(run, hosts)`, if given, runs after connecting and before any change; a UserError it
+    raises stops the run with nothing changed.
+    """
     run = Run(inv, hosts, opts)
     try:
         run.connect()
         if run.refused:
             run.say("nothing changed: every host must run a supported platform first", always=True)
             return run.recap()
+        if preflight:
+            preflight(run, run.alive())
         batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
             else [hosts]
         for batch in batches:
