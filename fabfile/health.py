@@ -283,14 +283,20 @@ def _worker_check(name: str, workers: dict, expected: list) -> Check:
     return Check(name, "celery worker online", "ok", f"answers ping, queues {','.join(serving)}")
 
 
+def _connect_and_check(run, host) -> list[Check]:
+    """One host's own checks, right after its own connection: no host waits for another's connect."""
+    run.connect([host])
+    if host.name in run.failed:
+        return [Check(host.name, "ssh", "fail", run.failed[host.name][:90])]
+    return check_host(run, host)
+
+
 def collect(run, local_only=False) -> list[Check]:
-    timeout = run.inv.cluster["check_timeout"] + 5
+    timeout = run.inv.cluster["check_timeout"] + run.inv.cluster["connect_timeout"] + 5
     checks: list[Check] = []
-    for name, reason in run.failed.items():
-        checks.append(Check(name, "ssh", "fail", reason[:90]))
-    alive = run.alive()
-    with ThreadPoolExecutor(max_workers=max(4, len(alive) + 3)) as pool:
-        futures = [(h.name, pool.submit(check_host, run, h)) for h in alive]
+    hosts = run.hosts
+    with ThreadPoolExecutor(max_workers=max(4, len(hosts) + 3)) as pool:
+        futures = [(h.name, pool.submit(_connect_and_check, run, h)) for h in hosts]
         if not local_only:
             futures += [("cluster", pool.submit(f, run)) for f in (check_redis, check_postgres, check_workers)]
         for name, fut in futures:
@@ -318,7 +324,6 @@ def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     except UserError as exc:
         fail(exc)
     try:
-        r.connect()
         checks = collect(r, local_only=local_only)
     finally:
         r.close()

@@ -104,6 +104,9 @@ class Run:
         self.pending: dict = {}        # host -> services notified so far in this run
         self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
         self._print = threading.Lock()
+        self._opening = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+        self.unreachable: dict[str, str] = {}   # host -> why its connection could not be opened
         self.started = time.monotonic()
 
     # -- output -----------------------------------------------------------------------------------
@@ -138,12 +141,25 @@ class Run:
         self.record(StepResult(host.name, component, "host", "failed", reason))
 
     def remote(self, name: str) -> Remote:
-        """The connection to any inventory host (opened on first use)."""
-        if name not in self.remotes:
-            r = Remote(name, self.ssh_config, self.inv.cluster["connect_timeout"])
-            r.open()
-            self.remotes[name] = r
-        return self.remotes[name]
+        """The connection to any inventory host (opened on first use, once even when threads race).
+
+        A host that could not be reached is remembered for the run: later callers get Unreachable at once
+        instead of waiting another connect_timeout.
+        """
+        with self._opening:
+            lock = self._host_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name in self.unreachable:
+                raise Unreachable(self.unreachable[name])
+            if name not in self.remotes:
+                r = Remote(name, self.ssh_config, self.inv.cluster["connect_timeout"])
+                try:
+                    r.open()
+                except Unreachable as exc:
+                    self.unreachable[name] = str(exc)
+                    raise
+                self.remotes[name] = r
+            return self.remotes[name]
 
     def parallel(self, fn, hosts) -> list:
         size = self.opts.parallel or self.inv.cluster["parallel"]
@@ -153,7 +169,7 @@ class Run:
         with ThreadPoolExecutor(max_workers=min(size, len(hosts))) as pool:
             return list(pool.map(fn, hosts))
 
-    def connect(self) -> None:
+    def connect(self, hosts=None) -> None:
         """Open one SSH connection per host and gather its facts (one round trip), in parallel."""
         def one(host):
             t0 = time.monotonic()
@@ -170,7 +186,7 @@ class Run:
                 self.fail_host(host, "connect", f"unreachable: {type(exc).__name__}: {exc}")
             else:
                 self.seconds[host.name] += time.monotonic() - t0
-        self.parallel(one, [h for h in self.hosts if h.name not in self.facts])
+        self.parallel(one, [h for h in (self.hosts if hosts is None else hosts) if h.name not in self.facts])
 
     def context(self, host: Host) -> HostContext:
         return HostContext(self, host, self.facts[host.name])
