@@ -129,17 +129,18 @@ class Wheelhouse(Step):
 
 
 def config_values(ctx) -> dict:
-    inv, run, host = ctx.inv, ctx.run, ctx.host
+    """airflow.cfg values. No single other host in any process's path: the Execution API is always the
+    host's own nginx (fabfile/nginx.py: a local-only one on hosts without the nginx role), the broker
+    is reached through every Sentinel, statsd is local; only the database is one host (health: SPOF)."""
+    inv, host = ctx.inv, ctx.host
     ports = inv.cluster["ports"]
-    nginx_hosts = inv.with_role("nginx")
     scheme = "https" if inv.cluster["tls"]["enabled"] else "http"
-    local_nginx = host.has("nginx")
-    exec_host = "127.0.0.1" if local_nginx else run.addresses[nginx_hosts[0].name]
+    front = inv.cluster["vip"] or inv.with_role("nginx")[0].name
     statsd = inv.cluster["monitoring"]
     return {
         "airflow_home": HOME, "dags_folder": DAGS_CURRENT, "logs_folder": LOGS,
-        "base_url": f"{scheme}://{nginx_hosts[0].name}/",
-        "execution_api_server_url": f"http://{exec_host}:{ports['http']}/execution/",
+        "base_url": f"{scheme}://{front}/",
+        "execution_api_server_url": f"http://127.0.0.1:{ports['http']}/execution/",
         "api_port": ports["api"], "api_workers": inv.cluster["api_workers"],
         "worker_log_server_port": ports["worker_log"], "flower_port": ports["flower"],
         "flower_url_prefix": "/flower", "hostname": host.name,

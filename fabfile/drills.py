@@ -7,14 +7,16 @@ tasks failed, verdict. `ha_load` has retries=0, so any lost task shows as failed
 drills use `ha_load_retry` instead: a task whose worker is SIGKILLed cannot finish; Airflow detects it
 after [scheduler] task_instance_heartbeat_timeout and retries it on another worker (README "HA").
 
-`drill.node` powers a lab host off and on, so it needs the lab (real servers have no power switch here).
+`drill.node` and `drill.vip` power a lab host off and on, so they need the lab (real servers have no power
+switch here). `drill.vip` pulls the plug on the VIP holder while a probe (<= 10 req/s) runs through the VIP.
 """
 
 from __future__ import annotations
 
 import shlex
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
@@ -266,8 +268,106 @@ def node(d: Drill) -> Row:
                str(failed), "PASS" if ok else "FAIL")
 
 
+@dataclass
+class Probe:
+    """GET `url` at most `rate` times a second in a thread; every answer is (time, ok)."""
+
+    url: str
+    rate: float = 10
+    results: list = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self):
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            t = time.time()
+            try:
+                ok = http(self.url, timeout=2)[0] == 200
+            except OSError:
+                ok = False
+            self.results.append((t, ok))
+            self.stop.wait(max(0.0, 1 / self.rate - (time.time() - t)))
+
+    def failed(self, since=0.0, until=float("inf")) -> tuple[int, int]:
+        """(failed, sent) among the requests started in [since, until)."""
+        window = [ok for t, ok in list(self.results) if since <= t < until]
+        return window.count(False), len(window)
+
+    def first_ok(self, since: float) -> float | None:
+        return next((t for t, ok in list(self.results) if t >= since and ok), None)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+
+
+def vip_holders(d: Drill, skip=()) -> list[str]:
+    """The nginx hosts whose `ip -o addr show` lists the VIP (a host that does not answer holds nothing)."""
+    vip, out = d.inv.cluster["vip"], []
+    for h in d.inv.with_role("nginx"):
+        if h.name in skip:
+            continue
+        try:
+            if f" {vip}/" in d.sh(h.name, "ip -o -4 addr show", timeout=5):
+                out.append(h.name)
+        except Exception:  # noqa: BLE001 - a dead host holds nothing
+            pass
+    return out
+
+
+def wait_vip_moved(d: Drill, old: str, timeout=60) -> tuple[str | None, float | None]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        holders = vip_holders(d, skip=(old,))
+        if len(holders) == 1:
+            return holders[0], time.time()
+        time.sleep(0.5)
+    return None, None
+
+
+def vip(d: Drill) -> Row:
+    """Pull the plug on the VIP holder under a probe through the VIP; it moves, nothing is lost, it stays put."""
+    import lab as labapi
+    if not d.inv.cluster["vip"]:
+        return Row("vip", "-", "no cluster.vip in the inventory", "-", "FAIL")
+    holders = vip_holders(d)
+    if len(holders) != 1:
+        return Row("vip", "-", f"VIP held by {holders or 'no host'} before the fault", "-", "FAIL")
+    old = holders[0]
+    run_id = d.start_load(LOAD, avoid=(old,))
+    probe = Probe(f"http://{d.inv.cluster['vip']}:{d.inv.cluster['ports']['http']}/api/v2/monitor/health")
+    try:
+        time.sleep(3)
+        t_off = time.time()
+        labapi.stop_node(old, hard=True)
+        d.run.remotes.pop(old, None)
+        new, t_moved = wait_vip_moved(d, old)
+        t_answer = probe.first_ok(t_off)
+        state, failed, _ = d.finish(LOAD, run_id)
+        t_on = time.time()
+        lost = probe.failed(t_off, t_on)
+        labapi.start_node(old)
+        d.run.remotes.pop(old, None)
+        d.wait_healthy(timeout=600)
+        time.sleep(5)
+        after = probe.failed(t_on)
+        stays = vip_holders(d)
+    finally:
+        probe.close()
+    moved = f"VIP on {new} after {t_moved - t_off:.1f}s" if new else "VIP did not move in 60s"
+    answered = f"answers after {t_answer - t_off:.1f}s" if t_answer else "never answered"
+    ok = (state == "success" and failed == 0 and new is not None and after[0] == 0 and stays == [new])
+    return Row("vip", f"pull the plug on {old} (VIP holder)",
+               f"{moved}, {answered}; during failover: {lost[0]}/{lost[1]} probe requests failed; "
+               f"after power-on: {after[0]}/{after[1]} failed; VIP stays on {', '.join(stays) or 'no host'}",
+               str(failed), "PASS" if ok else "FAIL")
+
+
 DRILLS = {"redis-master": redis_master, "scheduler": scheduler, "api-server": api_server,
-          "worker": worker, "node": node}
+          "worker": worker, "node": node, "vip": vip}
 NOT_COVERED = Row("postgres", "PostgreSQL primary down", "not covered: single PostgreSQL (stage 1)", "-",
                   "NOT COVERED")
 

@@ -1,10 +1,15 @@
 """Host firewall: SSH and HTTP(S) public; Redis, Sentinel, PostgreSQL, api-server, log server, Flower and
 exporters open to cluster hosts only. ufw (Debian/Ubuntu) or firewalld (EL9), or as the inventory says;
 exactly one firewall is active (the other is stopped and disabled first).
+HTTP(S) is public only on hosts with the nginx role (a local-only nginx listens on 127.0.0.1). With
+`cluster.vip`, nginx hosts accept VRRP (IP protocol 112) from the other nginx hosts: ufw >= 0.36 knows
+`proto vrrp` (ufw/util.py supported_protocols), firewalld a rich rule `protocol value="vrrp"` in the
+peers' zone (a peer's packets are dispatched to that zone by their source address).
 """
 
 from __future__ import annotations
 
+from . import keepalived
 from .core.errors import PlatformError
 from .core.steps import Command, Packages, Service
 
@@ -45,12 +50,26 @@ def peer_sources(ctx) -> list[str]:
     return sources
 
 
+def vrrp_peers(ctx) -> list[str]:
+    """Addresses VRRP adverts come from: the other keepalived (nginx) hosts, when this host runs one."""
+    inv, host = ctx.inv, ctx.host
+    if not keepalived.applies(inv, host):
+        return []
+    return [ctx.run.addresses[h.name] for h in inv.with_role("nginx") if h != host and keepalived.applies(inv, h)]
+
+
 def ufw_rules(ctx) -> list[str]:
     """Rules in the exact form `ufw show added` prints them (so the probe can compare)."""
     rules = [f"ufw allow {p}/tcp" for p in public_ports(ctx)]
     plist = ",".join(str(p) for p in peer_ports(ctx))
     rules += [f"ufw allow from {src} to any port {plist} proto tcp" for src in peer_sources(ctx)]
+    rules += [f"ufw allow from {peer} proto vrrp" for peer in vrrp_peers(ctx)]
     return rules
+
+
+def rich_rules(ctx) -> list[str]:
+    """firewalld rich rules of the peers' zone, as `--list-rich-rules` prints them."""
+    return [f'rule family="ipv4" source address="{peer}" protocol value="vrrp" accept' for peer in vrrp_peers(ctx)]
 
 
 def steps(ctx) -> list:
@@ -102,18 +121,24 @@ def _firewalld(ctx) -> list:
     public = [p for p in public_ports(ctx) if p != 22]
     peer = " ".join(f"{p}/tcp" for p in sorted({22, *public, *peer_ports(ctx)}))
     fc = "firewall-cmd --permanent"
-    want_zone = f"sources: {' '.join(sources)}|ports: {peer}"
+    rich = rich_rules(ctx)
+    want_zone = f"sources: {' '.join(sources)}|ports: {peer}|rich: {';'.join(sorted(rich))}"
     want_public = f"services: ssh|ports: {' '.join(f'{p}/tcp' for p in public)}"
     return [
         Service("firewalld"),
-        Command("zone airflow-ha", desc=f"peers-only zone for {len(sources)} sources",
+        Command("zone airflow-ha", desc=f"peers-only zone for {len(sources)} sources"
+                + (f", VRRP from {len(rich)} peers" if rich else ""),
                 unless=(f"[ \"$({fc} --zone={ZONE} --list-sources 2>/dev/null | sed 's/^/sources: /')|"
-                        f"$({fc} --zone={ZONE} --list-ports | sed 's/^/ports: /')\" = '{want_zone}' ]"),
+                        f"$({fc} --zone={ZONE} --list-ports | sed 's/^/ports: /')|"
+                        f"rich: $({fc} --zone={ZONE} --list-rich-rules | sort | paste -sd ';')\" = '{want_zone}' ]"),
                 script=(f"{fc} --get-zones | grep -qw {ZONE} || {fc} --new-zone={ZONE}\n"
                         f"for s in $({fc} --zone={ZONE} --list-sources); do {fc} --zone={ZONE} --remove-source=$s; done\n"
                         f"for p in $({fc} --zone={ZONE} --list-ports); do {fc} --zone={ZONE} --remove-port=$p; done\n"
+                        f"{fc} --zone={ZONE} --list-rich-rules | while read -r r; do "
+                        f"{fc} --zone={ZONE} --remove-rich-rule=\"$r\"; done\n"
                         + "".join(f"{fc} --zone={ZONE} --add-source={s}\n" for s in sources)
                         + "".join(f"{fc} --zone={ZONE} --add-port={p}\n" for p in peer.split())
+                        + "".join(f"{fc} --zone={ZONE} --add-rich-rule='{r}'\n" for r in rich)
                         + "firewall-cmd --reload")),
         Command("zone public", desc="public: ssh + http(s) only",
                 unless=(f"[ \"services: $({fc} --zone=public --list-services | tr ' ' '\\n' | grep -x ssh)|"

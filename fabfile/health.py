@@ -6,6 +6,8 @@ one row per exporter). Redis, Sentinel and PostgreSQL are checked with redis-py 
 control machine through SSH port forwarding over the same connection (no port is opened for the control
 machine). Every check has a timeout (`check_timeout`), so a hung host only
 fails its own rows; a host that does not answer SSH costs `connect_timeout` (the connections open in parallel).
+With `cluster.vip`: a keepalived unit row per nginx host and one "vip" row (exactly one holder = ok).
+Every single point of failure of the inventory (fabfile/spof.py) is a "warn" row of host "cluster".
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from tabulate import tabulate
 
-from . import monitoring, postgres
+from . import keepalived, monitoring, nginx, postgres, spof
 from .core import inventory as inventory_mod
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
@@ -40,10 +42,13 @@ def expected_units(run, host) -> list[str]:
     plat = run.facts[host.name].platform if host.name in run.facts else None
     units = []
     if plat:
-        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", "postgres"),
-                          ("nginx", "nginx")):
+        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", "postgres")):
             if host.has(role):
                 units.append(plat.units[key])
+        if nginx.runs_nginx(host):
+            units.append(plat.units["nginx"])
+        if keepalived.applies(run.inv, host):
+            units.append(plat.units["keepalived"])
     units += [u for role, u in UNITS.items() if host.has(role)]
     return units
 
@@ -57,8 +62,10 @@ def host_script(run, host) -> str:
     if host.has("api_server"):
         lines.append(f'echo "@@api $(curl -s -m 4 http://{run.addresses[host.name]}:{ports["api"]}'
                      '/api/v2/monitor/health)"')
-    if host.has("nginx"):
+    if nginx.runs_nginx(host):
         lines.append(f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{ports["http"]}/api/v2/monitor/health)"')
+    if keepalived.applies(run.inv, host):
+        lines.append(f'echo "@@vip $(ip -o -4 addr show to {run.inv.cluster["vip"]}/32 | wc -l)"')
     if run.inv.cluster["monitoring"]:
         for exporter in monitoring.exporters(run.inv, host):
             lines.append(f"echo \"@@exporter {exporter} $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' "
@@ -88,6 +95,8 @@ def check_host(run, host) -> list[Check]:
             exporter, code = (rest.split() + [""])[:2]
             out.append(Check(name, f"exporter {exporter}", "ok" if code == "200" else "fail",
                              "up" if code == "200" else f"down (HTTP {code or 'no answer'})"))
+        elif tag == "@@vip":
+            run.data.setdefault("vip", {})[name] = rest.strip() not in ("", "0")
         elif tag in ("@@api", "@@nginx"):
             out.append(_airflow_health(name, "api-server health" if tag == "@@api" else "health via nginx", rest))
     return out
@@ -310,9 +319,26 @@ def collect(run, local_only=False) -> list[Check]:
     if len(clock) > 1:
         skew = max(clock.values()) - min(clock.values())
         checks.append(Check("cluster", "clock skew", "ok" if skew <= SKEW_WARN_S else "warn", f"{skew:.2f}s"))
+    if run.inv.cluster["vip"] and not local_only:
+        checks.append(vip_check(run.inv.cluster["vip"], run.data.get("vip", {})))
+    if not local_only:
+        checks += spof_checks(run.inv)
     order = {h: i for i, h in enumerate(run.inv.hosts)}
     checks.sort(key=lambda c: (order.get(c.host, 99), c.check))
     return checks
+
+
+def vip_check(vip: str, held: dict) -> Check:
+    """The VIP row from each nginx host's answer (host -> holds it): exactly one holder is ok."""
+    holders = [h for h, has in held.items() if has]
+    if len(holders) == 1:
+        return Check("cluster", "vip", "ok", f"{vip} on {holders[0]}")
+    detail = f"{vip} on {' and '.join(holders)}" if holders else f"{vip} on no host ({len(held)} answered)"
+    return Check("cluster", "vip", "fail", detail)
+
+
+def spof_checks(inv) -> list[Check]:
+    return [Check("cluster", "single point of failure", "warn", p) for p in spof.single_points(inv)]
 
 
 def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:

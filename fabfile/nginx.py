@@ -1,7 +1,10 @@
 """nginx in front of every api-server (active-active, max_fails) and Flower (basic auth), optional TLS.
 
-Every host with the nginx role balances over all api-servers; workers use their local nginx as the
-Execution API endpoint, so losing one api-server or one nginx never stops the others.
+Every host with the nginx role balances over all api-servers. No process depends on one other host: a
+host running a scheduler, dag-processor, triggerer or worker *without* the nginx role gets a local-only
+nginx (127.0.0.1:<http>, all api-servers, no public port, files/nginx/airflow-ha-local.conf.j2), and
+every Airflow process reaches the Execution API at http://127.0.0.1:<http>/execution/ (airflow.py).
+Self-signed certificates name every nginx host, this host's address and the VIP (subjectAltName).
 `nginx -t` runs before every reload; a failing test leaves the running config untouched.
 Flower's password is stored as {SSHA} (salted SHA-1, RFC 2307, understood by nginx) with a salt derived
 from the secret itself, so the file is byte-identical on every run (idempotent) and on every host.
@@ -14,15 +17,34 @@ import hashlib
 import hmac
 
 from . import selinux
-from .core.steps import Absent, Command, File, Link, Service
+from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
 NAME = "nginx"
 SELF_SIGNED = ("/etc/nginx/airflow-ha.crt", "/etc/nginx/airflow-ha.key")
+SAN_STAMP = "/etc/nginx/airflow-ha.san"
+#: roles whose processes call the api-servers / Execution API: they get a local nginx on every host
+CLIENT_ROLES = ("scheduler", "dag_processor", "triggerer", "worker")
+
+
+def local_only(host) -> bool:
+    """A host that needs nginx for its own processes only (loopback, no public port)."""
+    return not host.has("nginx") and host.has(*CLIENT_ROLES)
+
+
+def runs_nginx(host) -> bool:
+    return host.has("nginx") or local_only(host)
 
 
 def applies(inv, host) -> bool:
-    return host.has("nginx")
+    return runs_nginx(host)
+
+
+def subject_alt_names(ctx) -> str:
+    """subjectAltName of the self-signed certificate: every nginx host's name, this address, the VIP."""
+    names = [f"DNS:{h.name}" for h in ctx.inv.with_role("nginx")] + [f"IP:{ctx.address}"]
+    vip = ctx.inv.cluster["vip"]
+    return ",".join(names + ([f"IP:{vip}"] if vip else []))
 
 
 def ssha(password: str) -> str:
@@ -36,12 +58,29 @@ def steps(ctx) -> list:
     unit, web_user = plat.units["nginx"], plat.users["nginx"]
     flower = inv.with_role("flower")
     cert, key = (tls["cert"], tls["key"]) if tls["cert"] else SELF_SIGNED
-    site = render("nginx/airflow-ha.conf.j2",
-                  api_servers=[(h.name, run.addresses[h.name]) for h in inv.with_role("api_server")],
+    api_servers = [(h.name, run.addresses[h.name]) for h in inv.with_role("api_server")]
+    if local_only(ctx.host):
+        return _common(ctx, render("nginx/airflow-ha-local.conf.j2", api_servers=api_servers,
+                                   api_port=ports["api"], http_port=ports["http"]))
+    site = render("nginx/airflow-ha.conf.j2", api_servers=api_servers,
                   flower=(flower[0].name, run.addresses[flower[0].name]) if flower else None,
                   api_port=ports["api"], flower_port=ports["flower"], http_port=ports["http"],
                   https_port=ports["https"], tls=tls["enabled"], tls_cert=f"/etc/nginx/{_name(cert)}",
                   tls_key=f"/etc/nginx/{_name(key)}")
+    out = [File("/etc/nginx/airflow-ha-flower.htpasswd", f"flower:{ssha(ctx.secrets['flower_password'])}\n",
+                owner="root", group=web_user, mode=0o640, notify=(unit,))]
+    if tls["enabled"] and tls["cert"]:
+        out += [File(f"/etc/nginx/{_name(cert)}", _read(inv, cert), notify=(unit,)),
+                File(f"/etc/nginx/{_name(key)}", _read(inv, key), mode=0o600, notify=(unit,), secret=True)]
+        out += _cert_warning(ctx, _read(inv, cert))
+    elif tls["enabled"]:
+        out.append(_self_signed(ctx, unit))
+    return _common(ctx, site, out)
+
+
+def _common(ctx, site: str, extra=()) -> list:
+    """Site file, proxy settings, packaged default server removed, `nginx -t`, reload, SELinux."""
+    plat, unit, web_user = ctx.platform, ctx.platform.units["nginx"], ctx.platform.users["nginx"]
     out = []
     if plat.paths.get("nginx_main_conf"):   # EL9: nginx.conf without its own port-80 server (facts.py)
         out.append(File(plat.paths["nginx_main_conf"], render("nginx/nginx-el.conf.j2", user=web_user),
@@ -49,27 +88,45 @@ def steps(ctx) -> list:
     out += [
         File("/etc/nginx/airflow-ha-proxy.conf", render("nginx/proxy.conf.j2"), notify=(unit,)),
         File(plat.paths["nginx_site"], site, notify=(unit,)),
-        File("/etc/nginx/airflow-ha-flower.htpasswd", f"flower:{ssha(ctx.secrets['flower_password'])}\n",
-             owner="root", group=web_user, mode=0o640, notify=(unit,)),
+        *extra,
     ]
     if plat.paths["nginx_site_link"]:
         out.append(Link(plat.paths["nginx_site_link"], source=plat.paths["nginx_site"], notify=(unit,)))
     if plat.paths["nginx_default_site"]:
         out.append(Absent(plat.paths["nginx_default_site"], notify=(unit,)))
-    if tls["enabled"] and tls["cert"]:
-        out += [File(f"/etc/nginx/{_name(cert)}", _read(inv, cert), notify=(unit,)),
-                File(f"/etc/nginx/{_name(key)}", _read(inv, key), mode=0o600, notify=(unit,), secret=True)]
-    elif tls["enabled"]:
-        out.append(Command("self-signed certificate", desc="generate a self-signed pair",
-                           unless=f"[ -s {SELF_SIGNED[0]} ] && [ -s {SELF_SIGNED[1]} ]",
-                           script=(f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj '/CN={ctx.host.name}' "
-                                   f"-keyout {SELF_SIGNED[1]} -out {SELF_SIGNED[0]} 2>/dev/null\n"
-                                   f"chmod 600 {SELF_SIGNED[1]}"), notify=(unit,)))
     out += [
         Command(unit, desc="nginx -t", script="nginx -t 2>&1", only_if_notified=True),
         Service(unit, reload_only=True),
     ]
     return out + selinux.steps_for_nginx(ctx)
+
+
+def _self_signed(ctx, unit) -> Command:
+    """A self-signed pair, regenerated when the names it must cover change (stamp beside it)."""
+    san = subject_alt_names(ctx)
+    crt, key = SELF_SIGNED
+    return Command("self-signed certificate", desc=f"generate a self-signed pair ({san})",
+                   unless=f"[ -s {crt} ] && [ -s {key} ] && [ \"$(cat {SAN_STAMP} 2>/dev/null)\" = '{san}' ]",
+                   script=(f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj '/CN={ctx.host.name}' "
+                           f"-addext 'subjectAltName={san}' -keyout {key} -out {crt} 2>/dev/null\n"
+                           f"chmod 600 {key}\necho '{san}' > {SAN_STAMP}"), notify=(unit,))
+
+
+def _cert_warning(ctx, pem: str) -> list:
+    """A Warn step when the user's certificate does not name the VIP or this host (subjectAltName)."""
+    from cryptography import x509
+    try:
+        ext = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        have = {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
+    except (ValueError, x509.ExtensionNotFound):
+        have = set()
+    want = [ctx.host.name] + ([ctx.inv.cluster["vip"]] if ctx.inv.cluster["vip"] else [])
+    missing = [w for w in want if w not in have]
+    if not missing:
+        return []
+    return [Warn(target="tls certificate", message=f"cluster.tls.cert does not name {', '.join(missing)} "
+                                                   "(subjectAltName): browsers will refuse it there")]
 
 
 def _name(path: str) -> str:

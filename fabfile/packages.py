@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import airflow
+from . import airflow, nginx
 from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
@@ -24,7 +24,7 @@ def role_packages(ctx) -> list[str]:
         names += p["sentinel"]
     if host.has("postgres"):
         names += p["postgres"]
-    if host.has("nginx"):
+    if nginx.runs_nginx(host):
         names += p["nginx"]
     return list(dict.fromkeys(names))
 

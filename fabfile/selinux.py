@@ -1,6 +1,6 @@
 """SELinux on EL9, left enforcing: the few policy settings the stack needs, as guarded steps.
 
-Components append these (nginx, redis, postgres, airflow); on hosts without SELinux (Debian/Ubuntu, or
+Components append these (nginx, keepalived, redis, postgres, airflow); on hosts without SELinux (Debian/Ubuntu, or
 SELinux disabled) every function returns no steps. Sources: selinux-policy man pages (httpd_selinux,
 redis_selinux, postgresql_selinux, unconfined_service_selinux), semanage-port(8), semanage-fcontext(8).
 
@@ -73,6 +73,13 @@ def steps_for_nginx(ctx) -> list:
     if ctx.inv.cluster["tls"]["enabled"]:
         out += port_label(ports["https"], "http_port_t", "nginx listen")
     return out
+
+
+def steps_for_keepalived(ctx) -> list:
+    """The track script runs in keepalived_t, which may not connect to nginx's port without this boolean."""
+    if not active(ctx):
+        return []
+    return [boolean("keepalived_connect_any", "track script → local nginx")]
 
 
 def steps_for_redis(ctx) -> list:

@@ -7,6 +7,7 @@ from the airflow component). A role removed from a host stops and disables its u
 
 from __future__ import annotations
 
+from . import nginx
 from .airflow import ROLES, VENV
 from .core.steps import Command, File, Service
 from .core.templates import render
@@ -37,8 +38,9 @@ def unit_values(ctx) -> dict:
         "worker_queues": ",".join(ctx.var("worker_queues")),
         "worker_stop_timeout": ctx.inv.cluster["worker_stop_timeout"],
         "airflow_home": "/var/lib/airflow",
-        # nginx hosts whose X-Forwarded-* headers uvicorn trusts (--proxy-headers)
-        "trusted_proxies": ",".join(["127.0.0.1"] + [ctx.run.addresses[h.name] for h in ctx.inv.with_role("nginx")]),
+        # hosts running nginx (local-only ones included) whose X-Forwarded-* headers uvicorn trusts
+        "trusted_proxies": ",".join(["127.0.0.1"] + [ctx.run.addresses[h.name] for h in ctx.inv.hosts.values()
+                                                     if nginx.runs_nginx(h)]),
     }
 
 

@@ -73,6 +73,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             "postgres_client": ["postgresql-client"],
             # no apache2-utils: the Flower htpasswd is written by us ({SSHA}), htpasswd is never run
             "nginx": ["nginx", "openssl"],
+            "keepalived": ["keepalived"],
             "ufw": ["ufw"],
             "firewalld": ["firewalld"],
             # monitoring (cluster.monitoring): no statsd_exporter package exists (fabfile/monitoring.py)
@@ -82,7 +83,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             "monitoring_prometheus": ["prometheus"],
         },
         units={"redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
-               "nginx": "nginx", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld",
+               "nginx": "nginx", "keepalived": "keepalived", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld",
                "node_exporter": "prometheus-node-exporter", "redis_exporter": "prometheus-redis-exporter",
                "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"},
         paths=paths,
@@ -108,6 +109,7 @@ def _el9(distro, version) -> Platform:
             "postgres": ["postgresql-server", "postgresql"],
             "postgres_client": ["postgresql"],
             "nginx": ["nginx", "openssl"],
+            "keepalived": ["keepalived"],   # AppStream
             "ufw": [],                   # not in EL9 (EPEL only): the firewall component refuses ufw here
             "firewalld": ["firewalld"],
             # BaseOS/AppStream ship no Prometheus exporters and this suite configures no EPEL or vendor repo:
@@ -115,7 +117,7 @@ def _el9(distro, version) -> Platform:
             "monitoring_node": [], "monitoring_redis": [], "monitoring_postgres": [], "monitoring_prometheus": [],
         },
         units={"redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
-               "nginx": "nginx", "timesync": "chronyd", "ufw": "ufw", "firewalld": "firewalld"},
+               "nginx": "nginx", "keepalived": "keepalived", "timesync": "chronyd", "ufw": "ufw", "firewalld": "firewalld"},
         paths={
             "redis_conf": "/etc/redis/redis.conf",          # redis >= 6 (Fedora 34 / EL9): /etc/redis/
             "sentinel_conf": "/etc/redis/sentinel.conf",
@@ -190,6 +192,7 @@ echo "nproc=$(nproc)"
 echo "mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"
 for fw in ufw firewalld; do echo "active_$fw=$(systemctl is-active $fw 2>/dev/null | head -1)"; done
 echo "selinux=$(getenforce 2>/dev/null || echo absent)"
+ip -o -4 addr show 2>/dev/null | awk '{print "inet4=" $2 " " $4}'
 """
 
 
@@ -203,6 +206,7 @@ class Facts:
     active_firewalls: tuple
     selinux: str
     root: bool
+    interfaces: dict = field(default_factory=dict, hash=False)   # IPv4 address -> interface carrying it
 
     @property
     def in_container(self) -> bool:
@@ -212,7 +216,13 @@ class Facts:
 def parse_facts(output: str) -> Facts:
     os_release, _, rest = output.partition("@@facts")
     platform = platform_from_os_release(os_release)
-    kv = dict(line.split("=", 1) for line in rest.strip().splitlines() if "=" in line)
+    lines = rest.strip().splitlines()
+    kv = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("inet4="))
+    interfaces = {}
+    for line in lines:
+        if line.startswith("inet4=") and len(line.split()) == 2:
+            name, cidr = line[len("inet4="):].split()
+            interfaces[cidr.split("/")[0]] = name.split("@")[0]
     return Facts(
         platform=platform,
         hostname=kv.get("hostname", ""),
@@ -222,4 +232,5 @@ def parse_facts(output: str) -> Facts:
         active_firewalls=tuple(fw for fw in ("ufw", "firewalld") if kv.get(f"active_{fw}") == "active"),
         selinux=kv.get("selinux", "absent").lower(),
         root=kv.get("uid") == "0",
+        interfaces=interfaces,
     )

@@ -65,6 +65,9 @@ CLUSTER_DEFAULTS: dict = {
     "check_timeout": 10,               # seconds per health check
     "connect_timeout": 3,              # seconds to open an SSH connection (TCP, banner, auth) before "unreachable"
     "monitoring": False,               # statsd + exporters on every host
+    "vip": None,                       # IPv4 address keepalived moves between the nginx hosts (VRRP)
+    "vip_interface": None,             # default: the interface carrying the host's cluster address
+    "vip_router_id": 0,                # VRRP virtual_router_id 1-255; 0 = derived from the cluster name
 }
 #: keys that take any positive number (whole or not), e.g. connect_timeout: 1.5
 POSITIVE_NUMBERS = ("cluster.connect_timeout",)
@@ -324,10 +327,34 @@ def _validate(inv: Inventory) -> None:
     if not any("default" in inv.var(h, "worker_queues") for h in inv.with_role("worker")):
         raise InventoryError("no worker serves the 'default' queue: tasks without a queue would never run",
                              f"{path}: worker_queues", "add 'default' to the worker_queues of at least one worker")
+    _check_vip(inv)
     tls = c["tls"]
     if bool(tls["cert"]) != bool(tls["key"]):
         raise InventoryError("tls.cert and tls.key must be given together", f"{path}: cluster.tls",
                              "give both paths, or neither to generate a self-signed pair")
+
+
+def _check_vip(inv: Inventory) -> None:
+    """`vip` is an IPv4 address no host has; `vip_interface` only with it; router id 0 (derived) or 1-255."""
+    c, path = inv.cluster, inv.path
+    if c["vip"] is None:
+        for key in ("vip_interface", "vip_router_id"):
+            if c[key]:
+                raise InventoryError(f"{key} without vip", f"{path}: cluster.{key}",
+                                     "set cluster.vip (the address clients use) or remove this key")
+        return
+    try:
+        vip = ipaddress.IPv4Address(c["vip"])
+    except ValueError:
+        raise InventoryError(f"vip {c['vip']!r} is not an IPv4 address", f"{path}: cluster.vip",
+                             "give a free IPv4 address in the nginx hosts' subnet, e.g. 10.0.0.100") from None
+    owner = next((h.name for h in inv.hosts.values() if h.address == str(vip)), None)
+    if owner:
+        raise InventoryError(f"vip {vip} is the address of host {owner}", f"{path}: cluster.vip",
+                             "the VIP must be an address no host owns: pick a free one in the same subnet")
+    if not 0 <= c["vip_router_id"] <= 255:
+        raise InventoryError(f"vip_router_id {c['vip_router_id']} is not in 1-255", f"{path}: cluster.vip_router_id",
+                             "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
 
 
 def exporters(host: Host) -> list[str]:

@@ -9,7 +9,7 @@ What differs from a real run, on purpose:
   constraints (placeholders), addresses only from the inventory's `address:` keys (spec inventories
   must set them);
 * facts: the os-release text plus a synthetic tail (root, container "none", 2 CPUs, 4 GiB, no firewall
-  active, SELinux enforcing where the platform uses it);
+  active, SELinux enforcing where the platform uses it, the inventory address on eth0);
 * state: every probe answers "absent" (nothing installed, no file, no command done), except where that
   word would mean something else: `service` answers what systemctl prints for a unit that does not
   exist (nothing), `user` answers nothing (no such user), and `absent` answers "present" (files the
@@ -83,11 +83,12 @@ class OfflineRun(Run):
         raise RuntimeError("offline planning must not converge; use plan_offline()")
 
 
-def synthetic_facts(os_release_text: str, hostname: str):
-    """Facts of a fresh host of that distribution (PlatformError for an unsupported one)."""
+def synthetic_facts(os_release_text: str, hostname: str, address: str = ""):
+    """Facts of a fresh host of that distribution (PlatformError for an unsupported one); `address` on eth0."""
     platform = parse_facts(os_release_text).platform    # raises before anything else happens
     tail = (f"uid=0\nhostname={hostname}\nvirt=none\nnproc=2\nmem_kb=4194304\n"
-            f"selinux={'enforcing' if platform.selinux else 'absent'}\n")
+            f"selinux={'enforcing' if platform.selinux else 'absent'}\n"
+            + (f"inet4=eth0 {address}/24\n" if address else ""))
     return parse_facts(f"{os_release_text.rstrip()}\n@@facts\n{tail}")
 
 
@@ -101,7 +102,7 @@ def plan_offline(inv: Inventory, os_release_text: str, components=None) -> dict[
                                             or inv.cluster["python_version"]})
     hosts = list(inv.hosts.values())
     run = OfflineRun(inv, hosts, Options(check=True, silent=True))
-    run.facts = {h.name: synthetic_facts(os_release_text, h.name) for h in hosts}
+    run.facts = {h.name: synthetic_facts(os_release_text, h.name, run.addresses[h.name]) for h in hosts}
     redis_hosts = inv.with_role("redis")
     if redis_hosts:
         run.data["redis_master"] = run.addresses[redis_hosts[0].name]

@@ -23,6 +23,7 @@ GENERATORS = {
     "postgres_password": lambda: _random.token_hex(24),
     "flower_password": lambda: _random.token_hex(16),
     "admin_password": lambda: _random.token_hex(12),
+    "vrrp_password": lambda: _random.token_hex(4),   # keepalived PASS auth uses at most 8 characters
 }
 MASK = "********"
 

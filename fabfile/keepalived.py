@@ -1,0 +1,87 @@
+"""keepalived: one address (`cluster.vip`) that survives any host, moved between the nginx hosts by VRRP.
+
+Only with `cluster.vip` set, on every nginx host: unicast VRRP to the other nginx hosts (no multicast
+needed), PASS authentication with `vrrp_password` from the secrets file (8 characters: PASS uses no
+more), `virtual_router_id` from `cluster.vip_router_id` or derived from the cluster name. Every instance
+starts as BACKUP, priorities follow the inventory order (first nginx host highest), and `nopreempt`
+keeps the VIP where it is when a former holder returns (one move per failure, not two). A track script
+takes the VIP away from a host whose nginx reaches no api-server. The interface is
+`cluster.vip_interface`, else the one carrying the host's cluster address (facts: `ip -o -4 addr`).
+The firewall allows VRRP (IP protocol 112) from the nginx peers (fabfile/firewall.py); it runs first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from . import selinux
+from .core.errors import UserError
+from .core.steps import Command, File, Packages, Service
+from .core.templates import render
+
+NAME = "keepalived"
+CONF = "/etc/keepalived/keepalived.conf"
+SCRIPT_USER = "keepalived_script"   # keepalived's default script user: the track script never runs as root
+
+
+def applies(inv, host) -> bool:
+    return bool(inv.cluster["vip"]) and host.has("nginx")
+
+
+def router_id(inv) -> int:
+    """`vip_router_id`, else 1-255 derived from the cluster name (stable, differs between clusters)."""
+    given = inv.cluster["vip_router_id"]
+    return given or 1 + int(hashlib.sha256(inv.cluster["name"].encode()).hexdigest(), 16) % 255
+
+
+def priority(inv, host) -> int:
+    """Inventory order: the first nginx host 200, the next 199, ... (only the first election uses it)."""
+    return 200 - [h.name for h in inv.with_role("nginx")].index(host.name)
+
+
+def interface(ctx) -> str:
+    given = ctx.inv.cluster["vip_interface"]
+    found = ctx.facts.interfaces.get(ctx.address)
+    if given or found:
+        return given or found
+    raise UserError(f"no interface of {ctx.host.name} carries its cluster address {ctx.address}",
+                    f"{ctx.inv.path}: cluster.vip_interface",
+                    "set cluster.vip_interface to the interface the VIP belongs on")
+
+
+def check_command(inv) -> str:
+    """The track script: the local nginx answers the api-servers' health (fails with no api-server)."""
+    ports = inv.cluster["ports"]
+    if inv.cluster["tls"]["enabled"]:
+        url = f"-k https://127.0.0.1:{ports['https']}/api/v2/monitor/health"
+    else:
+        url = f"http://127.0.0.1:{ports['http']}/api/v2/monitor/health"
+    return f"/usr/bin/curl -sf -m 2 -o /dev/null {url}"
+
+
+def config(ctx) -> str:
+    inv, run, host = ctx.inv, ctx.run, ctx.host
+    vip = inv.cluster["vip"]
+    if vip in run.addresses.values():
+        owner = next(n for n, a in run.addresses.items() if a == vip)
+        raise UserError(f"vip {vip} is the address of host {owner}", f"{inv.path}: cluster.vip",
+                        "the VIP must be an address no host owns: pick a free one in the same subnet")
+    return render("keepalived/keepalived.conf.j2", host=host.name, vip=vip, interface=interface(ctx),
+                  router_id=router_id(inv), priority=priority(inv, host), address=ctx.address,
+                  peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("nginx") if h != host],
+                  password=ctx.secrets["vrrp_password"], check=check_command(inv), script_user=SCRIPT_USER)
+
+
+def steps(ctx) -> list:
+    plat = ctx.platform
+    unit = plat.units["keepalived"]
+    return [
+        Packages(target="keepalived", names=tuple(plat.packages["keepalived"]), manager=plat.pkg),
+        Command(f"user {SCRIPT_USER}", unless=f"getent passwd {SCRIPT_USER}",
+                script=f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {SCRIPT_USER}"),
+        File(CONF, config(ctx), mode=0o600, notify=(unit,), secret=True),
+        Command(unit, desc="keepalived --config-test", script=f"keepalived --config-test -f {CONF} 2>&1",
+                only_if_notified=True),
+        *selinux.steps_for_keepalived(ctx),
+        Service(unit, reload_only=True),
+    ]
