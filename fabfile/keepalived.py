@@ -72,6 +72,12 @@ def config(ctx) -> str:
                   password=ctx.secrets["vrrp_password"], check=check_command(inv), script_user=SCRIPT_USER)
 
 
+#: keepalived 2.2.7 (Debian 12) ends `--config-test` of a valid config that has a vrrp_script with SIGTERM
+#: (exit 143, seen on the lab); a real error exits 1-5 and prints the offending line. Both 0 and 143 pass.
+CONFIG_TEST = (f"rc=0; keepalived --config-test -f {CONF} 2>&1 || rc=$?\n"
+               "[ $rc -eq 0 ] || [ $rc -eq 143 ] || { echo \"config test failed ($rc)\"; exit 1; }")
+
+
 def steps(ctx) -> list:
     plat = ctx.platform
     unit = plat.units["keepalived"]
@@ -80,8 +86,7 @@ def steps(ctx) -> list:
         Command(f"user {SCRIPT_USER}", unless=f"getent passwd {SCRIPT_USER}",
                 script=f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {SCRIPT_USER}"),
         File(CONF, config(ctx), mode=0o600, notify=(unit,), secret=True),
-        Command(unit, desc="keepalived --config-test", script=f"keepalived --config-test -f {CONF} 2>&1",
-                only_if_notified=True),
+        Command(unit, desc="keepalived --config-test", script=CONFIG_TEST, only_if_notified=True),
         *selinux.steps_for_keepalived(ctx),
         Service(unit, reload_only=True),
     ]
