@@ -49,6 +49,8 @@ class Change:
     warning: bool = False            # nothing to apply, but the user should know (reported as "warn")
     stream: tuple | None = None      # (command, chunks()) : bytes streamed to a command before the script
     preview: Preview | None = None   # for --check: what the script changes in a file or directory
+    restart: bool = False            # restarts/reloads a unit that is running now (the runner rolls these)
+    downtime: str = ""               # why this restart costs downtime (e.g. "single database"), for --check
 
 
 @dataclass
@@ -264,13 +266,16 @@ class Service(Step):
     """A systemd unit enabled and running (or stopped and disabled when `present=False`).
 
     Restarts when a step that notifies it (by unit name) changed; a unit started in this run is not
-    restarted again.
+    restarted again. Restarting (or reloading) a unit that is active now sets `Change.restart` (a first
+    start does not), so the runner restarts one host at a time; `downtime` says why that restart stops
+    the service for everyone (no other replica), and --check shows it.
     """
 
     kind = "service"
     present: bool = True
     reload_only: bool = False   # `systemctl reload` instead of restart on notify (nginx)
     listen: tuple = ()          # other notification names that restart it (e.g. "airflow")
+    downtime: str = ""          # e.g. "single database": a restart stops the service for the whole cluster
 
     def probe(self):
         u = q(self.target)
@@ -294,14 +299,18 @@ class Service(Step):
             # have started it with its default config (restart starts a stopped unit)
             verb = "reload-or-restart" if self.reload_only else "restart"
             cmds.append(f"systemctl {verb} {u}")
-            what.append("reload" if self.reload_only else ("restart" if active == "active" else "start"))
+            running = active == "active"
+            what.append(("reload" if self.reload_only else "restart") if running else "start")
         elif active != "active":
             cmds.append(f"systemctl start {u}")
             what.append("start")
         if not cmds:
             return None
         started = (f"{self.target}:started",) if {"start", "restart"} & set(what) else ()
-        return Change(" + ".join(what), "\n".join(cmds), notify=started)
+        restart = bool({"restart", "reload"} & set(what))
+        downtime = self.downtime if restart else ""
+        desc = " + ".join(what) + (f" (DOWNTIME: {downtime})" if downtime else "")
+        return Change(desc, "\n".join(cmds), notify=started, restart=restart, downtime=downtime)
 
 
 @dataclass
