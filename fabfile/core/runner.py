@@ -357,7 +357,8 @@ class Run:
         name = component.NAME
         order = self._roll_order(component, plans)
         restarting = [p.host.name for p in order if p.restarts]
-        self.say(f"{'rolling':<10} {name:<10} restarts one host at a time: {' -> '.join(restarting)}")
+        verb = "would restart" if self.opts.check else "restarts"
+        self.say(f"{'rolling':<10} {name:<10} {verb} one host at a time: {' -> '.join(restarting)}")
         if self.opts.check:
             self.parallel(lambda p: self._guard(name, p.host, lambda: self._finish(p)), order)
         stopped = ""
