@@ -67,7 +67,7 @@ def steps(ctx) -> list:
                                    f"chmod 600 {SELF_SIGNED[1]}"), notify=(unit,)))
     out += [
         Command(unit, desc="nginx -t", script="nginx -t 2>&1", only_if_notified=True),
-        Service(unit, reload_only=True),
+        Service(unit, reload_only=True, config=plat.paths["nginx_site"]),
     ]
     return out + selinux.steps_for_nginx(ctx)
 

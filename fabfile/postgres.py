@@ -65,7 +65,7 @@ def steps(ctx) -> list:
              owner=user, group=user, mode=0o644, notify=(unit,)),
         File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),
-        Service(unit, downtime="single database"),
+        Service(unit, downtime="single database", config=plat.paths["pg_include"]),
         Command("role+database", desc=f"create role and database {DB}",
                 unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {ctx.address} -p {port} "
                        f"-U {USER} -d {DB} -tAc 'select 1'",

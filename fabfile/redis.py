@@ -100,7 +100,7 @@ def steps(ctx) -> list:
             _owned_conf(plat.paths["redis_conf"], render("redis/redis.conf.j2", **values), user,
                         desc=f"create (replica of {master})" if master != ctx.address else "create (master)",
                         unless=f"grep -qx 'include {MANAGED}' {plat.paths['redis_conf']}", notify=(unit,)),
-            Service(unit),
+            Service(unit, config=MANAGED),
         ]
     if host.has("sentinel"):
         unit = plat.units["sentinel"]
@@ -113,7 +113,7 @@ def steps(ctx) -> list:
             _owned_conf(plat.paths["sentinel_conf"], conf, user, desc=f"generate (master {master})",
                         unless=f"[ \"$(cat {SENTINEL_STAMP})\" = {stamp} ]", notify=(unit,),
                         then=f"echo {stamp} > {SENTINEL_STAMP}"),
-            Service(unit),
+            Service(unit, config=SENTINEL_STAMP),
         ]
     return out
 

@@ -267,8 +267,9 @@ class Service(Step):
 
     Restarts when a step that notifies it (by unit name) changed; a unit started in this run is not
     restarted again. Restarting (or reloading) a unit that is active now sets `Change.restart` (a first
-    start does not), so the runner restarts one host at a time; `downtime` says why that restart stops
-    the service for everyone (no other replica), and --check shows it.
+    start does not, nor does restarting a package's default instance onto our first `config`), so the
+    runner restarts one host at a time; `downtime` says why that restart stops the service for everyone
+    (no other replica), and --check shows it.
     """
 
     kind = "service"
@@ -276,15 +277,19 @@ class Service(Step):
     reload_only: bool = False   # `systemctl reload` instead of restart on notify (nginx)
     listen: tuple = ()          # other notification names that restart it (e.g. "airflow")
     downtime: str = ""          # e.g. "single database": a restart stops the service for the whole cluster
+    config: str = ""            # our config file: absent when probed = the unit runs a package's defaults,
+    #                             so its restart is a first start (not rolled, no downtime)
 
     def probe(self):
         u = q(self.target)
+        ours = f"; [ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
         return (f"echo \"$(systemctl is-enabled {u} 2>/dev/null | head -1)\"; "
-                f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"")
+                f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"{ours}")
 
     def plan(self, state, notified):
-        lines = (state.splitlines() + ["", ""])[:2]
+        lines = (state.splitlines() + ["", "", ""])[:3]
         enabled, active = lines[0].strip(), lines[1].strip()
+        first = bool(self.config) and lines[2].strip() != "ours"
         u = q(self.target)
         if not self.present:
             if enabled in ("", "not-found") or (enabled == "disabled" and active != "active"):
@@ -307,7 +312,7 @@ class Service(Step):
         if not cmds:
             return None
         started = (f"{self.target}:started",) if {"start", "restart"} & set(what) else ()
-        restart = bool({"restart", "reload"} & set(what))
+        restart = bool({"restart", "reload"} & set(what)) and not first
         downtime = self.downtime if restart else ""
         desc = " + ".join(what) + (f" (DOWNTIME: {downtime})" if downtime else "")
         return Change(desc, "\n".join(cmds), notify=started, restart=restart, downtime=downtime)

@@ -158,6 +158,15 @@ def test_first_starts_are_applied_in_parallel_without_gate(log):
     assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
 
 
+def test_package_started_units_get_their_first_config_in_parallel(log):
+    """Fresh deploy: apt started redis/nginx/postgres with defaults; moving them onto our config is no roll."""
+    barrier = threading.Barrier(3)
+    rc = deploy(log, [Component("redis", "redis-server", gate_log=log, config="/etc/redis/airflow-ha.conf")],
+                barrier=barrier)     # the probe says "active", and no "ours": our config is not there yet
+    assert rc == 0 and not barrier.broken
+    assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
+
+
 def test_failing_gate_stops_the_roll_and_leaves_later_hosts_untouched(log, capsys):
     rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log, failing=("node2",)),
                       Component("nginx", "nginx", gate_log=log)])
@@ -241,7 +250,8 @@ def test_redis_gate_verdict():
 
 def test_postgres_restart_is_marked_as_downtime():
     [service] = [s for s in _postgres_steps() if isinstance(s, Service)]
-    assert service.plan(RUNNING, {"postgresql"}).desc == "restart (DOWNTIME: single database)"
+    assert service.plan(RUNNING + "ours\n", {"postgresql"}).desc == "restart (DOWNTIME: single database)"
+    assert service.plan(RUNNING + "fresh\n", {"postgresql"}).desc == "restart", "apt's instance: no downtime"
 
 
 def _postgres_steps():

@@ -90,3 +90,12 @@ def test_service_restart_with_downtime_says_so():
     change = pg.plan("enabled\nactive\n", {"postgresql"})
     assert change.desc == "restart (DOWNTIME: single database)" and change.downtime == "single database"
     assert pg.plan("enabled\ninactive\n", {"postgresql"}).downtime == ""
+
+
+def test_package_default_instance_restarted_onto_our_first_config_is_a_first_start():
+    s = Service("redis-server", config="/etc/redis/airflow-ha.conf")
+    assert "[ -e /etc/redis/airflow-ha.conf ] && echo ours || echo fresh" in s.probe()
+    assert not s.plan("enabled\nactive\nfresh\n", {"redis-server"}).restart    # apt started it with defaults
+    assert s.plan("enabled\nactive\nours\n", {"redis-server"}).restart
+    pg = Service("postgresql", downtime="single database", config="/etc/postgresql/15/main/conf.d/x.conf")
+    assert pg.plan("enabled\nactive\nfresh\n", {"postgresql"}).desc == "restart"
