@@ -207,8 +207,11 @@ def gate(run, host) -> str | None:
     """Rolling restarts go on only when this host's Redis is the Sentinels' master or a replica with its
     link up, and its Sentinel reaches quorum (SENTINEL CKQUORUM)."""
     out = run.remote(host.name).sh(gate_script(run, host), timeout=30).out
-    is_master = run.addresses[host.name] == run.data.get("redis_master")
-    return gate_verdict(out, is_master)
+    why = gate_verdict(out, run.addresses[host.name] == run.data.get("redis_master"))
+    if why and "acts as master" in why:      # the Sentinels may have failed over on their own meanwhile
+        run.data["redis_master"], _ = current_master(run)
+        why = gate_verdict(out, run.addresses[host.name] == run.data["redis_master"])
+    return why
 
 
 def gate_verdict(out: str, is_master: bool) -> str | None:

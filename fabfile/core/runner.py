@@ -385,9 +385,10 @@ class Run:
         before = self._before_restart(component, plan)
         if before:
             self.say(f"{host.name:<10} {name:<10} {before[0]}")
-            why = self._guard(name, host, before[1]) or None
-            if why or host.name in self.failed:
-                why = why or self.failed[host.name]
+            why = self._guard(name, host, before[1])
+            if host.name in self.failed:
+                return self.failed[host.name]
+            if why:
                 self.fail_host(host, name, f"not restarted: {why}")
                 return why
         self._guard(name, host, lambda: self._finish(plan))

@@ -259,3 +259,10 @@ def _postgres_steps():
     run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True))
     ctx = runner.HostContext(run, inv.hosts["node3"], synthetic_facts(DEBIAN, "node3"))
     return postgres.steps(ctx)
+
+
+def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
+    monkeypatch.setattr(redis, "failover", lambda run: "sentinels did not agree")
+    assert deploy(log, [FakeRedis(log)]) == 1
+    assert ("apply", "node1") not in log and log[-1] == ("gate", "node3")
+    assert "node1      redis      failed       host: not restarted: sentinels did not agree" in capsys.readouterr().out
