@@ -96,7 +96,7 @@ def _common(ctx, site: str, extra=()) -> list:
         out.append(Absent(plat.paths["nginx_default_site"], notify=(unit,)))
     out += [
         Command(unit, desc="nginx -t", script="nginx -t 2>&1", only_if_notified=True),
-        Service(unit, reload_only=True),
+        Service(unit, reload_only=True, config=plat.paths["nginx_site"]),
     ]
     return out + selinux.steps_for_nginx(ctx)
 
@@ -137,3 +137,18 @@ def _read(inv, path: str) -> str:
     p = inv.base_dir / path if not path.startswith("/") else path
     with open(p) as fh:
         return fh.read()
+
+
+def health_url(inv) -> str:
+    """The local nginx's Airflow health URL (HTTPS when TLS is on: plain HTTP then redirects)."""
+    ports = inv.cluster["ports"]
+    if inv.cluster["tls"]["enabled"]:
+        return f"https://127.0.0.1:{ports['https']}/api/v2/monitor/health"
+    return f"http://127.0.0.1:{ports['http']}/api/v2/monitor/health"
+
+
+def gate(run, host) -> str | None:
+    """Rolling reloads go on only when this host's nginx answers the Airflow health URL with 200."""
+    url = health_url(run.inv)
+    code = run.remote(host.name).sh(f"curl -sk -m 4 -o /dev/null -w '%{{http_code}}' {url}", timeout=15).out.strip()
+    return None if code == "200" else f"{url}: HTTP {code or 'no answer'}"

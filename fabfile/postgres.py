@@ -65,7 +65,7 @@ def steps(ctx) -> list:
              owner=user, group=user, mode=0o644, notify=(unit,)),
         File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),
-        Service(unit),
+        Service(unit, downtime="single database", config=plat.paths["pg_include"]),
         Command("role+database", desc=f"create role and database {DB}",
                 unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {ctx.address} -p {port} "
                        f"-U {USER} -d {DB} -tAc 'select 1'",
@@ -84,3 +84,10 @@ def _create_sql(os_user: str, password: str, port: int) -> str:
             f"SELECT 'CREATE DATABASE {DB} OWNER {USER}' WHERE NOT EXISTS "
             f"(SELECT FROM pg_database WHERE datname = '{DB}')\\gexec\n"
             "__SQL__")
+
+
+def gate(run, host) -> str | None:
+    """After its restart, PostgreSQL accepts connections again (pg_isready) before anything goes on."""
+    port = run.inv.cluster["ports"]["postgres"]
+    res = run.remote(host.name).sh(f"pg_isready -q -t 3 -h {run.addresses[host.name]} -p {port}", timeout=15)
+    return None if res.ok else f"pg_isready: exit {res.rc} (not accepting connections)"

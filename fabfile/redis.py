@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import time
 from collections import Counter
 
 from . import selinux
@@ -43,12 +44,10 @@ def ask_master_script(run, sentinel_hosts) -> str:
     return "\n".join(lines)
 
 
-def current_master(run) -> tuple[str, str]:
-    """(address, how it was found): the Sentinels' majority view, else the first redis host (fresh cluster)."""
-    inv = run.inv
-    sentinels = inv.with_role("sentinel")
-    votes: Counter = Counter()
-    for host in sentinels:
+def sentinel_views(run) -> dict[str, str]:
+    """sentinel host -> the master address it names (hosts that do not answer are left out)."""
+    views = {}
+    for host in run.inv.with_role("sentinel"):
         if host.name in run.failed:
             continue
         try:
@@ -57,11 +56,17 @@ def current_master(run) -> tuple[str, str]:
             continue
         words = out.split()
         if len(words) >= 2:
-            votes[words[0]] += 1
+            views[host.name] = words[0]
+    return views
+
+
+def current_master(run) -> tuple[str, str]:
+    """(address, how it was found): the Sentinels' majority view, else the first redis host (fresh cluster)."""
+    votes = Counter(sentinel_views(run).values())
     if votes:
         address, n = votes.most_common(1)[0]
         return address, f"{n} sentinel(s) agree"
-    first = inv.with_role("redis")[0]
+    first = run.inv.with_role("redis")[0]
     return run.addresses[first.name], f"no sentinel answered: initial master {first.name}"
 
 
@@ -95,7 +100,7 @@ def steps(ctx) -> list:
             _owned_conf(plat.paths["redis_conf"], render("redis/redis.conf.j2", **values), user,
                         desc=f"create (replica of {master})" if master != ctx.address else "create (master)",
                         unless=f"grep -qx 'include {MANAGED}' {plat.paths['redis_conf']}", notify=(unit,)),
-            Service(unit),
+            Service(unit, config=MANAGED),
         ]
     if host.has("sentinel"):
         unit = plat.units["sentinel"]
@@ -108,7 +113,7 @@ def steps(ctx) -> list:
             _owned_conf(plat.paths["sentinel_conf"], conf, user, desc=f"generate (master {master})",
                         unless=f"[ \"$(cat {SENTINEL_STAMP})\" = {stamp} ]", notify=(unit,),
                         then=f"echo {stamp} > {SENTINEL_STAMP}"),
-            Service(unit),
+            Service(unit, config=SENTINEL_STAMP),
         ]
     return out
 
@@ -127,3 +132,114 @@ def _owned_conf(path: str, content: str, user: str, desc: str, unless: str, noti
     when `unless` fails. The whole file is replaced, so --check shows it against the host's copy."""
     script = File(path, content, owner=user, group=user, mode=0o640).write_script() + (f"\n{then}" if then else "")
     return Command(path, desc=desc, unless=unless, script=script, notify=notify, preview=Preview(path, content))
+
+
+# -- rolling restarts (fabfile/core/runner.py: roll_order, before_restart, gate) ---------------------------
+
+
+def roll_order(run, hosts) -> list:
+    """The current master's host last: its replicas restart first, and it is failed over before its turn."""
+    master = run.data.get("redis_master")
+    return sorted(hosts, key=lambda h: run.addresses[h.name] == master)
+
+
+def before_restart(run, host, units):
+    """Restarting redis-server on the master: fail it over to a replica first (none: restart in place)."""
+    unit = run.facts[host.name].platform.units["redis"]
+    if unit not in units or run.addresses[host.name] != run.data.get("redis_master"):
+        return None
+    if len(run.inv.with_role("redis")) < 2 or not run.inv.with_role("sentinel"):
+        return None
+    name = settings(run.inv)["master_name"]
+    return f"SENTINEL FAILOVER {name}: a replica takes over before the old master restarts", lambda: failover(run)
+
+
+def failover(run, timeout: float = 60, interval: float = 1) -> str | None:
+    """Ask a Sentinel to fail the master over (retried while it has no good replica yet), then wait until
+    every answering Sentinel names one new master. None when done, else why not."""
+    old = run.data.get("redis_master")
+    deadline = time.monotonic() + timeout
+    answer = _request_failover(run)
+    while answer != "OK" and not answer.startswith("INPROG"):
+        if time.monotonic() >= deadline:
+            return f"SENTINEL FAILOVER answered {answer[:80] or 'nothing'}"
+        time.sleep(interval)
+        answer = _request_failover(run)
+    while True:
+        views = set(sentinel_views(run).values())
+        if len(views) == 1 and old not in views:
+            run.data["redis_master"] = views.pop()
+            run.say(f"{'cluster':<10} redis      new master is {run.data['redis_master']} (was {old})")
+            return None
+        if time.monotonic() >= deadline:
+            return f"sentinels did not agree on a new master within {timeout:.0f}s (views: {sorted(views)})"
+        time.sleep(interval)
+
+
+def _request_failover(run) -> str:
+    """SENTINEL FAILOVER on the first reachable sentinel host: its answer ("OK", "NOGOODSLAVE ...")."""
+    s = settings(run.inv)
+    for host in (h for h in run.inv.with_role("sentinel") if h.name not in run.failed):
+        script = (f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}\n"
+                  f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} -p {s['sentinel_port']} "
+                  f"SENTINEL FAILOVER {s['master_name']} 2>&1")
+        try:
+            return run.remote(host.name).sh(script, timeout=15).out.strip()
+        except Exception:  # noqa: BLE001 - try the next sentinel
+            continue
+    return "no sentinel reachable"
+
+
+def gate_script(run, host) -> str:
+    """One round trip: this host's Redis replication role/link and its Sentinel's quorum check."""
+    s, lines = settings(run.inv), []
+    cli = f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]}"
+    if host.has("redis"):
+        lines += [f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}", "echo @@redis",
+                  f"{cli} -p {s['port']} INFO replication | tr -d '\\r' | grep -E '^(role|master_link_status):'"]
+    if host.has("sentinel"):
+        lines += [f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}", "echo @@sentinel",
+                  f"{cli} -p {s['sentinel_port']} SENTINEL CKQUORUM {s['master_name']} 2>&1"]
+    return "\n".join(lines)
+
+
+def gate(run, host) -> str | None:
+    """Rolling restarts go on only when this host's Redis is the Sentinels' master or a replica with its
+    link up, and its Sentinel reaches quorum (SENTINEL CKQUORUM)."""
+    out = run.remote(host.name).sh(gate_script(run, host), timeout=30).out
+    why = gate_verdict(out, run.addresses[host.name] == run.data.get("redis_master"))
+    if why and "acts as master" in why:      # the Sentinels may have failed over on their own meanwhile
+        run.data["redis_master"], _ = current_master(run)
+        why = gate_verdict(out, run.addresses[host.name] == run.data["redis_master"])
+    return why
+
+
+def gate_verdict(out: str, is_master: bool) -> str | None:
+    """None when healthy, else why not, from `gate_script` output."""
+    parts = dict(_sections(out))
+    bad = []
+    if "redis" in parts:
+        info = dict(line.split(":", 1) for line in parts["redis"].splitlines() if ":" in line)
+        role, link = info.get("role", "down"), info.get("master_link_status")
+        if role == "master" and not is_master:
+            bad.append("redis acts as master but the sentinels name another")
+        elif role == "slave" and link != "up":
+            bad.append(f"redis replica link {link}")
+        elif role not in ("master", "slave"):
+            bad.append(f"redis {role}")
+    if "sentinel" in parts and not parts["sentinel"].strip().startswith("OK"):
+        bad.append(f"sentinel: {parts['sentinel'].strip()[:80] or 'no answer'}")
+    return "; ".join(bad) or None
+
+
+def _sections(out: str):
+    name, buf = None, []
+    for line in out.splitlines():
+        if line.startswith("@@"):
+            if name:
+                yield name, "\n".join(buf)
+            name, buf = line[2:].strip(), []
+        else:
+            buf.append(line)
+    if name:
+        yield name, "\n".join(buf)

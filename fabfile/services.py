@@ -97,3 +97,50 @@ def api_ready_step(ctx, timeout=180) -> Command:
                    only_if_notified=True,
                    script=(f"for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 1; done\n"
                            f"echo 'api-server not answering {url} after {timeout}s'; exit 1"))
+
+
+MIN_UP = 10   # seconds a restarted unit must stay active (not crash-looping) before the roll goes on
+
+
+def gate_script(run, host) -> str:
+    """One round trip: each Airflow unit's state and seconds since it became active, the api-server's
+    health answer on its own address, the worker's Celery "ready." since its start."""
+    lines = []
+    for role, unit in UNITS.items():
+        if host.has(role):
+            lines.append(f"t=$(systemctl show -p ActiveEnterTimestamp --value {unit})\n"
+                         f"echo \"@@unit {unit} $(systemctl show -p ActiveState --value {unit}) "
+                         f"$(( $(date +%s) - $(date -d \"$t\" +%s 2>/dev/null || date +%s) ))\"")
+    if host.has("api_server"):
+        url = f"http://{run.addresses[host.name]}:{run.inv.cluster['ports']['api']}/api/v2/monitor/health"
+        lines.append(f"echo \"@@api $(curl -s -m 4 -o /dev/null -w '%{{http_code}}' {url})\"")
+    if host.has("worker"):
+        lines.append("t=$(systemctl show -p ActiveEnterTimestamp --value airflow-worker)\n"
+                     "echo \"@@ready $(journalctl -u airflow-worker --no-pager -q --since \"$t\" | grep -c ' ready\\.')\"")
+    return "\n".join(lines)
+
+
+def gate(run, host) -> str | None:
+    """Rolling restarts go on only when this host's Airflow units are up for MIN_UP s, its api-server
+    answers its health URL (HTTP 200) and its worker is ready; else why not."""
+    out = run.remote(host.name).sh(gate_script(run, host), timeout=30).out
+    return gate_verdict(out)
+
+
+def gate_verdict(out: str) -> str | None:
+    """The gate's answer from `gate_script` output: None when healthy, else every problem."""
+    bad = []
+    for line in out.splitlines():
+        tag, _, rest = line.partition(" ")
+        words = rest.split()
+        if tag == "@@unit":
+            unit, state, age = (words + ["?", "?", "0"])[:3]
+            if state != "active":
+                bad.append(f"{unit} {state}")
+            elif not age.lstrip("-").isdigit() or int(age) < MIN_UP:
+                bad.append(f"{unit} active for {age}s only (< {MIN_UP}s)")
+        elif tag == "@@api" and words[:1] != ["200"]:
+            bad.append(f"api-server health: HTTP {words[0] if words else 'no answer'}")
+        elif tag == "@@ready" and words[:1] in ([], ["0"]):
+            bad.append("celery worker not ready")
+    return "; ".join(bad) or None

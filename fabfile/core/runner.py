@@ -3,6 +3,15 @@
 Per host and component: one round trip to probe every step, a local plan, one round trip to apply the
 changes (none when nothing differs). A host that fails is marked failed and skipped by later
 components; the other hosts go on. `--check` prints the plan and file diffs and changes nothing.
+
+Rolling by default: a component is probed and planned on all its hosts in parallel; if any plan restarts
+(or reloads) a unit that is running now, its hosts are applied one at a time, each followed by the
+component's optional `gate(run, host)` (None = healthy, else why not; polled up to `gate_timeout`).
+A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
+config. Components may also define `roll_order(run, hosts)` and `before_restart(run, host, units)`
+(Redis: master last, failed over first). First starts (fresh deploy) stay parallel, and a converged
+host still costs one probe round trip (`speculate`). `--check` ends with the restarts in roll order,
+those that cost downtime marked (`Service(downtime=...)`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ class Options:
     silent: bool = False      # print nothing at all (health, which prints its own table/JSON)
     serial: int = 0           # 0 = all hosts at once; N = rolling batches of N hosts
     parallel: int = 0         # pool size; 0 = the inventory's `parallel`
+    gate_timeout: float = 180  # seconds a host may take to be healthy after a restart (rolling)
+    gate_interval: float = 2   # seconds between two gate checks
 
 
 @dataclass
@@ -79,6 +90,25 @@ class StepResult:
 
 
 @dataclass
+class HostPlan:
+    """One component's probed and planned steps on one host, not yet applied."""
+
+    host: Host
+    component: str
+    planned: list              # (step, change or None)
+    probe_secs: float
+    before: set                # the host's notifications before this plan (restored if it is skipped)
+
+    @property
+    def todo(self) -> list:
+        return [(s, c) for s, c in self.planned if c is not None and not c.warning]
+
+    @property
+    def restarts(self) -> list:
+        return [(s, c) for s, c in self.todo if c.restart]
+
+
+@dataclass
 class Run:
     inv: Inventory
     hosts: list
@@ -103,6 +133,7 @@ class Run:
         self.results: list[StepResult] = []
         self.pending: dict = {}        # host -> services notified so far in this run
         self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
+        self.restarts: list[str] = []  # restarts in the order they were (--check: would be) done
         self._print = threading.Lock()
         self._opening = threading.Lock()
         self._host_locks: dict[str, threading.Lock] = {}
@@ -193,11 +224,19 @@ class Run:
 
     # -- components -------------------------------------------------------------------------------
     def apply_component(self, component, hosts=None, finalize_hosts=None, prepared=False) -> None:
-        """Run one component on the given (default: all selected, alive) hosts in parallel."""
+        """Run one component on the given (default: all selected, alive) hosts.
+
+        Every host is probed and planned in parallel. If no plan restarts a running unit, the changes are
+        applied in parallel; otherwise the hosts roll one at a time (`_roll`).
+        """
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
         if hasattr(component, "prepare") and not prepared:
             component.prepare(self, hosts)
-        self.parallel(lambda h: self._component_on_host(component, h), hosts)
+        plans = [p for p in self.parallel(lambda h: self._plan_component(component, h), hosts) if p]
+        if any(p.restarts for p in plans):
+            self._roll(component, plans)
+        else:
+            self.parallel(lambda p: self._guard(component.NAME, p.host, lambda: self._finish(p)), plans)
         if hasattr(component, "finalize"):
             component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
 
@@ -243,26 +282,35 @@ class Run:
             self.record(res)
         return len(components)
 
-    def _component_on_host(self, component, host: Host) -> None:
-        name = component.NAME
+    def _plan_component(self, component, host: Host) -> HostPlan | None:
+        return self._guard(component.NAME, host,
+                           lambda: self._probe_plan(host, component.NAME, component.steps(self.context(host))))
+
+    def _guard(self, component: str, host: Host, fn):
+        """fn(), with any exception marking `host` failed (the other hosts go on)."""
         try:
-            steps = component.steps(self.context(host))
-            self.converge(host, name, steps)
+            return fn()
         except Unreachable as exc:
-            self.fail_host(host, name, f"unreachable: {exc}")
+            self.fail_host(host, component, f"unreachable: {exc}")
         except UserError as exc:
-            self.fail_host(host, name, exc.message)
+            self.fail_host(host, component, exc.message)
         except Exception as exc:  # noqa: BLE001
-            self.fail_host(host, name, f"{type(exc).__name__}: {exc}")
+            self.fail_host(host, component, f"{type(exc).__name__}: {exc}")
+        return None
 
     def converge(self, host: Host, component: str, steps: list) -> list[StepResult]:
         """Probe, plan and (unless --check) apply `steps` on `host`. Returns the step results."""
+        plan = self._probe_plan(host, component, steps)
+        return self._finish(plan) if plan else []
+
+    def _probe_plan(self, host: Host, component: str, steps: list) -> HostPlan | None:
+        """One round trip probes every step; the plan is made locally (nothing changes yet)."""
         if not steps:
-            return []
-        rem = self.remote(host.name)
+            return None
         t0 = time.monotonic()
-        states = _split(rem.sh(_probe_script(steps), timeout=300).out, len(steps))
-        notified: set = set(self.pending.get(host.name, ()))
+        states = _split(self.remote(host.name).sh(_probe_script(steps), timeout=300).out, len(steps))
+        before = set(self.pending.get(host.name, ()))
+        notified = set(before)
         planned: list[tuple] = []
         for step, state in zip(steps, states, strict=True):
             change = step.plan(state, notified)
@@ -270,26 +318,132 @@ class Run:
                 notified.update(change.notify)
             planned.append((step, change))
         self.pending[host.name] = notified   # notifications reach services of later components too
-        probe_secs = (time.monotonic() - t0) / len(steps)
+        return HostPlan(host, component, planned, (time.monotonic() - t0) / len(steps), before)
+
+    def _finish(self, plan: HostPlan) -> list[StepResult]:
+        """Record the plan's unchanged steps and warnings; apply its changes (--check: show them)."""
+        host, component = plan.host, plan.component
+        rem = self.remote(host.name)
         results = []
-        todo = [(s, c) for s, c in planned if c is not None and not c.warning]
-        for step, change in planned:
+        for step, change in plan.planned:
             if change is None:
-                results.append(StepResult(host.name, component, step.label, "ok", seconds=probe_secs))
+                results.append(StepResult(host.name, component, step.label, "ok", seconds=plan.probe_secs))
             elif change.warning:
                 results.append(StepResult(host.name, component, step.label, "warn", change.desc))
+        todo = plan.todo
         if self.opts.verbose:
             self._show_commands(host, component, todo)
         if self.opts.check:
             self._show_diffs(rem, host, todo)
             results += [StepResult(host.name, component, s.label, "changed", c.desc) for s, c in todo]
         elif todo:
-            results += self._apply(rem, host, component, todo, "daemon-reload" in notified)
+            results += self._apply(rem, host, component, todo, "daemon-reload" in self.pending[host.name])
         for res in results:
             self.record(res)
         if any(r.status == "failed" for r in results):
             self.failed[host.name] = f"{component} failed"
         return results
+
+    # -- rolling restarts -------------------------------------------------------------------------
+    def _roll(self, component, plans: list[HostPlan]) -> None:
+        """Apply host by host (inventory order, or the component's `roll_order`), gating each restart.
+
+        Before a host whose plan restarts units, the component's optional `before_restart(run, host,
+        units)` may return (what it does, action); action() -> None or why not (e.g. Redis fails its
+        master over first). After it, `gate(run, host)` is polled until it returns None (healthy) or
+        `gate_timeout` passes. A failure marks the host failed and stops the roll: the hosts after it
+        keep their old config and running units. --check only lists the restarts, in this order.
+        """
+        name = component.NAME
+        order = self._roll_order(component, plans)
+        restarting = [p.host.name for p in order if p.restarts]
+        verb = "would restart" if self.opts.check else "restarts"
+        self.say(f"{'rolling':<10} {name:<10} {verb} one host at a time: {' -> '.join(restarting)}")
+        if self.opts.check:
+            self.parallel(lambda p: self._guard(name, p.host, lambda: self._finish(p)), order)
+        stopped = ""
+        for plan in order:
+            lines = self._restart_lines(component, plan, restarting)
+            if self.opts.check:
+                self.restarts += lines
+            elif stopped:
+                self._skip(plan, stopped)
+            else:
+                why = self._roll_host(component, plan)
+                stopped = f"roll stopped at {plan.host.name}: {why}" if why else ""
+                self.restarts += [] if why else lines
+
+    def _roll_order(self, component, plans: list[HostPlan]) -> list[HostPlan]:
+        if not hasattr(component, "roll_order"):
+            return plans
+        by_name = {p.host.name: p for p in plans}
+        return [by_name[h.name] for h in component.roll_order(self, [p.host for p in plans])]
+
+    def _roll_host(self, component, plan: HostPlan) -> str | None:
+        """Apply one host's changes in a roll; None if it is healthy afterwards, else why not."""
+        name, host = component.NAME, plan.host
+        before = self._before_restart(component, plan)
+        if before:
+            self.say(f"{host.name:<10} {name:<10} {before[0]}")
+            why = self._guard(name, host, before[1])
+            if host.name in self.failed:
+                return self.failed[host.name]
+            if why:
+                self.fail_host(host, name, f"not restarted: {why}")
+                return why
+        self._guard(name, host, lambda: self._finish(plan))
+        if host.name in self.failed:
+            return self.failed[host.name]
+        if plan.restarts:
+            return self._await_gate(component, host)
+        return None
+
+    def _before_restart(self, component, plan: HostPlan):
+        if not plan.restarts or not hasattr(component, "before_restart"):
+            return None
+        return component.before_restart(self, plan.host, [s.target for s, _ in plan.restarts])
+
+    def _await_gate(self, component, host: Host) -> str | None:
+        """Poll the component's `gate(run, host)` until healthy (None) or `opts.gate_timeout` passes."""
+        if not hasattr(component, "gate"):
+            return None
+        t0 = time.monotonic()
+        while True:
+            why = self._guard_gate(component, host)
+            waited = time.monotonic() - t0
+            if why is None:
+                self.say(f"{host.name:<10} {component.NAME:<10} healthy after restart ({waited:.1f}s)")
+                return None
+            if waited >= self.opts.gate_timeout:
+                self.fail_host(host, component.NAME, f"not healthy {waited:.0f}s after restart: {why}")
+                return why
+            time.sleep(self.opts.gate_interval)
+
+    def _guard_gate(self, component, host: Host) -> str | None:
+        try:
+            return component.gate(self, host)
+        except Exception as exc:  # noqa: BLE001 - a gate that cannot ask yet is "not healthy yet"
+            return f"{type(exc).__name__}: {exc}"
+
+    def _skip(self, plan: HostPlan, why: str) -> None:
+        """A host the roll did not reach: nothing applied, its notifications forgotten."""
+        self.pending[plan.host.name] = plan.before
+        desc = f"skipped, {len(plan.todo)} change(s) not applied ({why})"
+        self.record(StepResult(plan.host.name, plan.component, "rolling restart", "warn", desc))
+
+    def _restart_lines(self, component, plan: HostPlan, restarting: list) -> list[str]:
+        """The --check / recap lines of one host's restarts: in roll order, downtime marked."""
+        if not plan.restarts:
+            return []
+        head = f"{plan.host.name:<10} {component.NAME:<10} "
+        before = self._before_restart(component, plan)
+        lines = [head + before[0]] if before else []
+        where = f"rolling {restarting.index(plan.host.name) + 1}/{len(restarting)}"
+        for step, change in plan.restarts:
+            verb = "reload" if getattr(step, "reload_only", False) else "restart"
+            tag = f"DOWNTIME: {change.downtime}" if change.downtime else where
+            lines.append(f"{head}{verb} {step.target} ({tag})")
+        return lines
 
     def _apply(self, rem, host, component, todo, daemon_reload) -> list[StepResult]:
         streamed = {}
@@ -356,6 +510,9 @@ class Run:
 
     # -- end --------------------------------------------------------------------------------------
     def recap(self) -> int:
+        if self.restarts:
+            heading = "restarts (in this order)" if self.opts.check else "restarted (in this order)"
+            self.say("\n".join([f"{heading}:"] + [f"  {line}" for line in self.restarts]), always=True)
         rows = []
         for h in self.hosts:
             c = self.counts[h.name]
@@ -442,7 +599,9 @@ def _parse_apply(out: str) -> dict:
 
 
 def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None) -> int:
-    """Connect, run the components in order (rolling batches with --serial), print the recap.
+    """Connect, run the components in order (batches of N hosts with --serial), print the recap.
+
+Restarts roll one host at a time within each batch (see the module docstring).
 
     `preflight(run, hosts)`, if given, runs after connecting and before any change; a UserError it
     raises stops the run with nothing changed.

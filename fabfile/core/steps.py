@@ -49,6 +49,8 @@ class Change:
     warning: bool = False            # nothing to apply, but the user should know (reported as "warn")
     stream: tuple | None = None      # (command, chunks()) : bytes streamed to a command before the script
     preview: Preview | None = None   # for --check: what the script changes in a file or directory
+    restart: bool = False            # restarts/reloads a unit that is running now (the runner rolls these)
+    downtime: str = ""               # why this restart costs downtime (e.g. "single database"), for --check
 
 
 @dataclass
@@ -264,22 +266,30 @@ class Service(Step):
     """A systemd unit enabled and running (or stopped and disabled when `present=False`).
 
     Restarts when a step that notifies it (by unit name) changed; a unit started in this run is not
-    restarted again.
+    restarted again. Restarting (or reloading) a unit that is active now sets `Change.restart` (a first
+    start does not, nor does restarting a package's default instance onto our first `config`), so the
+    runner restarts one host at a time; `downtime` says why that restart stops the service for everyone
+    (no other replica), and --check shows it.
     """
 
     kind = "service"
     present: bool = True
     reload_only: bool = False   # `systemctl reload` instead of restart on notify (nginx)
     listen: tuple = ()          # other notification names that restart it (e.g. "airflow")
+    downtime: str = ""          # e.g. "single database": a restart stops the service for the whole cluster
+    config: str = ""            # our config file: absent when probed = the unit runs a package's defaults,
+    #                             so its restart is a first start (not rolled, no downtime)
 
     def probe(self):
         u = q(self.target)
+        ours = f"; [ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
         return (f"echo \"$(systemctl is-enabled {u} 2>/dev/null | head -1)\"; "
-                f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"")
+                f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"{ours}")
 
     def plan(self, state, notified):
-        lines = (state.splitlines() + ["", ""])[:2]
+        lines = (state.splitlines() + ["", "", ""])[:3]
         enabled, active = lines[0].strip(), lines[1].strip()
+        first = bool(self.config) and lines[2].strip() != "ours"
         u = q(self.target)
         if not self.present:
             if enabled in ("", "not-found") or (enabled == "disabled" and active != "active"):
@@ -294,14 +304,18 @@ class Service(Step):
             # have started it with its default config (restart starts a stopped unit)
             verb = "reload-or-restart" if self.reload_only else "restart"
             cmds.append(f"systemctl {verb} {u}")
-            what.append("reload" if self.reload_only else ("restart" if active == "active" else "start"))
+            running = active == "active"
+            what.append(("reload" if self.reload_only else "restart") if running else "start")
         elif active != "active":
             cmds.append(f"systemctl start {u}")
             what.append("start")
         if not cmds:
             return None
         started = (f"{self.target}:started",) if {"start", "restart"} & set(what) else ()
-        return Change(" + ".join(what), "\n".join(cmds), notify=started)
+        restart = bool({"restart", "reload"} & set(what)) and not first
+        downtime = self.downtime if restart else ""
+        desc = " + ".join(what) + (f" (DOWNTIME: {downtime})" if downtime else "")
+        return Change(desc, "\n".join(cmds), notify=started, restart=restart, downtime=downtime)
 
 
 @dataclass

@@ -73,3 +73,29 @@ def test_sysctl_read_only_is_a_warning_not_a_change():
     change = s.plan("0\nro\n", set())
     assert change.warning and change.script == ""
     assert s.plan("1\nro\n", set()) is None
+
+
+def test_service_marks_restarts_of_running_units_only():
+    s = Service("airflow-scheduler")
+    assert s.plan("enabled\nactive\n", {"airflow-scheduler"}).restart
+    assert not s.plan("enabled\ninactive\n", {"airflow-scheduler"}).restart      # a first start
+    assert not s.plan("disabled\ninactive\n", set()).restart
+    nginx = Service("nginx", reload_only=True)
+    assert nginx.plan("enabled\nactive\n", {"nginx"}).restart
+    assert nginx.plan("enabled\ninactive\n", {"nginx"}).desc == "start"
+
+
+def test_service_restart_with_downtime_says_so():
+    pg = Service("postgresql", downtime="single database")
+    change = pg.plan("enabled\nactive\n", {"postgresql"})
+    assert change.desc == "restart (DOWNTIME: single database)" and change.downtime == "single database"
+    assert pg.plan("enabled\ninactive\n", {"postgresql"}).downtime == ""
+
+
+def test_package_default_instance_restarted_onto_our_first_config_is_a_first_start():
+    s = Service("redis-server", config="/etc/redis/airflow-ha.conf")
+    assert "[ -e /etc/redis/airflow-ha.conf ] && echo ours || echo fresh" in s.probe()
+    assert not s.plan("enabled\nactive\nfresh\n", {"redis-server"}).restart    # apt started it with defaults
+    assert s.plan("enabled\nactive\nours\n", {"redis-server"}).restart
+    pg = Service("postgresql", downtime="single database", config="/etc/postgresql/15/main/conf.d/x.conf")
+    assert pg.plan("enabled\nactive\nfresh\n", {"postgresql"}).desc == "restart"

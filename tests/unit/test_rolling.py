@@ -1,0 +1,268 @@
+"""Rolling restarts by default (issue 13): the real runner (`execute`) against fake hosts, no SSH.
+
+Each fake host answers the runner's probe scripts (a File that differs notifies a Service; the Service is
+running or not), its apply scripts (every step succeeds) and the Sentinel/Redis questions of fabfile/redis.py,
+and logs what it was asked, in order, with the gate calls: the log is the order of events on the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from fabfile import postgres, redis, services
+from fabfile.core import inventory, runner
+from fabfile.core.offline import OfflineRun, synthetic_facts
+from fabfile.core.remote import Result
+from fabfile.core.runner import Options, Run, execute
+from fabfile.core.steps import File, Service
+
+SPEC = Path(__file__).resolve().parents[1] / "spec"
+DEBIAN = (SPEC / "os-release" / "debian-12").read_text()
+RUNNING, STOPPED = "enabled\nactive\n", "\n\n"
+NEW_SHA = hashlib.sha256(b"new\n").hexdigest()      # every fake config file's desired content is "new\n"
+ADDR = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
+
+
+class FakeHost:
+    """One host: `service` is what its units' probes answer; `changed` makes its files differ."""
+
+    def __init__(self, name, log, service=RUNNING, changed=True, barrier=None):
+        self.name, self.log, self.service, self.changed, self.barrier = name, log, service, changed, barrier
+        self.round_trips = 0
+        self.master = ADDR["node1"]
+
+    def close(self):
+        pass
+
+    def sh(self, script, timeout=0):
+        self.round_trips += 1
+        return Result(0, self._answer(script), "")
+
+    def _answer(self, script):
+        if "@@probe" in script:
+            self.log.append(("probe", self.name))
+            blocks = re.split(r"^echo '@@probe (\d+)'\n", script, flags=re.M)[1:]
+            return "".join(f"@@probe {i}\n{self._state(b)}" for i, b in zip(blocks[::2], blocks[1::2], strict=True))
+        if "@@begin" in script:
+            self.log.append(("apply", self.name))
+            if self.barrier:
+                self.barrier.wait(timeout=5)     # BrokenBarrierError unless every host applies at once
+            return "".join(f"@@begin {i}\n@@end {i} 0 1\n" for i in re.findall(r"@@begin (\d+)", script))
+        if "SENTINEL FAILOVER" in script:
+            self.log.append(("failover", self.name))
+            for host in HOSTS.values():
+                host.master = ADDR["node2"]
+            return "OK\n"
+        if "get-master-addr-by-name" in script:
+            return f"{self.master} 6379 \n"
+        if "CKQUORUM" in script:
+            return "@@redis\nrole:slave\nmaster_link_status:up\n@@sentinel\nOK 3 usable Sentinels\n"
+        return ""
+
+    def _state(self, probe):
+        if "is-enabled" in probe:
+            return self.service
+        return "absent\n" if self.changed else f"root root 644 regular file\n{NEW_SHA}\n"
+
+
+HOSTS: dict[str, FakeHost] = {}
+
+
+class FakeRun(OfflineRun):
+    """The real Run's engine; connections and facts come from the fake hosts."""
+
+    converge = Run.converge
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.remotes, self.refused = HOSTS, {}
+
+    def connect(self, hosts=None):
+        self.facts = {h.name: synthetic_facts(DEBIAN, h.name) for h in self.hosts}
+
+    def remote(self, name):
+        return HOSTS[name]
+
+
+class Component:
+    """A component like fabfile's: a config file that notifies its unit, the unit, an optional gate."""
+
+    def __init__(self, name, unit, roles=(), gate_log=None, failing=(), **service):
+        self.NAME, self.unit, self.roles, self.service = name, unit, roles, service
+        if gate_log is not None:
+            def gate(run, host):
+                gate_log.append(("gate", host.name))
+                return "not answering" if host.name in failing else None
+            self.gate = gate
+
+    def applies(self, inv, host):
+        return not self.roles or host.has(*self.roles)
+
+    def steps(self, ctx):
+        return [File(f"/etc/{self.NAME}.conf", "new\n", notify=(self.unit,)), Service(self.unit, **self.service)]
+
+
+class FakeRedis(Component):
+    """fabfile/redis.py's rolling hooks (prepare, roll_order, before_restart, gate) on simple steps."""
+
+    prepare = staticmethod(redis.prepare)
+    roll_order = staticmethod(redis.roll_order)
+    before_restart = staticmethod(redis.before_restart)
+
+    def __init__(self, log):
+        super().__init__("redis", "redis-server", roles=("redis",))
+        self.gate = lambda run, host: log.append(("gate", host.name)) or redis.gate(run, host)
+
+
+@pytest.fixture
+def log():
+    return []
+
+
+def deploy(log, components, check=False, serial=0, **hosts_kw):
+    inv = inventory.load(SPEC / "hosts.yaml")
+    HOSTS.clear()
+    HOSTS.update({n: FakeHost(n, log, **hosts_kw) for n in inv.hosts})
+    opts = Options(check=check, serial=serial, gate_timeout=0.05, gate_interval=0.01)
+    orig = runner.Run
+    runner.Run = FakeRun
+    try:
+        return execute(inv, list(inv.hosts.values()), components, opts)
+    finally:
+        runner.Run = orig
+
+
+def after_probes(log):
+    return [e for e in log if e[0] != "probe"]
+
+
+def test_restarts_of_running_units_roll_one_host_at_a_time(log, capsys):
+    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)])
+    assert rc == 0
+    assert after_probes(log) == [("apply", "node1"), ("gate", "node1"), ("apply", "node2"), ("gate", "node2"),
+                                 ("apply", "node3"), ("gate", "node3")]
+    out = capsys.readouterr().out
+    assert "restarts one host at a time: node1 -> node2 -> node3" in out
+    assert "node2      services   restart airflow-api-server (rolling 2/3)" in out
+
+
+def test_first_starts_are_applied_in_parallel_without_gate(log):
+    barrier = threading.Barrier(3)
+    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)], service=STOPPED, barrier=barrier)
+    assert rc == 0 and not barrier.broken
+    assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
+
+
+def test_package_started_units_get_their_first_config_in_parallel(log):
+    """Fresh deploy: apt started redis/nginx/postgres with defaults; moving them onto our config is no roll."""
+    barrier = threading.Barrier(3)
+    rc = deploy(log, [Component("redis", "redis-server", gate_log=log, config="/etc/redis/airflow-ha.conf")],
+                barrier=barrier)     # the probe says "active", and no "ours": our config is not there yet
+    assert rc == 0 and not barrier.broken
+    assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
+
+
+def test_failing_gate_stops_the_roll_and_leaves_later_hosts_untouched(log, capsys):
+    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log, failing=("node2",)),
+                      Component("nginx", "nginx", gate_log=log)])
+    assert rc == 1
+    events = after_probes(log)
+    assert events[:3] == [("apply", "node1"), ("gate", "node1"), ("apply", "node2")]
+    assert set(events[3:6]) == {("gate", "node2")}, "polled until gate_timeout"
+    assert ("apply", "node3") in events and events.index(("apply", "node3")) > events.index(("apply", "node1"), 3)
+    services_applies = [e for e in events[:events.index(("apply", "node1"), 3)] if e[0] == "apply"]
+    assert ("apply", "node3") not in services_applies, "the roll stopped before node3"
+    out = capsys.readouterr().out
+    assert "node2      services   failed       host: not healthy" in out
+    assert "node3      services   warn         rolling restart: skipped, 2 change(s) not applied " \
+           "(roll stopped at node2: not answering)" in out
+    # the next component still rolls over the hosts that did not fail (node2 is skipped from then on)
+    assert ("apply", "node2") not in events[events.index(("apply", "node1"), 3):]
+
+
+def test_redis_master_is_failed_over_and_restarted_last(log):
+    rc = deploy(log, [FakeRedis(log)])
+    assert rc == 0
+    assert after_probes(log) == [("apply", "node2"), ("gate", "node2"), ("apply", "node3"), ("gate", "node3"),
+                                 ("failover", "node1"), ("apply", "node1"), ("gate", "node1")]
+
+
+def test_check_lists_restarts_in_order_and_marks_downtime(log, capsys):
+    comps = [FakeRedis(log), Component("postgres", "postgresql", roles=("postgres",), gate_log=log,
+                                       downtime="single database"),
+             Component("services", "airflow-api-server", roles=("api_server",), gate_log=log),
+             Component("nginx", "nginx", roles=("nginx",), gate_log=log, reload_only=True)]
+    deploy(log, comps, check=True)
+    assert all(e[0] == "probe" for e in log), "--check applies nothing, calls no gate, fails nothing over"
+    out = capsys.readouterr().out
+    listed = out[out.index("restarts (in this order):"):].splitlines()[1:11]
+    assert [" ".join(line.split()) for line in listed] == [
+        "node2 redis restart redis-server (rolling 1/3)",
+        "node3 redis restart redis-server (rolling 2/3)",
+        "node1 redis SENTINEL FAILOVER airflow: a replica takes over before the old master restarts",
+        "node1 redis restart redis-server (rolling 3/3)",
+        "node3 postgres restart postgresql (DOWNTIME: single database)",
+        "node1 services restart airflow-api-server (rolling 1/2)",
+        "node2 services restart airflow-api-server (rolling 2/2)",
+        "node1 nginx reload nginx (rolling 1/3)",
+        "node2 nginx reload nginx (rolling 2/3)",
+        "node3 nginx reload nginx (rolling 3/3)",
+    ]
+    assert "would change service postgresql: restart (DOWNTIME: single database)" in out
+
+
+def test_converged_cluster_costs_one_probe_round_trip_per_host(log):
+    comps = [Component("services", "airflow-api-server", gate_log=log), Component("nginx", "nginx", gate_log=log)]
+    assert deploy(log, comps, changed=False) == 0
+    assert sorted(log) == [("probe", "node1"), ("probe", "node2"), ("probe", "node3")]
+    assert {h.round_trips for h in HOSTS.values()} == {1}
+
+
+def test_serial_batches_still_work_and_roll_inside_each_batch(log):
+    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)], serial=2)
+    assert rc == 0
+    assert after_probes(log) == [("apply", "node1"), ("gate", "node1"), ("apply", "node2"), ("gate", "node2"),
+                                 ("apply", "node3"), ("gate", "node3")]
+    assert log.index(("probe", "node3")) > log.index(("gate", "node2")), "node3 is planned in the second batch"
+
+
+def test_services_gate_verdict():
+    ok = "@@unit airflow-api-server active 42\n@@unit airflow-worker active 11\n@@api 200\n@@ready 1\n"
+    assert services.gate_verdict(ok) is None
+    bad = "@@unit airflow-scheduler activating 0\n@@unit airflow-worker active 3\n@@api 502\n@@ready 0\n"
+    assert services.gate_verdict(bad) == ("airflow-scheduler activating; airflow-worker active for 3s only (< 10s); "
+                                          "api-server health: HTTP 502; celery worker not ready")
+
+
+def test_redis_gate_verdict():
+    up = "@@redis\nrole:slave\nmaster_link_status:up\n@@sentinel\nOK 3 usable Sentinels\n"
+    assert redis.gate_verdict(up, is_master=False) is None
+    assert redis.gate_verdict("@@redis\nrole:master\n", is_master=True) is None
+    assert "acts as master" in redis.gate_verdict("@@redis\nrole:master\n", is_master=False)
+    assert redis.gate_verdict("@@redis\nrole:slave\nmaster_link_status:down\n@@sentinel\nNOQUORUM 1 usable\n",
+                              is_master=False) == "redis replica link down; sentinel: NOQUORUM 1 usable"
+
+
+def test_postgres_restart_is_marked_as_downtime():
+    [service] = [s for s in _postgres_steps() if isinstance(s, Service)]
+    assert service.plan(RUNNING + "ours\n", {"postgresql"}).desc == "restart (DOWNTIME: single database)"
+    assert service.plan(RUNNING + "fresh\n", {"postgresql"}).desc == "restart", "apt's instance: no downtime"
+
+
+def _postgres_steps():
+    inv = inventory.load(SPEC / "hosts.yaml")
+    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True))
+    ctx = runner.HostContext(run, inv.hosts["node3"], synthetic_facts(DEBIAN, "node3"))
+    return postgres.steps(ctx)
+
+
+def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
+    monkeypatch.setattr(redis, "failover", lambda run: "sentinels did not agree")
+    assert deploy(log, [FakeRedis(log)]) == 1
+    assert ("apply", "node1") not in log and log[-1] == ("gate", "node3")
+    assert "node1      redis      failed       host: not restarted: sentinels did not agree" in capsys.readouterr().out
