@@ -22,6 +22,7 @@ from .core.templates import render
 NAME = "keepalived"
 CONF = "/etc/keepalived/keepalived.conf"
 SCRIPT_USER = "keepalived_script"   # keepalived's default script user: the track script never runs as root
+CHECK = "/etc/keepalived/airflow-ha-check.sh"
 
 
 def applies(inv, host) -> bool:
@@ -49,14 +50,23 @@ def interface(ctx) -> str:
                     "set cluster.vip_interface to the interface the VIP belongs on")
 
 
-def check_command(inv) -> str:
-    """The track script: the local nginx answers the api-servers' health (fails with no api-server)."""
+def check_script(inv) -> str:
+    """The track script: the local nginx gets an answer from some api-server.
+
+    Any HTTP status below 502 counts (`/api/v2/version` answers 401 without a token); 502-504 or no answer
+    mean no api-server is reachable. `-m 5`: a request that first tries a powered-off api-server waits
+    proxy_connect_timeout (2 s) before nginx tries the next one, and that is still an answer. It does not
+    ask `/monitor/health`, which needs the database: a dead database host must not take the VIP away
+    from every healthy nginx.
+    """
     ports = inv.cluster["ports"]
     if inv.cluster["tls"]["enabled"]:
-        url = f"-k https://127.0.0.1:{ports['https']}/api/v2/monitor/health"
+        url = f"-k https://127.0.0.1:{ports['https']}/api/v2/version"
     else:
-        url = f"http://127.0.0.1:{ports['http']}/api/v2/monitor/health"
-    return f"/usr/bin/curl -sf -m 2 -o /dev/null {url}"
+        url = f"http://127.0.0.1:{ports['http']}/api/v2/version"
+    return ("#!/bin/sh\n# Managed by airflow-ha: keepalived's track script (fabfile/keepalived.py).\n"
+            f"code=$(/usr/bin/curl -s -m 5 -o /dev/null -w '%{{http_code}}' {url})\n"
+            '[ "$code" -ge 200 ] 2>/dev/null && [ "$code" -lt 502 ]\n')
 
 
 def config(ctx) -> str:
@@ -69,7 +79,7 @@ def config(ctx) -> str:
     return render("keepalived/keepalived.conf.j2", host=host.name, vip=vip, interface=interface(ctx),
                   router_id=router_id(inv), priority=priority(inv, host), address=ctx.address,
                   peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("nginx") if h != host],
-                  password=ctx.secrets["vrrp_password"], check=check_command(inv), script_user=SCRIPT_USER)
+                  password=ctx.secrets["vrrp_password"], check=CHECK, script_user=SCRIPT_USER)
 
 
 #: keepalived 2.2.7 (Debian 12) ends `--config-test` of a valid config that has a vrrp_script with SIGTERM
@@ -85,6 +95,7 @@ def steps(ctx) -> list:
         Packages(target="keepalived", names=tuple(plat.packages["keepalived"]), manager=plat.pkg),
         Command(f"user {SCRIPT_USER}", unless=f"getent passwd {SCRIPT_USER}",
                 script=f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {SCRIPT_USER}"),
+        File(CHECK, check_script(ctx.inv), mode=0o755),
         File(CONF, config(ctx), mode=0o600, notify=(unit,), secret=True),
         Command(unit, desc="keepalived --config-test", script=CONFIG_TEST, only_if_notified=True),
         *selinux.steps_for_keepalived(ctx),

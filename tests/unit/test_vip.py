@@ -91,8 +91,8 @@ def test_keepalived_config_peers_priorities_auth_and_track_script(tmp_path):
         assert "auth_type PASS" in c and "auth_pass s3cret99" in c
         assert f"virtual_router_id {keepalived.router_id(inv)}" in c
         assert "10.0.0.100/32 dev eth0" in c and "interface eth0" in c
-        assert 'script "/usr/bin/curl -sf -m 2 -o /dev/null http://127.0.0.1:80/api/v2/monitor/health"' in c
-        assert all(k in c for k in ("interval 2", "fall 2", "rise 2", "chk_airflow_nginx"))
+        assert f"script \"{keepalived.CHECK}\"" in c
+        assert all(k in c for k in ("interval 2", "fall 3", "rise 2", "chk_airflow_nginx"))
 
 
 def test_keepalived_interface_setting_and_missing_interface(tmp_path):
@@ -116,7 +116,22 @@ def test_keepalived_config_is_a_secret_file_and_reloads_on_change(tmp_path):
 
 def test_tls_track_script_uses_https(tmp_path):
     inv = load(tmp_path, "{vip: 10.0.0.100, tls: {enabled: true}}")
-    assert keepalived.check_command(inv).endswith("-k https://127.0.0.1:443/api/v2/monitor/health")
+    assert "-k https://127.0.0.1:443/api/v2/version" in keepalived.check_script(inv)
+
+
+def test_track_script_passes_on_any_upstream_answer_and_fails_on_gateway_errors(tmp_path):
+    """A dead database (health 503 via the api-server's JSON, or 401 from /version) must keep the VIP; 502-504 or
+    no answer (no api-server behind nginx) must fail. The script runs with a fake curl printing the code."""
+    import subprocess
+    script = keepalived.check_script(load(tmp_path, "{vip: 10.0.0.100}"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for code, ok in (("200", True), ("401", True), ("500", True), ("502", False), ("504", False), ("000", False)):
+        curl = bin_dir / "curl"
+        curl.write_text(f"#!/bin/sh\nprintf {code}\n")
+        curl.chmod(0o755)
+        res = subprocess.run(["sh", "-c", script.replace("/usr/bin/curl", str(curl))], capture_output=True)
+        assert (res.returncode == 0) == ok, code
 
 
 def test_vrrp_password_is_8_characters_and_masked():
