@@ -1,21 +1,25 @@
 """The meta-task: components in dependency order, shared by `fab` and `inv` (same functions, same output).
 
-Order: packages → redis → postgres → airflow (+ db migrate once) → dags → services → nginx → firewall
-→ keepalived (after the firewall, which lets VRRP in; only with `cluster.vip`) → monitoring (exporters +
-Prometheus; only stops exporters when `cluster.monitoring` is off).
-`--check` ends with the inventory's single points of failure (fabfile/spof.py).
-Every component runs on all selected hosts in parallel before the next one starts, which is what
+Order: packages → firewall → redis → postgres → airflow (+ db migrate once) → dags → services → nginx →
+keepalived (only with `cluster.vip`) → monitoring (exporters + Prometheus; only stops exporters when
+`cluster.monitoring` is off). The firewall comes first: its peers are every inventory host (hosts added
+in this run included), so no service of the run listens unfirewalled, and no connection opened by a
+service is cut later by enabling it. `--check` ends with the inventory's single points of failure
+(fabfile/spof.py). Every component runs on all selected hosts before the next one starts, which is what
 makes cross-host ordering right (PostgreSQL and Redis are up before any Airflow process starts).
+A full deploy that changed something ends with a bounded health gate (`ends_healthy`).
 """
 
 from __future__ import annotations
+
+import time
 
 from . import airflow, dags, dependencies, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services, spof
 from .core import inventory as inventory_mod
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
 
-COMPONENTS = [packages, redis, postgres, airflow, dags, services, nginx, firewall, keepalived, monitoring]
+COMPONENTS = [packages, firewall, redis, postgres, airflow, dags, services, nginx, keepalived, monitoring]
 BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 
@@ -29,7 +33,8 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
         _ensure_local_artifacts(inv, comps)
         rc = execute(inv, selected, comps,
                      Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel),
-                     preflight=lambda run, hosts: dependencies.check(run, hosts, comps))
+                     preflight=lambda run, hosts: dependencies.check(run, hosts, comps),
+                     finish=None if components or check else ends_healthy)
         if check:
             print(spof_report(inv))
         return rc
@@ -51,3 +56,23 @@ def _ensure_local_artifacts(inv, comps) -> None:
         airflow.ensure_wheelhouse_local(inv)
     if dags in comps:
         dags.bundle(*dags.sources(inv))
+
+
+def ends_healthy(run, timeout: float = 180, interval: float = 5) -> None:
+    """A deploy that changed something ends healthy or says why: wait (bounded) until the health checks
+    of the hosts it touched (and the cluster-wide ones) pass; failing checks then fail the run."""
+    from . import health
+    if run.opts.check or run.failed or not any(c["changed"] for c in run.counts.values()):
+        return
+    names = {h.name for h in run.hosts} | {"cluster"}
+    deadline = time.monotonic() + timeout
+    while True:
+        failing = [c for c in health.collect(run) if c.status == "fail" and c.host in names]
+        if not failing or time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    for c in failing:
+        run.say(f"{c.host:<10} {'health':<10} {'failed':<12} {c.check}: {c.detail}", always=True)
+        run.failed.setdefault(c.host, f"unhealthy after deploy: {c.check}")
+    if not failing:
+        run.say(f"{'cluster':<10} {'health':<10} ok           every check passes", always=True)

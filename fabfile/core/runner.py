@@ -598,13 +598,13 @@ def _parse_apply(out: str) -> dict:
     return done
 
 
-def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None) -> int:
+def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None, finish=None) -> int:
     """Connect, run the components in order (batches of N hosts with --serial), print the recap.
 
-Restarts roll one host at a time within each batch (see the module docstring).
-
+    Restarts roll one host at a time within each batch (see the module docstring).
     `preflight(run, hosts)`, if given, runs after connecting and before any change; a UserError it
-    raises stops the run with nothing changed.
+    raises stops the run with nothing changed. `finish(run)`, if given, runs after the last component
+    and before the recap (e.g. a health gate); it may mark hosts failed.
     """
     run = Run(inv, hosts, opts)
     try:
@@ -625,6 +625,8 @@ Restarts roll one host at a time within each batch (see the module docstring).
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
                 run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
+        if finish:
+            finish(run)
         return run.recap()
     finally:
         run.close()
