@@ -107,6 +107,13 @@ def rolling_restart(c, hosts=None, inventory=None):
     _exit(drills_mod.rolling_restart(inventory, hosts))
 
 
+@task(help={"host": "the inventory host to take out", "inventory": HELP["inventory"]})
+def decommission(c, host, inventory=None):
+    """Take a host out of the running cluster: fail Redis over, drain its worker, stop it, converge the rest."""
+    from fabfile import decommission as decommission_mod
+    _exit(decommission_mod.run(host, inventory))
+
+
 @task(help={"airflow_version": "target Airflow version"})
 def upgrade(c, airflow_version=None):
     """Not yet: see README "Upgrades" (a rolling upgrade needs the new wheelhouse and db migrate first)."""
@@ -118,6 +125,7 @@ drill_ns = Collection("drill", drill_all, *[_drill_task(n) for n in drills_mod.D
 ns.add_collection(drill_ns)
 ns.add_task(rolling_restart)
 ns.add_task(upgrade)
+ns.add_task(decommission)
 
 
 @task(help={"runs": "runs per figure (median)", "fresh_runs": "fresh deploys (each resets the lab; 0 = skip)",

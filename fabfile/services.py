@@ -7,6 +7,8 @@ from the airflow component). A role removed from a host stops and disables its u
 
 from __future__ import annotations
 
+import time
+
 from . import nginx
 from .airflow import ROLES, VENV
 from .core.steps import Command, File, Service
@@ -120,11 +122,25 @@ def gate_script(run, host) -> str:
     return "\n".join(lines)
 
 
+#: nginx's `fail_timeout` for an api-server (files/nginx/*.conf.j2). Every nginx that sent a request to a
+#: restarting api-server marked it down for this long; the next api-server may stop only after every nginx
+#: has taken the restarted one back, else an nginx would find no live api-server (an instant 502).
+NGINX_FAIL_TIMEOUT = 10
+
+
 def gate(run, host) -> str | None:
     """Rolling restarts go on only when this host's Airflow units are up for MIN_UP s, its api-server
-    answers its health URL (HTTP 200) and its worker is ready; else why not."""
+    answers its health URL (HTTP 200) for longer than nginx's fail_timeout, and its worker is ready;
+    else why not."""
     out = run.remote(host.name).sh(gate_script(run, host), timeout=30).out
-    return gate_verdict(out)
+    verdict = gate_verdict(out)
+    if verdict or not host.has("api_server"):
+        return verdict
+    answering = run.data.setdefault("api_answering_since", {}).setdefault(host.name, time.monotonic())
+    waited = time.monotonic() - answering
+    if waited < NGINX_FAIL_TIMEOUT + 2:
+        return f"api-server answers; waiting {NGINX_FAIL_TIMEOUT + 2 - waited:.0f}s more for nginx to take it back"
+    return None
 
 
 def gate_verdict(out: str) -> str | None:

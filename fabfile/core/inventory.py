@@ -189,7 +189,7 @@ def load(path: str | Path | None = None) -> Inventory:
     cluster = _merge(CLUSTER_DEFAULTS, data.get("cluster") or {}, path, "cluster")
     hosts = _hosts(data.get("hosts"), cluster, path)
     inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts)
-    _validate(inv)
+    validate(inv)
     return inv
 
 
@@ -283,7 +283,8 @@ def _hosts(raw, cluster, path) -> dict:
     return hosts
 
 
-def _validate(inv: Inventory) -> None:
+def validate(inv: Inventory) -> None:
+    """Refuse an inventory the cluster cannot run on (InventoryError: what, where, fix)."""
     path, c = inv.path, inv.cluster
     if c["redis"]["mode"] == "cluster":
         raise InventoryError(

@@ -56,3 +56,15 @@ def test_power_loss_of_a_host_node4_talks_to_loses_no_task(four_hosts):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     row = re.search(r"^node\s+.*$", res.stdout, re.M)
     assert row and row.group(0).rstrip().endswith("PASS"), res.stdout
+
+
+def test_decommission_drains_and_removes_the_host(four_hosts):
+    """Scale-in: the worker-only host is drained and every peer forgets it; the 3-host cluster is healthy."""
+    addr = labapi.node_address("node4")
+    res = inv("decommission", "node4", timeout=2400, inventory=four_hosts)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "node4 is out of the cluster" in res.stdout, res.stdout[-2000:]
+    assert ssh("node4", "systemctl is-active airflow-worker").stdout.strip() != "active"
+    for node in ("node1", "node2", "node3"):
+        assert addr not in ssh(node, "ufw show added").stdout, node
+    wait_healthy()

@@ -266,3 +266,21 @@ def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
     assert deploy(log, [FakeRedis(log)]) == 1
     assert ("apply", "node1") not in log and log[-1] == ("gate", "node3")
     assert "node1      redis      failed       host: not restarted: sentinels did not agree" in capsys.readouterr().out
+
+
+def test_api_server_gate_waits_for_nginx_fail_timeout(monkeypatch):
+    """A restarted api-server must answer for longer than nginx's fail_timeout before the next host stops:
+    else an nginx that marked it down finds no live api-server (an instant 502)."""
+    from types import SimpleNamespace
+
+    from fabfile import services
+    clock = [1000.0]
+    monkeypatch.setattr(services.time, "monotonic", lambda: clock[0])
+    out = "@@unit airflow-api-server active 30\n@@api 200\n"
+    remote = SimpleNamespace(sh=lambda script, timeout=None: SimpleNamespace(out=out))
+    run = SimpleNamespace(data={}, remote=lambda name: remote, addresses={"node1": "10.0.0.1"},
+                          inv=SimpleNamespace(cluster={"ports": {"api": 8080}}))
+    host = SimpleNamespace(name="node1", has=lambda *roles: "api_server" in roles)
+    assert "waiting" in services.gate(run, host)
+    clock[0] += services.NGINX_FAIL_TIMEOUT + 2
+    assert services.gate(run, host) is None

@@ -1,0 +1,33 @@
+"""`inv decommission` refuses, before anything changes, a removal the cluster cannot survive (issue #13)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabfile import decommission
+from fabfile.core.errors import PreconditionError
+from fabfile.core.inventory import load
+
+
+def _inv(tmp_path, extra=""):
+    path = tmp_path / "hosts.yaml"
+    path.write_text("hosts:\n"
+                    "  node1: {roles: [redis, sentinel, api_server, scheduler, triggerer, worker, nginx]}\n"
+                    "  node2: {roles: [redis, sentinel, api_server, scheduler, dag_processor, triggerer, worker, nginx]}\n"
+                    "  node3: {roles: [redis, sentinel, postgres, worker, flower, nginx]}\n" + extra)
+    return load(path)
+
+
+def test_database_host_is_refused(tmp_path):
+    with pytest.raises(PreconditionError, match="cannot decommission node3: without it, no host has the 'postgres'"):
+        decommission.without(_inv(tmp_path), "node3")
+
+
+def test_leaving_an_even_number_of_sentinels_is_refused(tmp_path):
+    with pytest.raises(PreconditionError, match="2 sentinel hosts"):
+        decommission.without(_inv(tmp_path), "node1")
+
+
+def test_a_worker_only_host_can_go(tmp_path):
+    rest = decommission.without(_inv(tmp_path, "  node4: {roles: [worker]}\n"), "node4")
+    assert list(rest.hosts) == ["node1", "node2", "node3"]
