@@ -274,6 +274,7 @@ class Probe:
 
     url: str
     rate: float = 10
+    timeout: float = 2        # seconds; a slower answer counts as failed
     results: list = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -285,7 +286,7 @@ class Probe:
         while not self.stop.is_set():
             t = time.time()
             try:
-                ok = http(self.url, timeout=2)[0] == 200
+                ok = http(self.url, timeout=self.timeout)[0] == 200
             except OSError:
                 ok = False
             self.results.append((t, ok))

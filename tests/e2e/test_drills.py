@@ -6,12 +6,11 @@ Bounds are generous on purpose (a 2-core machine runs three hosts); the figures 
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 
 from fabfile.airflow_api import Airflow
-from tests.e2e.util import address, inv, secrets
+from tests.e2e.util import address, inv, secrets, triggered_throughout
 
 pytestmark = pytest.mark.e2e
 
@@ -35,23 +34,8 @@ def test_rolling_restart_loses_no_task(deployed):
     """DAG runs are triggered all through the rolling restart; every task of every run must succeed."""
     api = Airflow(f"http://{address('node1')}", "admin", secrets()["admin_password"])
     api.wait_dag_loaded("ha_load")
-    runs, done = [], threading.Event()
-
-    def keep_triggering():
-        while not done.is_set():
-            try:
-                runs.append(api.trigger("ha_load"))
-            except (OSError, RuntimeError):
-                pass                      # the api-server behind node1's nginx may be restarting
-            done.wait(20)
-
-    t = threading.Thread(target=keep_triggering)
-    t.start()
-    try:
-        res = inv("rolling-restart", timeout=3600)
-    finally:
-        done.set()
-        t.join()
+    res, runs = triggered_throughout(api, "ha_load", lambda: inv("rolling-restart", timeout=3600))
+    runs = [r for r in runs if r]             # the api-server behind node1's nginx may be restarting
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(runs) >= 3, runs
     for run_id in runs:

@@ -13,7 +13,6 @@ pinned to its current value so PostgreSQL itself does not restart (that one is a
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ import yaml
 
 from fabfile.drills import Probe
 from tests.e2e.test_health import wait_healthy
-from tests.e2e.util import ROOT, Airflow, inv, ssh
+from tests.e2e.util import ROOT, Airflow, inv, ssh, triggered_throughout
 
 pytestmark = pytest.mark.e2e
 
@@ -37,26 +36,6 @@ def _changed_inventory(tmp_path):
     return path
 
 
-def _under_load(api, action):
-    """Run `action()` while ha_load runs are triggered every 15 s; returns (action result, run ids)."""
-    runs, done = [], threading.Event()
-
-    def keep_triggering():
-        while not done.is_set():
-            try:
-                runs.append(api.trigger("ha_load"))
-            except (OSError, RuntimeError):
-                runs.append(None)          # a refused trigger counts as a failed request below
-            done.wait(15)
-    t = threading.Thread(target=keep_triggering)
-    t.start()
-    try:
-        return action(), runs
-    finally:
-        done.set()
-        t.join()
-
-
 def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     changed = _changed_inventory(tmp_path)
     check = inv("deploy", "--check", inventory=changed)
@@ -68,10 +47,10 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
     api = Airflow()
     api.wait_dag_loaded("ha_load")
-    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5)
+    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5, timeout=10)   # 2 cores, 3 hosts + load
     t0 = time.monotonic()
     try:
-        res, runs = _under_load(api, lambda: inv("deploy", timeout=2400, inventory=changed))
+        res, runs = triggered_throughout(api, "ha_load", lambda: inv("deploy", timeout=2400, inventory=changed), every=15)
         took = time.monotonic() - t0
         failed_requests, sent = probe.failed()
     finally:

@@ -57,3 +57,27 @@ def http_status_from(host: str, url: str) -> str:
             "except e.HTTPError as x: print(x.code)\n"
             "except Exception as x: print('error', type(x).__name__)")
     return ssh(host, f"python3 -c \"{code}\"").stdout.strip()
+
+
+def triggered_throughout(api, dag_id: str, action, every: float = 20):
+    """Run `action()` while `dag_id` is triggered every `every` s; returns (its result, run ids).
+
+    A trigger the API refuses (e.g. the api-server behind the nginx is restarting) is recorded as None.
+    """
+    import threading
+    runs, done = [], threading.Event()
+
+    def keep_triggering():
+        while not done.is_set():
+            try:
+                runs.append(api.trigger(dag_id))
+            except (OSError, RuntimeError):
+                runs.append(None)
+            done.wait(every)
+    t = threading.Thread(target=keep_triggering)
+    t.start()
+    try:
+        return action(), runs
+    finally:
+        done.set()
+        t.join()
