@@ -302,10 +302,12 @@ class Service(Step):
         if self.target in notified or notified.intersection(self.listen):
             # restart even if the probe saw it stopped: a package installed earlier in this same apply may
             # have started it with its default config (restart starts a stopped unit)
-            verb = "reload-or-restart" if self.reload_only else "restart"
-            cmds.append(f"systemctl {verb} {u}")
+            # onto our first config a reload is not enough: the package's default instance may hold other
+            # listen sockets (nginx's *:80 blocks binding 127.0.0.1:80, and the reload then fails quietly)
+            reload = self.reload_only and not first
+            cmds.append(f"systemctl {'reload-or-restart' if reload else 'restart'} {u}")
             running = active == "active"
-            what.append(("reload" if self.reload_only else "restart") if running else "start")
+            what.append(("reload" if reload else "restart") if running else "start")
         elif active != "active":
             cmds.append(f"systemctl start {u}")
             what.append("start")

@@ -99,3 +99,12 @@ def test_package_default_instance_restarted_onto_our_first_config_is_a_first_sta
     assert s.plan("enabled\nactive\nours\n", {"redis-server"}).restart
     pg = Service("postgresql", downtime="single database", config="/etc/postgresql/15/main/conf.d/x.conf")
     assert pg.plan("enabled\nactive\nfresh\n", {"postgresql"}).desc == "restart"
+
+
+def test_reload_only_service_restarts_onto_its_first_config():
+    """nginx started by its package holds *:80; a reload onto our first config (127.0.0.1:80) fails quietly."""
+    svc = Service("nginx", reload_only=True, config="/etc/nginx/sites-available/airflow-ha.conf")
+    first = svc.plan("enabled\nactive\nfresh\n", {"nginx"})
+    assert "systemctl restart nginx" in first.script and not first.restart
+    later = svc.plan("enabled\nactive\nours\n", {"nginx"})
+    assert "reload-or-restart" in later.script and later.restart
