@@ -9,14 +9,20 @@ whole inventory is used. Hosts must be inventory names (validated before any con
 
 from __future__ import annotations
 
+import os
 import sys
 
-from fabric import task
-from invoke import Collection
+# Fabric puts this package's own folder first on sys.path, so `import redis` (redis-py, used by health)
+# would load fabfile/redis.py instead. Keep only the folder `fabfile` itself is imported from.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-from . import dags as dags_mod
-from . import health as health_mod
-from . import stack as deploy_mod
+from fabric import task  # noqa: E402
+from invoke import Collection  # noqa: E402
+
+from . import dags as dags_mod  # noqa: E402
+from . import health as health_mod  # noqa: E402
+from . import stack as deploy_mod  # noqa: E402
 
 _done: set = set()
 
