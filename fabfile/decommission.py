@@ -18,7 +18,6 @@ Then remove HOST from the inventory file (the command says so); until then a dep
 
 from __future__ import annotations
 
-import shlex
 import time
 
 from . import redis, stack
@@ -51,12 +50,9 @@ def _stop_script(run, host) -> str:
 
 
 def _sentinel_reset(run, hosts) -> None:
-    s = redis.settings(run.inv)
+    name = redis.settings(run.inv)["master_name"]
     for host in hosts:
-        script = (f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}\n"
-                  f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} -p {s['sentinel_port']} "
-                  f"SENTINEL RESET {s['master_name']}")
-        run.remote(host.name).sh(script, timeout=15)
+        run.remote(host.name).sh(redis.sentinel_cli(run, host, f"SENTINEL RESET {name}"), timeout=15)
         time.sleep(1)   # one Sentinel at a time: the others keep the quorum while it rediscovers
 
 

@@ -39,8 +39,9 @@ def _is_up(run, host, role) -> str:
     """'' when `role`'s unit is active on `host`, else why not (read-only: facts + systemctl)."""
     try:
         rem = run.remote(host.name)
-        platform = parse_facts(rem.sh(FACTS_SCRIPT, timeout=30).out).platform
-        unit = _unit(role, platform)
+        if host.name not in run.facts:   # a host probed for two roles reads its facts once
+            run.facts[host.name] = parse_facts(rem.sh(FACTS_SCRIPT, timeout=30).out)
+        unit = _unit(role, run.facts[host.name].platform)
         state = rem.sh(f"systemctl is-active {unit}", timeout=30).out.strip() or "unknown"
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable", reported below
         return f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"

@@ -269,7 +269,7 @@ def check_workers(run) -> list[Check]:
             for attempt in range(3):   # a worker busy at the moment of flower's broadcast may miss one ping
                 with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
                     workers = jsonlib.loads(resp.read())
-                if expected <= {k.split("@", 1)[-1].split(".")[0] for k in workers} or attempt == 2:
+                if expected <= {_celery_host(k) for k in workers} or attempt == 2:
                     break
                 time.sleep(1)
     except Exception as exc:  # noqa: BLE001
@@ -277,9 +277,14 @@ def check_workers(run) -> list[Check]:
     return [_worker_check(h.name, workers, inv.var(h, "worker_queues")) for h in inv.with_role("worker")]
 
 
+def _celery_host(node: str) -> str:
+    """The inventory host of a Celery node name (`celery@node3` or `celery@node3.example`)."""
+    return node.split("@", 1)[-1].split(".")[0]
+
+
 def _worker_check(name: str, workers: dict, expected: list) -> Check:
     """One worker's row from flower's /api/workers: online, and consuming exactly its configured queues."""
-    info = next((v for k, v in workers.items() if k.split("@", 1)[-1].split(".")[0] == name), None)
+    info = next((v for k, v in workers.items() if _celery_host(k) == name), None)
     if info is None:
         return Check(name, "celery worker online", "fail", "not online in flower")
     queues = info.get("active_queues") if isinstance(info, dict) else None

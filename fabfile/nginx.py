@@ -52,6 +52,10 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
 
 
+#: seconds nginx skips an api-server after 2 failed attempts (the rolling gate waits this out too)
+FAIL_TIMEOUT = 10
+
+
 def steps(ctx) -> list:
     inv, plat, run = ctx.inv, ctx.platform, ctx.run
     ports, tls = inv.cluster["ports"], inv.cluster["tls"]
@@ -61,12 +65,12 @@ def steps(ctx) -> list:
     api_servers = [(h.name, run.addresses[h.name]) for h in inv.with_role("api_server")]
     if local_only(ctx.host):
         return _common(ctx, render("nginx/airflow-ha-local.conf.j2", api_servers=api_servers,
-                                   api_port=ports["api"], http_port=ports["http"]))
+                                   api_port=ports["api"], http_port=ports["http"], fail_timeout=FAIL_TIMEOUT))
     site = render("nginx/airflow-ha.conf.j2", api_servers=api_servers,
                   flower=(flower[0].name, run.addresses[flower[0].name]) if flower else None,
                   api_port=ports["api"], flower_port=ports["flower"], http_port=ports["http"],
                   https_port=ports["https"], tls=tls["enabled"], tls_cert=f"/etc/nginx/{_name(cert)}",
-                  tls_key=f"/etc/nginx/{_name(key)}")
+                  tls_key=f"/etc/nginx/{_name(key)}", fail_timeout=FAIL_TIMEOUT)
     out = [File("/etc/nginx/airflow-ha-flower.htpasswd", f"flower:{ssha(ctx.secrets['flower_password'])}\n",
                 owner="root", group=web_user, mode=0o640, notify=(unit,))]
     if tls["enabled"] and tls["cert"]:

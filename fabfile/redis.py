@@ -44,6 +44,13 @@ def ask_master_script(run, sentinel_hosts) -> str:
     return "\n".join(lines)
 
 
+def sentinel_cli(run, host, command: str, timeout: int = 5) -> str:
+    """Shell asking `host`'s Sentinel `command`; the password travels in REDISCLI_AUTH, never in argv."""
+    return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}\n"
+            f"timeout {timeout} redis-cli --no-auth-warning -h {run.addresses[host.name]} "
+            f"-p {settings(run.inv)['sentinel_port']} {command}")
+
+
 def sentinel_views(run) -> dict[str, str]:
     """sentinel host -> the master address it names (hosts that do not answer are left out)."""
     views = {}
@@ -178,11 +185,9 @@ def failover(run, timeout: float = 60, interval: float = 1) -> str | None:
 
 def _request_failover(run) -> str:
     """SENTINEL FAILOVER on the first reachable sentinel host: its answer ("OK", "NOGOODSLAVE ...")."""
-    s = settings(run.inv)
+    name = settings(run.inv)["master_name"]
     for host in (h for h in run.inv.with_role("sentinel") if h.name not in run.failed):
-        script = (f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}\n"
-                  f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} -p {s['sentinel_port']} "
-                  f"SENTINEL FAILOVER {s['master_name']} 2>&1")
+        script = sentinel_cli(run, host, f"SENTINEL FAILOVER {name} 2>&1")
         try:
             return run.remote(host.name).sh(script, timeout=15).out.strip()
         except Exception:  # noqa: BLE001 - try the next sentinel

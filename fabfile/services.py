@@ -122,10 +122,10 @@ def gate_script(run, host) -> str:
     return "\n".join(lines)
 
 
-#: nginx's `fail_timeout` for an api-server (files/nginx/*.conf.j2). Every nginx that sent a request to a
-#: restarting api-server marked it down for this long; the next api-server may stop only after every nginx
-#: has taken the restarted one back, else an nginx would find no live api-server (an instant 502).
-NGINX_FAIL_TIMEOUT = 10
+#: nginx's `fail_timeout` for an api-server. Every nginx that sent a request to a restarting api-server
+#: marked it down for this long; the next api-server may stop only after every nginx has taken the
+#: restarted one back, else an nginx would find no live api-server (an instant 502).
+NGINX_FAIL_TIMEOUT = nginx.FAIL_TIMEOUT
 
 
 def gate(run, host) -> str | None:
