@@ -270,7 +270,7 @@ def node(d: Drill) -> Row:
 
 @dataclass
 class Probe:
-    """GET `url` at most `rate` times a second in a thread; every answer is (time, ok)."""
+    """GET `url` at most `rate` times a second in a thread; every answer is (time, ok, what failed)."""
 
     url: str
     rate: float = 10
@@ -286,19 +286,25 @@ class Probe:
         while not self.stop.is_set():
             t = time.time()
             try:
-                ok = http(self.url, timeout=self.timeout)[0] == 200
-            except OSError:
-                ok = False
-            self.results.append((t, ok))
+                status = http(self.url, timeout=self.timeout)[0]
+                why = "" if status == 200 else f"HTTP {status}"
+            except OSError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            self.results.append((t, not why, why))
             self.stop.wait(max(0.0, 1 / self.rate - (time.time() - t)))
 
     def failed(self, since=0.0, until=float("inf")) -> tuple[int, int]:
         """(failed, sent) among the requests started in [since, until)."""
-        window = [ok for t, ok in list(self.results) if since <= t < until]
+        window = [ok for t, ok, _ in list(self.results) if since <= t < until]
         return window.count(False), len(window)
 
+    def failures(self) -> list[str]:
+        """Each failed request: when (wall clock) and what failed."""
+        return [f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {why}"
+                for t, ok, why in list(self.results) if not ok]
+
     def first_ok(self, since: float) -> float | None:
-        return next((t for t, ok in list(self.results) if t >= since and ok), None)
+        return next((t for t, ok, _ in list(self.results) if t >= since and ok), None)
 
     def close(self):
         self.stop.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from . import selinux
 from .core.steps import Absent, Command, File, Link, Service, Warn
@@ -149,6 +150,32 @@ def health_url(inv) -> str:
     if inv.cluster["tls"]["enabled"]:
         return f"https://127.0.0.1:{ports['https']}/api/v2/monitor/health"
     return f"http://127.0.0.1:{ports['http']}/api/v2/monitor/health"
+
+
+def drain_script(site: str, server: str, drained: bool) -> str:
+    """Mark `server` (address:port) `down` in the api-server upstream of `site`, or back up; then test
+    and reload nginx (graceful: requests in flight finish) unless the file already says so."""
+    pattern = re.escape(server).replace("/", "\\/")
+    edit = (f"s/^(\\s*server {pattern}) (max_fails)/\\1 down \\2/" if drained
+            else f"s/^(\\s*server {pattern}) down /\\1 /")
+    return (f"before=$(sha256sum < {site})\nsed -i -E '{edit}' {site}\n"
+            f"[ \"$(sha256sum < {site})\" = \"$before\" ] || {{ nginx -t -q && nginx -s reload && sleep 1; }}")
+
+
+def set_drained(run, server_host, drained: bool) -> str | None:
+    """Take an api-server out of (or back into) every nginx's upstream, local-only ones included, in
+    parallel. None when done on every reachable nginx host, else why not."""
+    server = f"{run.addresses[server_host.name]}:{run.inv.cluster['ports']['api']}"
+    hosts = [h for h in run.inv.hosts.values() if runs_nginx(h)]
+    run.connect(hosts)   # nginx hosts outside a `-H` subset too (their facts: the site's path)
+
+    def one(host):
+        if host.name in run.failed or host.name not in run.facts:
+            return None
+        site = run.facts[host.name].platform.paths["nginx_site"]
+        res = run.remote(host.name).sh(drain_script(site, server, drained), timeout=30)
+        return None if res.ok else f"{host.name}: {res.out.strip()[-200:] or f'exit {res.rc}'}"
+    return "; ".join(e for e in run.parallel(one, hosts) if e) or None
 
 
 def gate(run, host) -> str | None:

@@ -7,8 +7,6 @@ from the airflow component). A role removed from a host stops and disables its u
 
 from __future__ import annotations
 
-import time
-
 from . import nginx
 from .airflow import ROLES, VENV
 from .core.steps import Command, File, Service
@@ -122,25 +120,26 @@ def gate_script(run, host) -> str:
     return "\n".join(lines)
 
 
-#: nginx's `fail_timeout` for an api-server. Every nginx that sent a request to a restarting api-server
-#: marked it down for this long; the next api-server may stop only after every nginx has taken the
-#: restarted one back, else an nginx would find no live api-server (an instant 502).
-NGINX_FAIL_TIMEOUT = nginx.FAIL_TIMEOUT
+def before_restart(run, host, units):
+    """Restarting an api-server while others serve: every nginx stops sending it requests first, so no
+    request waits on a stopping or still-loading api-server (uvicorn with 2+ workers binds its port
+    before the app is loaded). `after_restart` takes it back once its gate passed."""
+    if UNITS["api_server"] not in units or len(run.inv.with_role("api_server")) < 2:
+        return None
+    return (f"drain: every nginx stops sending requests to this api-server "
+            f"({len([h for h in run.inv.hosts.values() if nginx.runs_nginx(h)])} nginx hosts)",
+            lambda: nginx.set_drained(run, host, True))
+
+
+def after_restart(run, host) -> str | None:
+    """The restarted api-server answers its health URL: every nginx sends it requests again."""
+    return nginx.set_drained(run, host, False)
 
 
 def gate(run, host) -> str | None:
     """Rolling restarts go on only when this host's Airflow units are up for MIN_UP s, its api-server
-    answers its health URL (HTTP 200) for longer than nginx's fail_timeout, and its worker is ready;
-    else why not."""
-    out = run.remote(host.name).sh(gate_script(run, host), timeout=30).out
-    verdict = gate_verdict(out)
-    if verdict or not host.has("api_server"):
-        return verdict
-    answering = run.data.setdefault("api_answering_since", {}).setdefault(host.name, time.monotonic())
-    waited = time.monotonic() - answering
-    if waited < NGINX_FAIL_TIMEOUT + 2:
-        return f"api-server answers; waiting {NGINX_FAIL_TIMEOUT + 2 - waited:.0f}s more for nginx to take it back"
-    return None
+    answers its own health URL (HTTP 200) and its worker is ready; else why not."""
+    return gate_verdict(run.remote(host.name).sh(gate_script(run, host), timeout=30).out)
 
 
 def gate_verdict(out: str) -> str | None:

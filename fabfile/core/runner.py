@@ -8,8 +8,9 @@ Rolling by default: a component is probed and planned on all its hosts in parall
 (or reloads) a unit that is running now, its hosts are applied one at a time, each followed by the
 component's optional `gate(run, host)` (None = healthy, else why not; polled up to `gate_timeout`).
 A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
-config. Components may also define `roll_order(run, hosts)` and `before_restart(run, host, units)`
-(Redis: master last, failed over first). First starts (fresh deploy) stay parallel, and a converged
+config. Components may also define `roll_order(run, hosts)`, `before_restart(run, host, units)`
+(Redis: master last, failed over first; api-servers: drained from every nginx) and `after_restart(run,
+host)` once the gate passed (api-servers: back into every nginx). First starts (fresh deploy) stay parallel, and a converged
 host still costs one probe round trip (`speculate`). `--check` ends with the restarts in roll order,
 those that cost downtime marked (`Service(downtime=...)`).
 """
@@ -394,9 +395,14 @@ class Run:
         self._guard(name, host, lambda: self._finish(plan))
         if host.name in self.failed:
             return self.failed[host.name]
-        if plan.restarts:
-            return self._await_gate(component, host)
-        return None
+        if not plan.restarts:
+            return None
+        why = self._await_gate(component, host)
+        if why is None and before and hasattr(component, "after_restart"):
+            why = self._guard(name, host, lambda: component.after_restart(self, host))
+            if why:
+                self.fail_host(host, name, f"after restart: {why}")
+        return why
 
     def _before_restart(self, component, plan: HostPlan):
         if not plan.restarts or not hasattr(component, "before_restart"):

@@ -1,9 +1,9 @@
 """End-to-end (issue #13): a config change that restarts every Airflow service rolls one host at a time.
 
-`parallelism` 32 -> 24 changes airflow.cfg, so every Airflow process on every host must restart
-(api-servers, schedulers, triggerers, the dag-processor, workers, flower). `api_workers` stays at the
-lab's 1: with 2+ uvicorn workers the api-server binds its port before the app is loaded, and nginx can
-then send a request to it that waits until it is ready (a known gap, see the README).
+`parallelism` 32 -> 24 and `api_workers` 1 -> 2 change airflow.cfg and the api-server units, so every
+Airflow process on every host must restart (api-servers, schedulers, triggerers, the dag-processor,
+workers, flower). Each api-server is drained from every nginx before its restart and taken back once it
+answers (uvicorn with 2 workers binds its port before the app is loaded).
 With a probe through the VIP (5 req/s) and load DAG runs
 triggered all through the deploy: 0 failed probe requests, 0 failed tasks. `postgres.max_connections` is
 pinned to its current value so PostgreSQL itself does not restart (that one is a DOWNTIME item, shown by
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 def _changed_inventory(tmp_path):
     data = yaml.safe_load((ROOT / "hosts.yaml").read_text())
     current = int(ssh("node3", "runuser -u postgres -- psql -tAc 'show max_connections'", check=True).stdout)
-    data["cluster"].update(parallelism=24, postgres={"max_connections": current},
+    data["cluster"].update(parallelism=24, api_workers=2, postgres={"max_connections": current},
                            secrets=str(ROOT / ".secrets" / "hosts.yaml"), ssh_config=str(ROOT / ".lab" / "ssh_config"),
                            dags_dir=str(ROOT / "files" / "dags"))
     path = tmp_path / "hosts-rolling.yaml"
@@ -41,7 +41,8 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     check = inv("deploy", "--check", inventory=changed)
     assert check.returncode == 0, check.stdout[-3000:]
     plan = check.stdout.split("restarts (in this order):")[-1]
-    assert re.search(r"node1\s+services\s+restart airflow-api-server \(rolling 1/\d\)", plan), plan
+    assert re.search(r"node1\s+services\s+drain: every nginx stops sending requests to this api-server.*\n"
+                     r"\s*node1\s+services\s+restart airflow-api-server \(rolling 1/\d\)", plan), plan
     assert "DOWNTIME" not in plan, plan
 
     vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
@@ -60,7 +61,8 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     order = res.stdout.split("restarted (in this order):")[-1]
     api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
     assert api_restarts == ["node1", "node2"], order
-    assert failed_requests == 0, f"{failed_requests}/{sent} probe requests failed"
+    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
+                                  + res.stdout[-4000:])
     assert None not in runs and len(runs) >= 3, runs
     for run_id in runs:
         assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id

@@ -268,19 +268,46 @@ def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
     assert "node1      redis      failed       host: not restarted: sentinels did not agree" in capsys.readouterr().out
 
 
-def test_api_server_gate_waits_for_nginx_fail_timeout(monkeypatch):
-    """A restarted api-server must answer for longer than nginx's fail_timeout before the next host stops:
-    else an nginx that marked it down finds no live api-server (an instant 502)."""
-    from types import SimpleNamespace
+class FakeApiServers(Component):
+    """fabfile/services.py's drain hooks around an api-server restart, the drains logged."""
 
-    from fabfile import services
-    clock = [1000.0]
-    monkeypatch.setattr(services.time, "monotonic", lambda: clock[0])
-    out = "@@unit airflow-api-server active 30\n@@api 200\n"
-    remote = SimpleNamespace(sh=lambda script, timeout=None: SimpleNamespace(out=out))
-    run = SimpleNamespace(data={}, remote=lambda name: remote, addresses={"node1": "10.0.0.1"},
-                          inv=SimpleNamespace(cluster={"ports": {"api": 8080}}))
-    host = SimpleNamespace(name="node1", has=lambda *roles: "api_server" in roles)
-    assert "waiting" in services.gate(run, host)
-    clock[0] += services.NGINX_FAIL_TIMEOUT + 2
-    assert services.gate(run, host) is None
+    def __init__(self, log):
+        super().__init__("services", "airflow-api-server", roles=("api_server",), gate_log=log)
+        self.before_restart, self.after_restart = services.before_restart, services.after_restart
+
+    @staticmethod
+    def drained(log):
+        return lambda run, host, drained: log.append(("drain" if drained else "undrain", host.name))
+
+
+def test_an_api_server_is_drained_before_its_restart_and_taken_back_after_its_gate(log, monkeypatch):
+    from fabfile import nginx
+    monkeypatch.setattr(nginx, "set_drained", FakeApiServers.drained(log))
+    assert deploy(log, [FakeApiServers(log)]) == 0
+    events = [e for e in log if e[0] in ("drain", "apply", "gate", "undrain")]
+    assert events == [(e, n) for n in ("node1", "node2") for e in ("drain", "apply", "gate", "undrain")]
+
+
+def test_drain_script_marks_one_server_down_and_back(tmp_path):
+    """The script run on every nginx host: only the named server line changes, and nginx is tested and
+    reloaded only when the file changed."""
+    import subprocess
+
+    from fabfile import nginx
+    site = tmp_path / "site.conf"
+    text = ("upstream airflow_api {\n    server 10.0.0.1:8080 max_fails=2 fail_timeout=10s;  # node1\n"
+            "    server 10.0.0.11:8080 max_fails=2 fail_timeout=10s;  # node11\n}\n")
+    site.write_text(text)
+    (tmp_path / "nginx").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n")
+    (tmp_path / "nginx").chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+
+    def run(drained):
+        script = nginx.drain_script(str(site), "10.0.0.1:8080", drained).replace("sleep 1", "true")
+        subprocess.run(["sh", "-ec", script], check=True, env=env)
+    run(True)
+    assert site.read_text() == text.replace("10.0.0.1:8080 max", "10.0.0.1:8080 down max")
+    run(True)                                  # already drained: no second reload
+    run(False)
+    assert site.read_text() == text
+    assert (tmp_path / "calls").read_text().splitlines() == ["-t -q", "-s reload"] * 2
