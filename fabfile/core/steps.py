@@ -69,9 +69,19 @@ class Step:
         raise NotImplementedError
 
 
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+
+
 @dataclass
 class Packages(Step):
-    """OS packages present (apt or dnf); `apt-get update` only when the lists are older than an hour."""
+    """OS packages present (apt or dnf); `apt-get update` only when the lists are older than an hour.
+
+    Debian starts a daemon the moment its package is installed: before this run's firewall and configs
+    exist (redis-sentinel listens on every address). A `policy-rc.d` answering 101 ("action forbidden",
+    Debian policy 9.3.3) keeps every service installed here stopped; its component starts it later, after
+    the firewall converged, with its own config. An existing policy-rc.d is left alone. RPMs never start
+    services on install.
+    """
 
     kind = "packages"
     names: tuple = ()
@@ -96,6 +106,8 @@ class Packages(Step):
             opts = "-o Acquire::http::Timeout=30 -o Acquire::Retries=3 -o DPkg::Lock::Timeout=120"
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\n"
+                f"[ -e {POLICY_RC_D} ] || {{ printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D}; "
+                f"chmod 755 {POLICY_RC_D}; trap 'rm -f {POLICY_RC_D}' EXIT; }}\n"
                 f"[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
                 f"|| timeout 600 apt-get -q {opts} update\n"
                 f"timeout 1200 apt-get install -y -q --no-install-recommends {opts} "
