@@ -109,7 +109,7 @@ def rolling_restart(c, hosts=None, inventory=None):
 
 @task(help={"host": "the inventory host to take out", "inventory": HELP["inventory"]})
 def decommission(c, host, inventory=None):
-    """Take a host out of the running cluster: fail Redis over, drain its worker, stop it, converge the rest."""
+    """Take hosts (HOST or HOST,HOST) out of the running cluster: fail Redis over, drain, stop, converge the rest."""
     from fabfile import decommission as decommission_mod
     _exit(decommission_mod.run(host, inventory))
 

@@ -1,12 +1,13 @@
-"""`inv decommission HOST`: take a host out of a running cluster without losing a task.
+"""`inv decommission HOST[,HOST...]`: take hosts out of a running cluster without losing a task.
 
 Decision (issue #13): scale-in is a dedicated command, not "delete it from hosts.yaml and deploy" — a
 deploy of an inventory that no longer lists a host cannot reach it to drain it. So, with HOST still in the
-inventory:
+inventory (several hosts at once when they must leave together, e.g. two of five Sentinels):
 
 1. refuse, before anything changes, when the cluster without HOST would be invalid (the last host of a
    required role, the database host, an even number of Sentinels: the inventory validator's error);
-2. if HOST holds the Redis master, `SENTINEL FAILOVER` moves it away first;
+2. if HOST holds the Redis master, `SENTINEL FAILOVER` moves it away first (the leaving hosts' Redis get
+   `replica-priority 0` before, so the master never moves to another leaving host);
 3. drain HOST: its Celery worker gets a warm shutdown (running tasks finish), then its other Airflow
    units, keepalived, nginx, Redis and Sentinel are stopped and disabled;
 4. converge every other host with the inventory without HOST (firewall peers, pg_hba, nginx upstreams,
@@ -18,6 +19,7 @@ Then remove HOST from the inventory file (the command says so); until then a dep
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from . import redis, stack
@@ -28,15 +30,23 @@ from .core.runner import Options, Run, execute, fail
 from .services import UNITS
 
 
-def without(inv: Inventory, name: str) -> Inventory:
-    """The inventory minus `name`, validated (an InventoryError says why the cluster would break)."""
-    rest = Inventory(path=inv.path, cluster=inv.cluster, hosts={n: h for n, h in inv.hosts.items() if n != name})
+def without(inv: Inventory, names: list[str]) -> Inventory:
+    """The inventory minus `names`, validated (an InventoryError says why the cluster would break)."""
+    rest = Inventory(path=inv.path, cluster=inv.cluster,
+                     hosts={n: h for n, h in inv.hosts.items() if n not in names})
     try:
         inventory_mod.validate(rest)
     except UserError as exc:
-        raise PreconditionError(f"cannot decommission {name}: without it, {exc.what}", exc.where,
-                                exc.fix or "add a host that takes over its roles first") from None
+        raise PreconditionError(f"cannot decommission {', '.join(names)}: without {'it' if len(names) == 1 else 'them'}, "
+                                f"{exc.what}", exc.where, exc.fix or "add a host that takes over its roles first") from None
     return rest
+
+
+def _no_promotion_script(run, host) -> str:
+    """A leaving Redis must never be promoted by the failover (Sentinel skips replica-priority 0)."""
+    return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}\n"
+            f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} "
+            f"-p {redis.settings(run.inv)['port']} CONFIG SET replica-priority 0")
 
 
 def _stop_script(run, host) -> str:
@@ -56,40 +66,56 @@ def _sentinel_reset(run, hosts) -> None:
         time.sleep(1)   # one Sentinel at a time: the others keep the quorum while it rediscovers
 
 
-def run(name: str, inventory=None) -> int:
-    """Decommission `name` (see the module docstring); 0 when the cluster converged without it."""
+def run(names: list[str] | str, inventory=None) -> int:
+    """Decommission `names` (see the module docstring); 0 when the cluster converged without them."""
+    names = names.split(",") if isinstance(names, str) else names
     try:
         inv = inventory_mod.load(inventory)
-        host = inv.select([name])[0]
-        rest = without(inv, name)
+        hosts = inv.select(names)
+        rest = without(inv, names)
         r = Run(inv, list(inv.hosts.values()), Options())
     except UserError as exc:
         fail(exc)
     try:
         r.connect()
-        if name in r.failed:
-            fail(PreconditionError(f"{name} is unreachable: {r.failed[name]}", f"{inv.path}: hosts.{name}",
+        if down := [n for n in names if n in r.failed]:
+            fail(PreconditionError(f"{', '.join(down)} unreachable: {r.failed[down[0]]}",
+                                   f"{inv.path}: hosts.{down[0]}",
                                    "power it on to drain it, or take it out of the inventory and deploy"))
-        if host.has("redis"):
-            redis.prepare(r, [host])
-            if r.data.get("redis_master") == r.addresses[name] and (why := redis.failover(r)):
-                fail(PreconditionError(f"the Redis master {name} could not be failed over: {why}",
-                                       f"{inv.path}: hosts.{name}", "check `inv health`, then try again"))
-        print(f"{name:<10} decommission stopping its services (worker: warm shutdown)", flush=True)
-        res = r.remote(name).sh(_stop_script(r, host), timeout=inv.cluster["worker_stop_timeout"] + 120)
-        if not res.ok:
-            print(res.out + res.err)
+        _fail_master_over(r, inv, [h for h in hosts if h.has("redis")])
+        for host in hosts:
+            print(f"{host.name:<10} decommission stopping its services (worker: warm shutdown)", flush=True)
+        results = r.parallel(lambda h: r.remote(h.name).sh(_stop_script(r, h),
+                                                            timeout=inv.cluster["worker_stop_timeout"] + 120), hosts)
+        if bad := [res for res in results if not res.ok]:
+            print("\n".join(res.out + res.err for res in bad))
             return 1
     finally:
         r.close()
     rc = execute(rest, list(rest.hosts.values()), stack.COMPONENTS, Options(quiet=True),
                  finish=stack.ends_healthy)
-    if rc == 0 and host.has("sentinel", "redis"):
+    if rc == 0 and any(h.has("sentinel", "redis") for h in hosts):
         r = Run(rest, list(rest.hosts.values()), Options(quiet=True, silent=True))
         try:
             _sentinel_reset(r, rest.with_role("sentinel"))
         finally:
             r.close()
-    print(f"{name} is out of the cluster" if rc == 0 else f"{name}: the other hosts did not converge",
-          f"— now remove it from {inv.path}" if rc == 0 else "", flush=True)
+    who = ", ".join(names)
+    print(f"{who} {'is' if len(names) == 1 else 'are'} out of the cluster" if rc == 0
+          else f"{who}: the other hosts did not converge",
+          f"— now remove {'it' if len(names) == 1 else 'them'} from {inv.path}" if rc == 0 else "", flush=True)
     return rc
+
+
+def _fail_master_over(r, inv, leaving: list) -> None:
+    """If a leaving host holds the Redis master, fail it over to a staying replica (or stop, saying why)."""
+    if not leaving:
+        return
+    redis.prepare(r, leaving)
+    if r.data.get("redis_master") not in [r.addresses[h.name] for h in leaving]:
+        return
+    for host in leaving:
+        r.remote(host.name).sh(_no_promotion_script(r, host), timeout=15)
+    if why := redis.failover(r):
+        fail(PreconditionError(f"the Redis master could not be failed over: {why}",
+                               f"{inv.path}: hosts", "check `inv health`, then try again"))

@@ -13,6 +13,7 @@ Every single point of failure of the inventory (fabfile/spof.py) is a "warn" row
 from __future__ import annotations
 
 import json as jsonlib
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -163,8 +164,10 @@ def check_redis(run) -> list[Check]:
                 addr = s.execute_command("SENTINEL", "get-master-addr-by-name", master_name)
                 masters[host.name] = addr[0].decode() if addr else None
                 try:
-                    s.execute_command("SENTINEL", "CKQUORUM", master_name)
-                    out.append(Check(host.name, "sentinel quorum", "ok", f"master {masters[host.name]}"))
+                    ok = s.execute_command("SENTINEL", "CKQUORUM", master_name)
+                    usable = re.search(rb"(\d+) usable", ok if isinstance(ok, bytes) else str(ok).encode())
+                    out.append(Check(host.name, "sentinel quorum", "ok", f"master {masters[host.name]}"
+                                     + (f", {usable.group(1).decode()} usable sentinels" if usable else "")))
                 except redislib.ResponseError as exc:
                     out.append(Check(host.name, "sentinel quorum", "fail", str(exc)[:80]))
         except Exception as exc:  # noqa: BLE001

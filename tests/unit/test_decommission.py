@@ -20,14 +20,21 @@ def _inv(tmp_path, extra=""):
 
 def test_database_host_is_refused(tmp_path):
     with pytest.raises(PreconditionError, match="cannot decommission node3: without it, no host has the 'postgres'"):
-        decommission.without(_inv(tmp_path), "node3")
+        decommission.without(_inv(tmp_path), ["node3"])
 
 
 def test_leaving_an_even_number_of_sentinels_is_refused(tmp_path):
     with pytest.raises(PreconditionError, match="2 sentinel hosts"):
-        decommission.without(_inv(tmp_path), "node1")
+        decommission.without(_inv(tmp_path), ["node1"])
 
 
 def test_a_worker_only_host_can_go(tmp_path):
-    rest = decommission.without(_inv(tmp_path, "  node4: {roles: [worker]}\n"), "node4")
+    rest = decommission.without(_inv(tmp_path, "  node4: {roles: [worker]}\n"), ["node4"])
     assert list(rest.hosts) == ["node1", "node2", "node3"]
+
+
+def test_two_of_five_sentinel_hosts_leave_together_not_one_by_one(tmp_path):
+    five = _inv(tmp_path, "  node4: {roles: [redis, sentinel, worker, nginx]}\n  node5: {roles: [redis, sentinel]}\n")
+    with pytest.raises(PreconditionError, match="cannot decommission node5: without it, .*4 sentinel hosts"):
+        decommission.without(five, ["node5"])
+    assert list(decommission.without(five, ["node4", "node5"]).hosts) == ["node1", "node2", "node3"]
