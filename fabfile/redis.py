@@ -31,7 +31,7 @@ def settings(inv) -> dict:
     r, ports = inv.cluster["redis"], inv.cluster["ports"]
     return {"port": ports["redis"], "sentinel_port": ports["sentinel"], "master_name": r["master_name"],
             "down_after_ms": r["down_after_ms"], "failover_timeout_ms": r["failover_timeout_ms"],
-            "quorum": len(inv.with_role("sentinel")) // 2 + 1}
+            "quorum": len(inv.with_role("sentinel")) // 2 + 1, "maxmemory": str(r["maxmemory"]).lower()}
 
 
 def ask_master_script(run, sentinel_hosts) -> str:

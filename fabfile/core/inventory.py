@@ -50,7 +50,7 @@ CLUSTER_DEFAULTS: dict = {
         "redis_exporter": 9121, "postgres_exporter": 9187, "prometheus": 9090,
     },
     "redis": {"mode": "replication", "master_name": "airflow", "down_after_ms": 5000,
-              "failover_timeout_ms": 60000},
+              "failover_timeout_ms": 60000, "maxmemory": "0"},   # 0 = no limit (noeviction: a full broker refuses)
     "postgres": {"max_connections": 0},   # 0 = computed from the number of Airflow processes
     "tls": {"enabled": False, "cert": None, "key": None},
     "http_proxy": None,                # proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
@@ -295,6 +295,9 @@ def validate(inv: Inventory) -> None:
     if c["redis"]["mode"] != "replication":
         raise InventoryError(f"unknown redis.mode {c['redis']['mode']!r}", f"{path}: cluster.redis.mode",
                              "use 'replication'")
+    if not re.fullmatch(r"\d+(kb|mb|gb)?", str(c["redis"]["maxmemory"]).lower()):
+        raise InventoryError(f"redis.maxmemory {c['redis']['maxmemory']!r} is not a Redis memory size",
+                             f"{path}: cluster.redis.maxmemory", "write e.g. 0 (no limit), 512mb or 2gb")
     for role, fix in (("postgres", "give exactly one host the 'postgres' role"),
                       ("redis", "give one or more hosts (3 recommended) the 'redis' role"),
                       ("api_server", "give at least one host (2 for HA) the 'api_server' role"),

@@ -1,13 +1,16 @@
-"""End-to-end (issue #13): a config change that restarts every Airflow service rolls one host at a time.
+"""End-to-end (issue #13): config changes roll one host at a time, with no failed request and no failed task.
 
-`parallelism` 32 -> 24 and `api_workers` 1 -> 2 change airflow.cfg and the api-server units, so every
-Airflow process on every host must restart (api-servers, schedulers, triggerers, the dag-processor,
-workers, flower). Each api-server is drained from every nginx before its restart and taken back once it
-answers (uvicorn with 2 workers binds its port before the app is loaded).
-With a probe through the VIP (5 req/s) and load DAG runs
-triggered all through the deploy: 0 failed probe requests, 0 failed tasks. `postgres.max_connections` is
-pinned to its current value so PostgreSQL itself does not restart (that one is a DOWNTIME item, shown by
---check). The default inventory is deployed again afterwards (another rolling change).
+1. `parallelism` 32 -> 24 and `api_workers` 1 -> 2 change airflow.cfg and the api-server units, so every
+   Airflow process on every host must restart (api-servers, schedulers, triggerers, the dag-processor,
+   workers, flower). Each api-server is drained from every nginx before its restart and taken back once
+   it answers (uvicorn with 2 workers binds its port before the app is loaded).
+2. `redis.maxmemory` changes redis.conf on every Redis host: the replicas restart first, then Sentinel
+   fails the master over and the old master restarts last.
+
+Each with a probe through the VIP (5 req/s) and load DAG runs triggered all through the deploy: 0 failed
+probe requests, 0 failed tasks. `postgres.max_connections` is pinned to its current value so PostgreSQL
+itself does not restart (that one is a DOWNTIME item, shown by --check). The default inventory is
+deployed again after each (another rolling change, the way back).
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ import pytest
 import yaml
 
 from fabfile.drills import Probe
-from tests.e2e.test_health import wait_healthy
+from tests.e2e.test_health import health_json, wait_healthy
 from tests.e2e.util import ROOT, Airflow, inv, ssh, triggered_throughout
 
 pytestmark = pytest.mark.e2e
 
 
-def _changed_inventory(tmp_path):
+def _changed_inventory(tmp_path, **cluster):
     data = yaml.safe_load((ROOT / "hosts.yaml").read_text())
     current = int(ssh("node3", "runuser -u postgres -- psql -tAc 'show max_connections'", check=True).stdout)
-    data["cluster"].update(parallelism=24, api_workers=2, postgres={"max_connections": current},
+    data["cluster"].update(postgres={"max_connections": current}, **cluster,
                            secrets=str(ROOT / ".secrets" / "hosts.yaml"), ssh_config=str(ROOT / ".lab" / "ssh_config"),
                            dags_dir=str(ROOT / "files" / "dags"))
     path = tmp_path / "hosts-rolling.yaml"
@@ -36,8 +39,35 @@ def _changed_inventory(tmp_path):
     return path
 
 
+def _deploy_under_load(inventory, name: str):
+    """`inv deploy` with a probe through the VIP and `ha_load` triggered throughout; asserts 0 failed
+    requests and 0 failed tasks. Returns the deploy's output."""
+    vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
+    api = Airflow()
+    api.wait_dag_loaded("ha_load")
+    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5, timeout=10)   # 2 cores, 3 hosts + load
+    t0 = time.monotonic()
+    try:
+        res, runs = triggered_throughout(api, "ha_load", lambda: inv("deploy", timeout=2400, inventory=inventory),
+                                         every=15)
+        took = time.monotonic() - t0
+        failed_requests, sent = probe.failed()
+    finally:
+        probe.close()
+    print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
+                                  + res.stdout[-4000:])
+    assert None not in runs and len(runs) >= 2, runs
+    for run_id in runs:
+        assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id
+        failed = [ti["task_id"] for ti in api.task_instances("ha_load", run_id) if ti["state"] != "success"]
+        assert not failed, (run_id, failed)
+    return res.stdout
+
+
 def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
-    changed = _changed_inventory(tmp_path)
+    changed = _changed_inventory(tmp_path, parallelism=24, api_workers=2)
     check = inv("deploy", "--check", inventory=changed)
     assert check.returncode == 0, check.stdout[-3000:]
     plan = check.stdout.split("restarts (in this order):")[-1]
@@ -45,29 +75,38 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
                      r"\s*node1\s+services\s+restart airflow-api-server \(rolling 1/\d\)", plan), plan
     assert "DOWNTIME" not in plan, plan
 
-    vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
-    api = Airflow()
-    api.wait_dag_loaded("ha_load")
-    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5, timeout=10)   # 2 cores, 3 hosts + load
-    t0 = time.monotonic()
-    try:
-        res, runs = triggered_throughout(api, "ha_load", lambda: inv("deploy", timeout=2400, inventory=changed), every=15)
-        took = time.monotonic() - t0
-        failed_requests, sent = probe.failed()
-    finally:
-        probe.close()
-    print(f"\nrolling change: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
-    assert res.returncode == 0, res.stdout[-4000:]
-    order = res.stdout.split("restarted (in this order):")[-1]
+    out = _deploy_under_load(changed, "rolling change (parallelism, api_workers)")
+    order = out.split("restarted (in this order):")[-1]
     api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
     assert api_restarts == ["node1", "node2"], order
-    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
-                                  + res.stdout[-4000:])
-    assert None not in runs and len(runs) >= 3, runs
-    for run_id in runs:
-        assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id
-        failed = [ti["task_id"] for ti in api.task_instances("ha_load", run_id) if ti["state"] != "success"]
-        assert not failed, (run_id, failed)
+
+    back = inv("deploy", timeout=2400)
+    assert back.returncode == 0, back.stdout[-3000:]
+    wait_healthy()
+
+
+def _redis_master() -> str:
+    _, data = health_json()
+    detail = next(c["detail"] for c in data["checks"] if c["check"] == "sentinels agree on master")
+    return detail.split()[0]
+
+
+def test_redis_config_change_restarts_the_master_last_after_a_failover(deployed, tmp_path):
+    master = _redis_master()
+    changed = _changed_inventory(tmp_path, redis={"maxmemory": "512mb"})
+    check = inv("deploy", "--check", inventory=changed)
+    assert check.returncode == 0, check.stdout[-3000:]
+    plan = check.stdout.split("restarts (in this order):")[-1]
+    redis_lines = [line.split(None, 2) for line in plan.splitlines() if re.match(r"\s*node\d\s+redis\s", line)]
+    assert [h for h, _, what in redis_lines if what.startswith("restart redis-server")][-1] == master, plan
+    assert redis_lines[-2][0] == master and redis_lines[-2][2].startswith("SENTINEL FAILOVER"), plan
+
+    out = _deploy_under_load(changed, "rolling Redis change (maxmemory)")
+    order = out.split("restarted (in this order):")[-1]
+    restarted = re.findall(r"(node\d)\s+redis\s+restart redis-server", order)
+    assert sorted(restarted) == ["node1", "node2", "node3"] and restarted[-1] == master, order
+    assert _redis_master() != master
+    ssh("node1", "grep -x 'maxmemory 512mb' /etc/redis/airflow-ha.conf", check=True)
 
     back = inv("deploy", timeout=2400)
     assert back.returncode == 0, back.stdout[-3000:]
