@@ -72,6 +72,7 @@ class OfflineRun(Run):
         self.remotes, self.facts, self.failed = {}, {}, {}
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.checks = Counter()
         self.results, self.pending, self.data, self.restarts = [], {}, {}, []
         self._print = threading.Lock()
         self.started = time.monotonic()

@@ -130,6 +130,7 @@ class Run:
         self.refused: dict[str, str] = {}  # hosts whose platform is unsupported: nothing may change anywhere
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.checks: Counter = Counter()   # host -> steps probed (the recap's "N checks")
         self.results: list[StepResult] = []
         self.pending: dict = {}        # host -> services notified so far in this run
         self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
@@ -257,6 +258,7 @@ class Run:
         if not flat:
             return len(components)
         t0 = time.monotonic()
+        self.checks[host.name] += len(flat)
         states = iter(_split(self.remote(host.name).sh(_probe_script(flat), timeout=300).out, len(flat)))
         secs = (time.monotonic() - t0) / len(flat)
         notified: set = set(self.pending.get(host.name, ()))
@@ -308,6 +310,7 @@ class Run:
         if not steps:
             return None
         t0 = time.monotonic()
+        self.checks[host.name] += len(steps)
         states = _split(self.remote(host.name).sh(_probe_script(steps), timeout=300).out, len(steps))
         before = set(self.pending.get(host.name, ()))
         notified = set(before)
@@ -524,7 +527,7 @@ class Run:
         trips = sum(r.round_trips for r in self.remotes.values())
         self.say(f"{len(self.hosts)} host(s), {len(self.failed)} failed, "
                  f"{sum(c['changed'] for c in self.counts.values())} {heading}, {trips} SSH round trips, "
-                 f"{time.monotonic() - self.started:.1f}s", always=True)
+                 f"{sum(self.checks.values())} checks, {time.monotonic() - self.started:.1f}s", always=True)
         return 1 if self.failed else 0
 
     def close(self) -> None:
