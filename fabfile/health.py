@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from . import keepalived, monitoring, nginx, postgres, spof
 from .core import inventory as inventory_mod
+from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
 from .services import UNITS
@@ -348,6 +349,7 @@ def spof_checks(inv) -> list[Check]:
 
 def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     """Check the cluster (or only the given hosts' own checks); print a table or JSON; 0 if nothing failed."""
+    profile.started()
     try:
         inv = inventory_mod.load(inventory)
         selected = inv.select(hosts)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
+from . import profile
 from . import secrets as secrets_mod
 from .errors import UserError
 from .facts import FACTS_SCRIPT, Facts, parse_facts
@@ -206,9 +207,11 @@ class Run:
         def one(host):
             t0 = time.monotonic()
             try:
-                rem = self.remote(host.name)
-                res = rem.sh(FACTS_SCRIPT, timeout=30)
-                self.facts[host.name] = parse_facts(res.out)
+                with profile.span("ssh open", host.name):
+                    rem = self.remote(host.name)
+                with profile.span("facts", host.name):
+                    res = rem.sh(FACTS_SCRIPT, timeout=30)
+                    self.facts[host.name] = parse_facts(res.out)
             except Unreachable as exc:
                 self.fail_host(host, "connect", f"unreachable: {exc}")
             except UserError as exc:
@@ -232,14 +235,17 @@ class Run:
         """
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
         if hasattr(component, "prepare") and not prepared:
-            component.prepare(self, hosts)
+            with profile.span(f"prepare {component.NAME}"):
+                component.prepare(self, hosts)
         plans = [p for p in self.parallel(lambda h: self._plan_component(component, h), hosts) if p]
         if any(p.restarts for p in plans):
-            self._roll(component, plans)
+            with profile.span(f"roll {component.NAME}"):
+                self._roll(component, plans)
         else:
             self.parallel(lambda p: self._guard(component.NAME, p.host, lambda: self._finish(p)), plans)
         if hasattr(component, "finalize"):
-            component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
+            with profile.span(f"finalize {component.NAME}"):
+                component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
 
     def speculate(self, components, host: Host) -> int:
         """Fast path: probe every step of every component in ONE round trip and plan them in order.
@@ -250,8 +256,9 @@ class Run:
         nothing is applied, so the speculative plan is the whole answer.
         """
         try:
-            ctx = self.context(host)
-            planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
+            with profile.span("steps (local: render, hash)", host.name):
+                ctx = self.context(host)
+                planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
         except Exception:  # noqa: BLE001 - let the normal path report it
             return 0
         flat = [s for _, _, steps in planned for s in steps]
@@ -259,8 +266,14 @@ class Run:
             return len(components)
         t0 = time.monotonic()
         self.checks[host.name] += len(flat)
-        states = iter(_split(self.remote(host.name).sh(_probe_script(flat), timeout=300).out, len(flat)))
+        with profile.span("probe (all components)", host.name):
+            states = iter(_split(self._probe(host.name, flat), len(flat)))
         secs = (time.monotonic() - t0) / len(flat)
+        with profile.span("plan (local)", host.name):
+            return self._speculate_plan(host, components, planned, states, secs)
+
+    def _speculate_plan(self, host: Host, components, planned, states, secs: float) -> int:
+        """speculate(), once the probe answered: plan in order, stop at the first component with changes."""
         notified: set = set(self.pending.get(host.name, ()))
         converged, changes = [], False
         for i, component, steps in planned:
@@ -311,7 +324,8 @@ class Run:
             return None
         t0 = time.monotonic()
         self.checks[host.name] += len(steps)
-        states = _split(self.remote(host.name).sh(_probe_script(steps), timeout=300).out, len(steps))
+        with profile.span(f"probe {component}", host.name):
+            states = _split(self._probe(host.name, steps), len(steps))
         before = set(self.pending.get(host.name, ()))
         notified = set(before)
         planned: list[tuple] = []
@@ -322,6 +336,13 @@ class Run:
             planned.append((step, change))
         self.pending[host.name] = notified   # notifications reach services of later components too
         return HostPlan(host, component, planned, (time.monotonic() - t0) / len(steps), before)
+
+    def _probe(self, name: str, steps: list) -> str:
+        """One round trip running every step's probe; the output, one chunk per step after its marker."""
+        if not profile.PROFILE:
+            return self.remote(name).sh(_probe_script(steps), timeout=300).out
+        out = self.remote(name).sh(profile.timed_probe_script([s.probe() for s in steps]), timeout=300).out
+        return profile.take_probe_times(out, steps, name)
 
     def _finish(self, plan: HostPlan) -> list[StepResult]:
         """Record the plan's unchanged steps and warnings; apply its changes (--check: show them)."""
@@ -469,7 +490,8 @@ class Run:
                          f"rc=$?; echo \"@@end {i} $rc $(( ($(date +%s%N) - s) / 1000000 ))\"; "
                          "[ $rc -eq 0 ] || exit 0")
         t0 = time.monotonic()
-        res = rem.sh("\n".join(parts) + "\n", timeout=3600)
+        with profile.span(f"apply {component}", host.name):
+            res = rem.sh("\n".join(parts) + "\n", timeout=3600)
         wall = time.monotonic() - t0
         done = _parse_apply(res.out)
         for i, (sres, secs) in streamed.items():
@@ -609,30 +631,39 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     raises stops the run with nothing changed. `finish(run)`, if given, runs after the last component
     and before the recap (e.g. a health gate); it may mark hosts failed.
     """
-    run = Run(inv, hosts, opts)
+    with profile.span("secrets + ssh config (local)"):
+        run = Run(inv, hosts, opts)
     try:
-        run.connect()
+        with profile.span("connect + facts (all hosts)"):
+            run.connect()
         if run.refused:
             run.say("nothing changed: every host must run a supported platform first", always=True)
             return run.recap()
         if preflight:
-            preflight(run, run.alive())
+            with profile.span("preflight (dependencies)"):
+                preflight(run, run.alive())
         batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
             else [hosts]
         for batch in batches:
             for component in components:
                 if hasattr(component, "prepare"):
-                    component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
-            start = dict(zip([h.name for h in run.alive(batch)],
-                             run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
+                    with profile.span(f"prepare {component.NAME}"):
+                        component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
+            with profile.span("speculate (all hosts)"):
+                start = dict(zip([h.name for h in run.alive(batch)],
+                                 run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
-                run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
+                with profile.span(f"component {component.NAME}"):
+                    run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
         if finish:
-            finish(run)
-        return run.recap()
+            with profile.span("health gate"):
+                finish(run)
+        with profile.span("recap"):
+            return run.recap()
     finally:
-        run.close()
+        with profile.span("close"):
+            run.close()
 
 
 def fail(exc: UserError) -> None:
