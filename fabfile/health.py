@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 
-from tabulate import tabulate
-
 from . import keepalived, monitoring, nginx, postgres, spof
 from .core import inventory as inventory_mod
 from .core import profile
@@ -371,6 +369,7 @@ def render(checks: list[Check], mask, as_json: bool = False, seconds: float = 0.
     rows = [{k: mask(v) if isinstance(v, str) else v for k, v in asdict(c).items()} for c in checks]
     if as_json:
         return jsonlib.dumps({"ok": ok, "checks": rows})
+    from tabulate import tabulate  # only the table needs it (start-up time)
     table = tabulate([list(row.values()) for row in rows], headers=["host", "check", "status", "detail"])
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
     return (f"{table}\n{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "

@@ -26,9 +26,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tabulate import tabulate
-
-from . import profile
+from . import profile, templates
 from . import secrets as secrets_mod
 from .errors import UserError
 from .facts import FACTS_SCRIPT, Facts, parse_facts
@@ -544,6 +542,7 @@ class Run:
             rows.append([h.name, c["ok"], c["changed"], c["warn"], c["failed"],
                          f"{self.seconds[h.name]:.1f}", self.failed.get(h.name, "")[:70]])
         heading = "would change" if self.opts.check else "changed"
+        from tabulate import tabulate  # only the recap needs it (start-up time)
         self.say(tabulate(rows, headers=["host", "ok", heading, "warn", "failed", "seconds", "error"]),
                  always=True)
         trips = sum(r.round_trips for r in self.remotes.values())
@@ -633,6 +632,8 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     """
     with profile.span("secrets + ssh config (local)"):
         run = Run(inv, hosts, opts)
+    # while the connections wait on the network: import Jinja2 and load the templates the plans render
+    threading.Thread(target=_warm_templates, name="warm-templates", daemon=True).start()
     try:
         with profile.span("connect + facts (all hosts)"):
             run.connect()
@@ -664,6 +665,14 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     finally:
         with profile.span("close"):
             run.close()
+
+
+def _warm_templates() -> None:
+    try:
+        with profile.span("warm templates (background)"):
+            templates.warm()
+    except Exception:  # noqa: BLE001 - only a head start: a broken template fails where it is rendered
+        pass
 
 
 def fail(exc: UserError) -> None:
