@@ -123,15 +123,17 @@ def probe_kind(step) -> str:
     return f"command: {min(found)[1]}" if found else "command: shell"
 
 
-def timed_probe_script(bodies: list[str]) -> str:
-    """The probe script with a nanosecond stamp before the first probe and after each one."""
+def timed_probe_script(sections: list[tuple[str, str]]) -> str:
+    """The probe script (sections of marker and shell) with a nanosecond stamp before the first section
+    and after each one."""
     head = "echo \"@@t -2 $(date +%s%N)\"\necho \"@@t -1 $(date +%s%N)\"\n"
-    return head + "".join(f"echo '@@probe {i}'\n{{ {b}\n}} 2>/dev/null\necho \"@@t {i} $(date +%s%N)\"\n"
-                          for i, b in enumerate(bodies))
+    return head + "".join(f"echo '{m}'\n{{ {b}\n}} 2>/dev/null\necho \"@@t {i} $(date +%s%N)\"\n"
+                          for i, (m, b) in enumerate(sections))
 
 
-def take_probe_times(out: str, steps, host: str) -> str:
-    """Record each probe's time on the host from the stamps; return the output without them."""
+def take_probe_times(out: str, labels: list[tuple[str, str]], host: str) -> str:
+    """Record each section's time on the host (labels: its kind and label) from the stamps; return the
+    output without them."""
     stamps, kept = {}, []
     for line in out.splitlines(True):
         m = re.match(r"^@@t (-?\d+) (\d+)$", line.strip()) if line.startswith("@@t ") else None
@@ -140,15 +142,13 @@ def take_probe_times(out: str, steps, host: str) -> str:
         else:
             kept.append(line)
     if PROFILE and -2 in stamps and -1 in stamps:
-        cost = stamps[-1] - stamps[-2]                      # one `date` fork, paid again after each probe
-        for i, step in enumerate(steps):
+        cost = stamps[-1] - stamps[-2]                      # one `date` fork, paid again after each section
+        for i, (kind, label) in enumerate(labels):
             if i in stamps and i - 1 in stamps:
                 secs = max(stamps[i] - stamps[i - 1] - cost, 0) / 1e9
                 with PROFILE._lock:
-                    PROFILE.remote.append({"host": host, "kind": probe_kind(step), "label": step.label,
-                                           "seconds": round(secs, 6)})
+                    PROFILE.remote.append({"host": host, "kind": kind, "label": label, "seconds": round(secs, 6)})
     return "".join(kept)
-
 
 if os.environ.get(ENV):
     enable(os.environ[ENV])

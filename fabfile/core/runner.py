@@ -32,7 +32,7 @@ from .errors import UserError
 from .facts import FACTS_SCRIPT, Facts, parse_facts
 from .inventory import Host, Inventory, resolve_address
 from .remote import Remote, Unreachable, lab_ssh_config, load_ssh_config
-from .steps import Change, File, Preview, Service
+from .steps import BATCHES, Change, File, Preview, Service
 
 STATUS_ORDER = ("ok", "changed", "warn", "failed")
 
@@ -265,7 +265,7 @@ class Run:
         t0 = time.monotonic()
         self.checks[host.name] += len(flat)
         with profile.span("probe (all components)", host.name):
-            states = iter(_split(self._probe(host.name, flat), len(flat)))
+            states = iter(self._probe(host.name, flat))
         secs = (time.monotonic() - t0) / len(flat)
         with profile.span("plan (local)", host.name):
             return self._speculate_plan(host, components, planned, states, secs)
@@ -323,7 +323,7 @@ class Run:
         t0 = time.monotonic()
         self.checks[host.name] += len(steps)
         with profile.span(f"probe {component}", host.name):
-            states = _split(self._probe(host.name, steps), len(steps))
+            states = self._probe(host.name, steps)
         before = set(self.pending.get(host.name, ()))
         notified = set(before)
         planned: list[tuple] = []
@@ -335,12 +335,26 @@ class Run:
         self.pending[host.name] = notified   # notifications reach services of later components too
         return HostPlan(host, component, planned, (time.monotonic() - t0) / len(steps), before)
 
-    def _probe(self, name: str, steps: list) -> str:
-        """One round trip running every step's probe; the output, one chunk per step after its marker."""
-        if not profile.PROFILE:
-            return self.remote(name).sh(_probe_script(steps), timeout=300).out
-        out = self.remote(name).sh(profile.timed_probe_script([s.probe() for s in steps]), timeout=300).out
-        return profile.take_probe_times(out, steps, name)
+    def _probe(self, name: str, steps: list) -> list[str]:
+        """One round trip probes every step (batched where a batch can); each step's state, in order.
+
+        A batch whose output cannot be read (e.g. not one `systemctl show` block per unit) costs one more
+        round trip: its steps' own probes, one by one.
+        """
+        sections, groups = _sections(steps)
+        if profile.PROFILE:
+            labels = [_section_kind(m, steps) for m, _ in sections]
+            out = self.remote(name).sh(profile.timed_probe_script(sections), timeout=300).out
+            out = profile.take_probe_times(out, labels, name)
+        else:
+            out = self.remote(name).sh(_script(sections), timeout=300).out
+        states, retry = _states(out, steps, groups)
+        if retry:
+            again = _split(self.remote(name).sh(_script([(f"@@probe {j}", steps[i].probe())
+                                                         for j, i in enumerate(retry)]), timeout=300).out, len(retry))
+            for j, i in enumerate(retry):
+                states[i] = again[j]
+        return states
 
     def _finish(self, plan: HostPlan) -> list[StepResult]:
         """Record the plan's unchanged steps and warnings; apply its changes (--check: show them)."""
@@ -591,14 +605,67 @@ def _b64_text(data: str) -> str:
         return ""
 
 
+def _sections(steps) -> tuple[list[tuple[str, str]], dict[str, list[int]]]:
+    """The probe script's sections (marker, shell): one per batch kind, then each step's own (rest of
+    its) probe; and the step indexes of each batch."""
+    groups: dict[str, list[int]] = {}
+    for i, step in enumerate(steps):
+        if step.batch() in BATCHES:
+            groups.setdefault(step.batch(), []).append(i)
+    batched = {i for idx in groups.values() for i in idx}
+    sections = [(f"@@batch {kind}", BATCHES[kind].script([steps[i] for i in idx])) for kind, idx in groups.items()]
+    for i, step in enumerate(steps):
+        body = step.own_probe() if i in batched else step.probe()
+        if body:
+            sections.append((f"@@probe {i}", body))
+    return sections, groups
+
+
+def _section_kind(marker: str, steps) -> tuple[str, str]:
+    """(kind, label) of a probe section, for the profile."""
+    what, key = marker[2:].split(" ", 1)
+    if what == "batch":
+        return f"batch: {key}", key
+    step = steps[int(key)]
+    return profile.probe_kind(step) + (" (rest)" if step.batch() in BATCHES else ""), step.label
+
+
+def _script(sections) -> str:
+    return "".join(f"echo '{marker}'\n{{ {body}\n}} 2>/dev/null\n" for marker, body in sections)
+
+
 def _probe_script(steps) -> str:
-    return "".join(f"echo '@@probe {i}'\n{{ {s.probe()}\n}} 2>/dev/null\n" for i, s in enumerate(steps))
+    return _script(_sections(steps)[0])
+
+
+def _states(out: str, steps, groups: dict[str, list[int]]) -> tuple[list[str], list[int]]:
+    """Each step's state from a probe script's output, and the steps whose batch could not be read."""
+    own = _split(out, len(steps))
+    batches: dict[str, str] = {}
+    current = None
+    for line in out.splitlines(True):
+        if line.startswith("@@batch ") or line.startswith("@@probe "):
+            current = line.split()[1] if line.startswith("@@batch ") else None
+        elif current is not None:
+            batches[current] = batches.get(current, "") + line
+    states, retry = list(own), []
+    for kind, idx in groups.items():
+        got = BATCHES[kind].states(batches.get(kind, ""), [steps[i] for i in idx])
+        if got is None or len(got) != len(idx):
+            retry += idx
+            continue
+        for i, state in zip(idx, got, strict=True):
+            states[i] = state + own[i]
+    return states, sorted(retry)
 
 
 def _split(out: str, n: int, marker: str = "@@probe") -> list[str]:
     chunks = [""] * n
     current = None
     for line in out.splitlines(True):
+        if line.startswith("@@batch "):
+            current = None
+            continue
         m = re.match(rf"^{marker} (\d+)$", line.strip()) if line.startswith(marker) else None
         if m:
             current = int(m.group(1))

@@ -8,8 +8,8 @@ import pytest
 
 from bench.profile import summarize, top_level, union
 from fabfile.core import profile
-from fabfile.core.runner import _probe_script, _split
-from fabfile.core.steps import Command, Directory, File, Service
+from fabfile.core.runner import _script, _section_kind, _sections, _states
+from fabfile.core.steps import Command, Directory, File
 from tests.unit.test_rolling import Component, deploy
 
 
@@ -42,16 +42,17 @@ def test_round_trips_are_tagged_with_the_phase_that_asked(prof):
 
 
 def test_timed_probe_script_answers_like_the_plain_one(prof, tmp_path):
-    """Run both scripts with the local sh: same per-step answers; one remote time per probe, by kind."""
+    """Run both scripts with the local sh: same per-step states; one remote time per section, by kind."""
     (tmp_path / "f").write_text("x\n")
-    steps = [Directory(str(tmp_path)), File(str(tmp_path / "f"), "x\n"), Service("no-such-unit.service"),
+    steps = [Directory(str(tmp_path)), File(str(tmp_path / "f"), "x\n"), File("/no/such/file", "y"),
              Command("getent", unless="getent passwd root"), Command("x", unless="ufw status | grep -q active")]
     sh = lambda script: subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True).stdout  # noqa: E731
-    plain = _split(sh(_probe_script(steps)), len(steps))
-    timed = _split(profile.take_probe_times(sh(profile.timed_probe_script([s.probe() for s in steps])), steps, "h"),
-                   len(steps))
-    assert timed == plain
-    assert [r["kind"] for r in prof.remote] == ["directory", "file", "service", "command: getent", "command: ufw"]
+    sections, groups = _sections(steps)
+    plain = _states(sh(_script(sections)), steps, groups)
+    labels = [_section_kind(m, steps) for m, _ in sections]
+    timed = _states(profile.take_probe_times(sh(profile.timed_probe_script(sections)), labels, "h"), steps, groups)
+    assert timed == plain and plain[1] == []
+    assert [r["kind"] for r in prof.remote] == ["batch: stat", "command: getent", "command: ufw"]
     assert all(r["seconds"] >= 0 for r in prof.remote)
 
 

@@ -44,10 +44,10 @@ class FakeHost:
         return Result(0, self._answer(script), "")
 
     def _answer(self, script):
-        if "@@probe" in script:
+        if "@@probe" in script or "@@batch" in script:
             self.log.append(("probe", self.name))
-            blocks = re.split(r"^echo '@@probe (\d+)'\n", script, flags=re.M)[1:]
-            return "".join(f"@@probe {i}\n{self._state(b)}" for i, b in zip(blocks[::2], blocks[1::2], strict=True))
+            blocks = re.split(r"^echo '(@@(?:probe|batch) \S+)'\n", script, flags=re.M)[1:]
+            return "".join(f"{m}\n{self._state(b)}" for m, b in zip(blocks[::2], blocks[1::2], strict=True))
         if "@@begin" in script:
             self.log.append(("apply", self.name))
             if self.barrier:
@@ -67,6 +67,16 @@ class FakeHost:
     def _state(self, probe):
         if "is-enabled" in probe:
             return self.service
+        if probe.startswith("{ systemctl show"):       # the systemd batch: one block per unit
+            enabled, active = (self.service.splitlines() + ["", ""])[:2]
+            units = probe.split(" -- ", 1)[1].split("\n")[0].split()
+            return "\n".join(f"Id={u}.service\nUnitFileState={enabled}\nActiveState={active}\n" for u in units)
+        if probe.startswith("{ stat -c"):              # the stat batch: present files have the new content
+            paths = probe.split(" -- ", 1)[1].split(";")[0].split()
+            if self.changed:
+                return "@@sha256\n"
+            return "".join(f"{p}|root root 644 regular file\n" for p in paths) + "@@sha256\n" + \
+                "".join(f"{NEW_SHA}  {p}\n" for p in paths)
         return "absent\n" if self.changed else f"root root 644 regular file\n{NEW_SHA}\n"
 
 
