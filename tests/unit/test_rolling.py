@@ -294,3 +294,19 @@ def test_api_server_gate_waits_for_nginx_fail_timeout(monkeypatch):
     assert "waiting" in services.gate(run, host)
     clock[0] += services.NGINX_FAIL_TIMEOUT + 2
     assert services.gate(run, host) is None
+
+
+def test_sentinels_are_asked_in_parallel_and_answers_keep_inventory_order(log):
+    inv = inventory.load(SPEC / "hosts.yaml")
+    barrier = threading.Barrier(len(inv.with_role("sentinel")))
+
+    class Waiting(FakeHost):
+        def sh(self, script, timeout=0):
+            barrier.wait(timeout=5)          # BrokenBarrierError unless every Sentinel is asked at once
+            return super().sh(script, timeout)
+
+    HOSTS.clear()
+    HOSTS.update({n: Waiting(n, log) for n in inv.hosts})
+    run = FakeRun(inv, list(inv.hosts.values()), Options())
+    views = redis.sentinel_views(run)
+    assert list(views) == [h.name for h in inv.with_role("sentinel")] and set(views.values()) == {ADDR["node1"]}
