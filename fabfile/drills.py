@@ -28,6 +28,8 @@ LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
 
 @dataclass
 class Row:
+    """One drill's line in the drills table."""
+
     drill: str
     fault: str
     recovery: str

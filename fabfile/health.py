@@ -31,6 +31,8 @@ SKEW_WARN_S = 1.0
 
 @dataclass
 class Check:
+    """One health check's verdict on one host (or the cluster)."""
+
     host: str
     check: str
     status: str   # ok | warn | fail

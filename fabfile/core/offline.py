@@ -43,6 +43,8 @@ FRESH_STATE = {"service": "\n\n", "user": "", "absent": "present\n"}
 
 @dataclass
 class PlannedStep:
+    """One planned change of an offline plan, as the golden files show it."""
+
     component: str
     label: str
     desc: str

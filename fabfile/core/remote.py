@@ -28,6 +28,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 @dataclass
 class Result:
+    """Exit status and output of one remote script."""
+
     rc: int
     out: str
     err: str

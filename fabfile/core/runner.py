@@ -39,6 +39,8 @@ STATUS_ORDER = ("ok", "changed", "warn", "failed")
 
 @dataclass
 class Options:
+    """How a run behaves (CLI flags)."""
+
     check: bool = False
     verbose: bool = False
     quiet: bool = False
@@ -79,6 +81,8 @@ class HostContext:
 
 @dataclass
 class StepResult:
+    """One step's outcome on one host, as the recap counts it."""
+
     host: str
     component: str
     label: str
@@ -109,6 +113,8 @@ class HostPlan:
 
 @dataclass
 class Run:
+    """One deploy (or health) run over the selected hosts: connections, facts, results."""
+
     inv: Inventory
     hosts: list
     opts: Options = field(default_factory=Options)

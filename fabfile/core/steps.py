@@ -59,6 +59,8 @@ class Change:
 
 @dataclass
 class Step:
+    """Base of every step: probe() prints the state, plan() turns it into a Change or None."""
+
     kind = "step"
     target: str = ""
 
@@ -144,6 +146,8 @@ def _ownership(path, owner, group, mode, state_line) -> list[str]:
 
 @dataclass
 class Directory(Step):
+    """A directory with owner, group and mode."""
+
     kind = "directory"
     owner: str = "root"
     group: str = "root"
@@ -230,6 +234,8 @@ class Line(Step):
 
 @dataclass
 class Link(Step):
+    """A symbolic link pointing at `source`."""
+
     kind = "link"
     source: str = ""
     notify: tuple = ()
@@ -245,6 +251,8 @@ class Link(Step):
 
 @dataclass
 class Absent(Step):
+    """A path that must not exist (removed when present)."""
+
     kind = "absent"
     notify: tuple = ()
 
