@@ -266,7 +266,7 @@ def noop_and_floors(runs: int, names: list[str], ssh_config: Path, size: int, in
     return out
 
 
-def fresh(runs: int) -> tuple[dict, dict]:
+def fresh(runs: int) -> tuple[dict, dict | None]:
     import lab as labapi
     times, installs = [], []
     for _ in range(runs):
@@ -276,7 +276,7 @@ def fresh(runs: int) -> tuple[dict, dict]:
             raise RuntimeError("fresh deploy failed:\n" + res.stdout[-3000:])
         times.append(secs)
         installs += [float(x) for x in re.findall(r"command install: .*\((\d+\.\d)s\)", res.stdout)]
-    return stats(times), stats(installs or [0.0])
+    return stats(times), (stats(installs) if installs else None)
 
 
 def rolling(runs: int) -> dict:
@@ -339,7 +339,9 @@ def run(runs: int = 7, fresh_runs: int = 3, six: bool = True, rolling_runs: int 
     labapi.up()
     out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
     if fresh_runs:
-        out["fresh_3"], out["airflow_install"] = fresh(fresh_runs)
+        out["fresh_3"], install = fresh(fresh_runs)
+        if install:
+            out["airflow_install"] = install
     out.update(noop_and_floors(runs, names3, ssh_config_path(), 3))
     out["health_3"] = stats([sh("health", "--json")[0] for _ in range(runs)])
     if rolling_runs:
