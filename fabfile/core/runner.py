@@ -10,7 +10,9 @@ component's optional `gate(run, host)` (None = healthy, else why not; polled up 
 A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
 config. Components may also define `roll_order(run, hosts)` and `before_restart(run, host, units)`
 (Redis: master last, failed over first). First starts (fresh deploy) stay parallel, and a converged
-host still costs one probe round trip (`speculate`). `--check` ends with the restarts in roll order,
+host still costs one probe round trip (`speculate`); inside it, steps of one kind share one command
+(steps.BATCHES: `systemctl show`, `stat`/`sha256sum`, `dpkg-query`). `AIRFLOW_HA_PROFILE` records
+where the time goes (profile.py). `--check` ends with the restarts in roll order,
 those that cost downtime marked (`Service(downtime=...)`).
 """
 
@@ -355,7 +357,7 @@ class Run:
         else:
             out = self.remote(name).sh(_script(sections), timeout=300).out
         states, retry = _states(out, steps, groups)
-        if retry:
+        if retry and out.strip():      # no answer at all (timeout): the states stay empty, as they always did
             again = _split(self.remote(name).sh(_script([(f"@@probe {j}", steps[i].probe())
                                                          for j, i in enumerate(retry)]), timeout=300).out, len(retry))
             for j, i in enumerate(retry):

@@ -135,3 +135,28 @@ def test_unreadable_batch_is_probed_one_by_one(tmp_path):
     sections, groups = _sections(steps)
     _, retry = _states(_run_sh(_script(sections), tmp_path, {"systemctl": "echo Id=x.service"}), steps, groups)
     assert retry == [0, 1]
+
+
+def test_a_silent_host_is_not_probed_twice():
+    """A probe that timed out (no output at all) leaves the states empty, as before: no second round trip."""
+    from pathlib import Path
+
+    from fabfile.core import inventory
+    from fabfile.core.offline import OfflineRun
+    from fabfile.core.remote import Result
+    from fabfile.core.runner import Options
+    from fabfile.core.steps import File, Service
+
+    class Silent:
+        round_trips = 0
+
+        def sh(self, script, timeout=0):
+            self.round_trips += 1
+            return Result(124, "", "timed out")
+
+    inv = inventory.load(Path(__file__).resolve().parents[1] / "spec" / "hosts.yaml")
+    run = OfflineRun(inv, list(inv.hosts.values()), Options())
+    host = Silent()
+    run.remote = lambda name: host
+    states = run._probe("node1", [Service("nginx"), File("/etc/x", "x")])
+    assert states == ["", ""] and host.round_trips == 1
