@@ -76,6 +76,7 @@ class OfflineRun(Run):
         self.seconds = {h.name: 0.0 for h in self.hosts}
         self.checks = Counter()
         self.results, self.pending, self.data, self.restarts = [], {}, {}, []
+        self.connect_probes, self.answers = {}, {}
         self._print = threading.Lock()
         self.started = time.monotonic()
 

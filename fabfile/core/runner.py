@@ -141,6 +141,8 @@ class Run:
         self.results: list[StepResult] = []
         self.pending: dict = {}        # host -> services notified so far in this run
         self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
+        self.connect_probes: dict = {}  # name -> fn(run, host): shell asked with the facts (see connect)
+        self.answers: dict = {}        # name -> {host: what that shell printed at connect}
         self.restarts: list[str] = []  # restarts in the order they were (--check: would be) done
         self._print = threading.Lock()
         self._opening = threading.Lock()
@@ -209,15 +211,25 @@ class Run:
             return list(pool.map(fn, hosts))
 
     def connect(self, hosts=None) -> None:
-        """Open one SSH connection per host and gather its facts (one round trip), in parallel."""
+        """Open one SSH connection per host and gather its facts (one round trip), in parallel.
+
+        The same round trip runs each `connect_probes` shell (read-only questions components ask of every
+        host before planning, e.g. the Redis master a Sentinel names); answers go to `answers[name][host]`.
+        """
         def one(host):
             t0 = time.monotonic()
             try:
                 with profile.span("ssh open", host.name):
                     rem = self.remote(host.name)
                 with profile.span("facts", host.name):
-                    res = rem.sh(FACTS_SCRIPT, timeout=30)
-                    self.facts[host.name] = parse_facts(res.out)
+                    extra = {n: fn(self, host) for n, fn in self.connect_probes.items()}
+                    script = FACTS_SCRIPT + "".join(f"\necho '@@connect {n}'\n{{ {sh}\n}} 2>/dev/null"
+                                                    for n, sh in extra.items() if sh)
+                    res = rem.sh(script + "\n", timeout=30)
+                    facts, *parts = re.split(r"^@@connect (\S+)\n", res.out, flags=re.M)
+                    self.facts[host.name] = parse_facts(facts)
+                    for name, text in zip(parts[::2], parts[1::2], strict=True):
+                        self.answers.setdefault(name, {})[host.name] = text
             except Unreachable as exc:
                 self.fail_host(host, "connect", f"unreachable: {exc}")
             except UserError as exc:
@@ -707,6 +719,7 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     """
     with profile.span("secrets + ssh config (local)"):
         run = Run(inv, hosts, opts)
+    run.connect_probes = {c.NAME: c.connect_probe for c in components if hasattr(c, "connect_probe")}
     # while the connections wait on the network: import Jinja2 and load the templates the plans render
     threading.Thread(target=_warm_templates, name="warm-templates", daemon=True).start()
     try:

@@ -310,3 +310,31 @@ def test_sentinels_are_asked_in_parallel_and_answers_keep_inventory_order(log):
     run = FakeRun(inv, list(inv.hosts.values()), Options())
     views = redis.sentinel_views(run)
     assert list(views) == [h.name for h in inv.with_role("sentinel")] and set(views.values()) == {ADDR["node1"]}
+
+
+def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
+    """connect asks each Sentinel host in the facts round trip; prepare uses that once, then asks again."""
+    inv = inventory.load(SPEC / "hosts.yaml")
+    asked: list = []
+
+    class WithFacts(FakeHost):
+        def sh(self, script, timeout=0):
+            if "@@facts" in script:
+                self.round_trips += 1
+                extra = f"@@connect redis\n{ADDR['node2']} 6379 \n" if "@@connect redis" in script else ""
+                return Result(0, f"{DEBIAN.rstrip()}\n@@facts\nuid=0\nhostname={self.name}\n{extra}", "")
+            asked.append(self.name)
+            return super().sh(script, timeout)
+
+    HOSTS.clear()
+    HOSTS.update({n: WithFacts(n, log) for n in inv.hosts})
+    run = FakeRun(inv, list(inv.hosts.values()), Options())
+    run.connect_probes = {"redis": redis.connect_probe}
+    Run.connect(run)
+    assert run.facts["node1"].hostname == "node1" and run.facts["node1"].platform.name
+    assert set(run.answers["redis"]) == {h.name for h in inv.with_role("sentinel")}
+    redis.prepare(run, list(inv.hosts.values()))
+    assert run.data["redis_master"] == ADDR["node2"] and asked == [], "no extra round trip"
+    redis.prepare(run, list(inv.hosts.values()))        # e.g. the next --serial batch: asked live
+    assert run.data["redis_master"] == ADDR["node1"]
+    assert sorted(asked) == sorted(h.name for h in inv.with_role("sentinel")) and "redis" not in run.answers
