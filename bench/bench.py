@@ -351,7 +351,7 @@ def run(runs: int = 7, fresh_runs: int = 3, six: bool = True, rolling_runs: int 
         labapi.up(nodes_count=6)
         try:
             out.update(noop_and_floors(runs, [f"node{i}" for i in range(1, 7)], ssh_config_path(), 6, inv6))
-        except RuntimeError as exc:          # keep the 3-host figures; say why 6 hosts has none
+        except (RuntimeError, ValueError) as exc:   # keep the 3-host figures; say why 6 hosts has none
             out["six_error"] = str(exc)[:500]
         for name in ("node4", "node5", "node6"):
             labapi.stop_node(name)
