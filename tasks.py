@@ -128,10 +128,13 @@ ns.add_task(upgrade)
 ns.add_task(decommission)
 
 
-@task(help={"runs": "runs per figure (median)", "fresh_runs": "fresh deploys (each resets the lab; 0 = skip)",
-            "six": "also measure 6 hosts (boots node4-6)"})
-def bench(c, runs=3, fresh_runs=3, six=True):
-    """Benchmark deploy, no-op re-deploy, health and the SSH floor on the lab; table + bench/results/*.json."""
+@task(help={"runs": "runs per figure (median; the floor is measured as often, paired)",
+            "fresh_runs": "fresh deploys (each resets the lab; 0 = skip)",
+            "six": "also measure 6 hosts (boots node4-6)",
+            "rolling_runs": "rolling changes of every Airflow service (2 deploys each; 0 = skip)",
+            "readme": "also time README command 1 in a fresh clone (needs a bare machine; takes the lab down)"})
+def bench(c, runs=7, fresh_runs=3, six=True, rolling_runs=1, readme=False):
+    """Benchmark on the lab, every figure a ratio to the SSH floor of the same run; bench/results/*.json."""
     from bench.bench import main
-    _exit(main(runs, fresh_runs, six))
+    _exit(main(runs, fresh_runs, six, rolling_runs, readme))
 ns.add_task(bench)

@@ -1,9 +1,17 @@
-"""Benchmarks on the lab: deploy, no-op re-deploy, health and the physical floor (`inv bench`).
+"""Benchmarks on the lab (`inv bench`): every figure a ratio to the SSH floor measured in the same run.
 
-Every figure is the median of `runs` runs with min–max. The floor is what no tool can beat: fresh SSH
-connections running `true` on every host in parallel. Results are printed as one table (with targets
-PASS/MISS, never asserted) and written as JSON under bench/results/ with the machine's cores, memory
-and tool versions. Commands are run exactly as a user runs them (`.venv/bin/inv ...`).
+The floor is what no tool can beat, measured two ways, each the median of `runs` runs:
+* whole process (the reference for every ratio): a fresh `python` that imports the project's SSH layer
+  (fabfile/core/remote.py, without the rest of the package), opens one SSH connection per host in
+  parallel, runs `true` and exits, timed from outside;
+* in process: the same connections and `true` from this (warm) process.
+Figures: no-op `inv deploy -q` on 3 and 6 hosts (with checks and SSH round trips per host, from the
+recap line), their 6/3 ratio, `inv health --json`, a fresh 3-host deploy (`lab.reset`; the wheelhouse on
+the control machine is already built), a rolling config change touching every Airflow service
+(`cluster.parallelism` toggled in a temporary inventory copy and back: two samples per run) and, with
+`--readme`, README command 1 in a fresh clone (needs a bare machine). Targets (issue 18) are printed
+PASS/MISS, never asserted. Results: bench/results/*.json; `python -m bench.bench rows [FILE]` prints the
+README table rows of a results file.
 """
 
 from __future__ import annotations
@@ -15,41 +23,208 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tabulate import tabulate
-
 ROOT = Path(__file__).resolve().parents[1]
-INV = str(ROOT / ".venv/bin/inv")
 RESULTS = ROOT / "bench" / "results"
 
-#: target name -> (figure key, limit, unit); PASS when figure <= limit
+
+def _inv() -> str:
+    local = ROOT / ".venv" / "bin" / "inv"
+    return str(local if local.exists() else Path(sys.executable).parent / "inv")
+
+
+#: figure key -> (target label, limit, what is compared); PASS when the compared value <= limit
 TARGETS = {
-    "no-op re-deploy, 3 hosts <= 3 s": ("noop_3", 3.0),
-    "no-op / floor <= 4x (stretch)": ("noop_floor_ratio", 4.0),
-    "SSH round trips per host in a no-op <= 15": ("noop_round_trips_per_host", 15),
-    "6-host / 3-host no-op ratio <= 1.3": ("noop_6_3_ratio", 1.3),
-    "inv health <= 3 s": ("health_3", 3.0),
-    "fresh deploy, 3 hosts <= 300 s": ("fresh_3", 300.0),
-    "Airflow install per node <= 30 s": ("airflow_install", 30.0),
+    "noop_3": ("no-op, 3 hosts <= 3x floor", 3.0, "ratio"),
+    "noop_6": ("no-op, 6 hosts <= 3x floor", 3.0, "ratio"),
+    "noop_6_3_ratio": ("no-op 6 hosts / 3 hosts <= 1.3", 1.3, "value"),
+    "fresh_3": ("fresh deploy, 3 hosts <= 120 s", 120.0, "seconds"),
+    "readme_1": ("README command 1 <= 240 s", 240.0, "seconds"),
+    "rolling_3": ("rolling config change, 3 hosts <= 180 s", 180.0, "seconds"),
 }
 
+#: figure key -> label, in table order; every timed figure is also shown as a ratio to the floor
+FIGURES = [
+    ("floor_process_3", "floor: fresh process, SSH + true, 3 hosts"),
+    ("floor_inproc_3", "floor: in process, SSH + true, 3 hosts"),
+    ("noop_3", "no-op `inv deploy -q`, 3 hosts"),
+    ("health_3", "`inv health --json`, 3 hosts"),
+    ("fresh_3", "fresh deploy, 3 hosts (wheelhouse built)"),
+    ("airflow_install", "Airflow install per host"),
+    ("rolling_3", "rolling change of every Airflow service, 3 hosts"),
+    ("readme_1", "README command 1 (bare machine)"),
+    ("floor_process_6", "floor: fresh process, SSH + true, 6 hosts"),
+    ("floor_inproc_6", "floor: in process, SSH + true, 6 hosts"),
+    ("noop_6", "no-op `inv deploy -q`, 6 hosts"),
+]
 
-def sh(*args, inventory=None, timeout=3600) -> tuple[float, subprocess.CompletedProcess]:
-    cmd = [INV, *args] + (["--inventory", str(inventory)] if inventory else [])
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    return time.monotonic() - t0, res
+RECAP = re.compile(r"(\d+) host\(s\), (\d+) failed, (\d+) \w+(?: \w+)?, (\d+) SSH round trips(?:, (\d+) checks)?")
+
+#: the whole-process floor: only the project's SSH layer is imported (not fabfile/__init__ and the rest)
+FLOOR_SNIPPET = """
+import sys, types
+from concurrent.futures import ThreadPoolExecutor
+root, cfg_path, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+for name, sub in (("fabfile", "fabfile"), ("fabfile.core", "fabfile/core")):
+    mod = types.ModuleType(name)
+    mod.__path__ = [root + "/" + sub]
+    sys.modules[name] = mod
+from fabfile.core.remote import Remote, load_ssh_config
+cfg = load_ssh_config(cfg_path)
+def one(name):
+    r = Remote(name, cfg)
+    r.open()
+    assert r.sh("true").ok
+    r.close()
+with ThreadPoolExecutor(len(names)) as pool:
+    list(pool.map(one, names))
+"""
 
 
+# -- pure helpers (unit-tested) --------------------------------------------------------------------------
 def stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def floor(names: list[str], ssh_config: Path) -> float:
-    """Fresh connections running `true` on every host in parallel (the physical floor)."""
+def parse_recap(stdout: str) -> dict:
+    """The runner's last line: hosts, failed, changed, SSH round trips and checks (steps probed)."""
+    found = RECAP.findall(stdout)
+    if not found:
+        raise ValueError("no recap line in the output:\n" + stdout[-1000:])
+    hosts, failed, changed, trips, checks = found[-1]
+    return {"hosts": int(hosts), "failed": int(failed), "changed": int(changed), "round_trips": int(trips),
+            "checks": int(checks) if checks else None}
+
+
+def floor_of(key: str) -> str:
+    """The whole-process floor a figure is compared with: same host count."""
+    return "floor_process_6" if key.endswith("_6") else "floor_process_3"
+
+
+def median(out: dict, key: str) -> float | None:
+    v = out.get(key)
+    return v["median"] if isinstance(v, dict) else v
+
+
+def ratios(out: dict) -> dict:
+    """Every timed figure / its whole-process floor, plus the 6/3 no-op ratio."""
+    r = {}
+    for key, _ in FIGURES:
+        value, base = median(out, key), median(out, floor_of(key))
+        if value is not None and base and key != "airflow_install":
+            r[key] = value / base
+    if median(out, "noop_3") and median(out, "noop_6"):
+        r["noop_6_3_ratio"] = median(out, "noop_6") / median(out, "noop_3")
+    if median(out, "floor_process_3") and median(out, "floor_process_6"):
+        r["floor_6_3_ratio"] = median(out, "floor_process_6") / median(out, "floor_process_3")
+    return r
+
+
+def verdicts(out: dict) -> list[tuple[str, float, str]]:
+    """(target, compared value, PASS/MISS) for each target whose figure was measured."""
+    rows = []
+    for key, (label, limit, what) in TARGETS.items():
+        value = out["ratios"].get(key) if what in ("ratio", "value") else median(out, key)
+        if value is not None:
+            rows.append((label, value, "PASS" if value <= limit else "MISS"))
+    return rows
+
+
+def _fmt(out: dict, key: str) -> str:
+    v = out[key]
+    text = f"{v['median']:.2f} s ({v['min']:.2f}–{v['max']:.2f}, {len(v['runs'])} runs)"
+    ratio = out["ratios"].get(key)
+    return text + (f" = {ratio:.2f}× floor" if ratio is not None and not key.startswith("floor_process") else "")
+
+
+def upgrade(out: dict) -> dict:
+    """A results dict of an older bench (in-process floors only, other key names) in today's keys."""
+    out = dict(out)
+    for old, new in (("floor_3", "floor_inproc_3"), ("floor_6", "floor_inproc_6"),
+                     ("noop_round_trips_per_host", "noop_round_trips_per_host_3")):
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    out.setdefault("ratios", ratios(out))
+    return out
+
+
+def _per_host(out: dict, size: int) -> str:
+    parts = []
+    for what in ("checks", "round_trips"):
+        v = median(out, f"noop_{what}_per_host_{size}")
+        if v is not None:
+            parts.append(f"{v:.0f} checks" if what == "checks" else f"{v:.1f} round trips")
+    return "; " + ", ".join(parts) + " per host" if parts else ""
+
+
+def readme_rows(out: dict) -> list[str]:
+    """The README benchmark table rows (markdown) of one results dict."""
+    rows = ["| figure | value |", "|---|---|"]
+    for key, label in FIGURES:
+        if key in out:
+            extra = _per_host(out, 3 if key == "noop_3" else 6) if key in ("noop_3", "noop_6") else ""
+            rows.append(f"| {label} | {_fmt(out, key)}{extra} |")
+    for key, label in (("noop_6_3_ratio", "no-op 6 hosts / 3 hosts"), ("floor_6_3_ratio", "floor 6 / 3 hosts")):
+        if key in out["ratios"]:
+            rows.append(f"| {label} | {out['ratios'][key]:.2f} |")
+    for label, value, verdict in verdicts(out):
+        rows.append(f"| target: {label} | {value:.2f} — **{verdict}** |")
+    return rows
+
+
+def table(out: dict) -> str:
+    m = out.get("machine", {})
+    head = f"{out.get('date', '')}, {m.get('cores', '?')} cores, {m.get('mem_gb', '?')} GB; medians (min–max)"
+    text = "\n".join([head, *readme_rows(out)])
+    return text + (f"\n\n6-host run failed: {out['six_error']}" if "six_error" in out else "")
+
+
+def readme_command(readme: Path = ROOT / "README.md", number: int = 1) -> str:
+    """The shell line under `# (number)` in the README's first sh block."""
+    lines = readme.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"# ({number})"):
+            return lines[i + 1].strip()
+    raise ValueError(f"README has no '# ({number})' command")
+
+
+def toggled_inventory(text: str, secrets: str) -> tuple[str, int, int]:
+    """(inventory text with cluster.parallelism changed, old value, new value); secrets pinned to the
+    original inventory's file so the copy uses the cluster's keys."""
+    import yaml
+
+    from fabfile.core.inventory import CLUSTER_DEFAULTS
+    data = yaml.safe_load(text)
+    cluster = data.setdefault("cluster", {})
+    old = int(cluster.get("parallelism", CLUSTER_DEFAULTS["parallelism"]))
+    cluster["parallelism"] = old + 1
+    cluster.setdefault("secrets", secrets)
+    return yaml.safe_dump(data, sort_keys=False), old, old + 1
+
+
+# -- measurements on the lab -------------------------------------------------------------------------------
+def sh(*args, inventory=None, timeout=3600, env=None) -> tuple[float, subprocess.CompletedProcess]:
+    cmd = [_inv(), *args] + (["--inventory", str(inventory)] if inventory else [])
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **(env or {})})
+    return time.monotonic() - t0, res
+
+
+def floor_process(names: list[str], ssh_config: Path) -> float:
+    """A fresh Python process: import the SSH layer, one connection per host in parallel, `true`, exit."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", FLOOR_SNIPPET, str(ROOT), str(ssh_config), *names],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    return time.monotonic() - t0
+
+
+def floor_inproc(names: list[str], ssh_config: Path) -> float:
+    """The same connections from this (warm) process."""
     from fabfile.core.remote import Remote, load_ssh_config
     cfg = load_ssh_config(ssh_config)
 
@@ -65,25 +240,33 @@ def floor(names: list[str], ssh_config: Path) -> float:
     return time.monotonic() - t0
 
 
-def noop(runs: int, inventory=None) -> tuple[dict, dict]:
-    times, trips = [], []
+def noop_and_floors(runs: int, names: list[str], ssh_config: Path, size: int, inventory=None) -> dict:
+    """No-op deploys interleaved with both floors (paired in one session); per-host checks and trips."""
     for _ in range(3):                                 # converge first: the no-op must really be a no-op
         _, res = sh("deploy", "-q", inventory=inventory)
-        if re.search(r", 0 failed, 0 changed,", res.stdout):
+        if " 0 failed, 0 changed," in res.stdout:
             break
+    times, procs, inprocs, trips, checks = [], [], [], [], []
     for _ in range(runs):
+        procs.append(floor_process(names, ssh_config))
+        inprocs.append(floor_inproc(names, ssh_config))
         secs, res = sh("deploy", "-q", inventory=inventory)
-        if res.returncode:
-            raise RuntimeError("no-op deploy failed:\n" + res.stdout[-2000:])
-        m = re.search(r"(\d+) host\(s\), \d+ failed, (\d+) changed, (\d+) SSH round trips", res.stdout)
-        if int(m.group(2)):
-            raise RuntimeError(f"the no-op changed {m.group(2)} things:\n" + res.stdout[-2000:])
+        recap = parse_recap(res.stdout)
+        if res.returncode or recap["changed"]:
+            raise RuntimeError(f"the no-op failed or changed {recap['changed']} things:\n" + res.stdout[-2000:])
         times.append(secs)
-        trips.append(int(m.group(3)) / int(m.group(1)))
-    return stats(times), stats(trips)
+        trips.append(recap["round_trips"] / recap["hosts"])
+        if recap["checks"] is not None:
+            checks.append(recap["checks"] / recap["hosts"])
+    out = {f"noop_{size}": stats(times), f"floor_process_{size}": stats(procs),
+           f"floor_inproc_{size}": stats(inprocs),
+           f"noop_round_trips_per_host_{size}": statistics.median(trips)}
+    if checks:
+        out[f"noop_checks_per_host_{size}"] = statistics.median(checks)
+    return out
 
 
-def fresh(runs: int) -> tuple[dict, dict]:
+def fresh(runs: int) -> tuple[dict, dict | None]:
     import lab as labapi
     times, installs = [], []
     for _ in range(runs):
@@ -93,7 +276,48 @@ def fresh(runs: int) -> tuple[dict, dict]:
             raise RuntimeError("fresh deploy failed:\n" + res.stdout[-3000:])
         times.append(secs)
         installs += [float(x) for x in re.findall(r"command install: .*\((\d+\.\d)s\)", res.stdout)]
-    return stats(times), stats(installs)
+    return stats(times), (stats(installs) if installs else None)
+
+
+def rolling(runs: int) -> dict:
+    """`cluster.parallelism` changed (every Airflow service restarts, rolling) and back: 2 samples a run."""
+    original = ROOT / "hosts.yaml"
+    copy = ROOT / ".bench-rolling.yaml"      # beside hosts.yaml: every relative path resolves the same
+    from fabfile.core.secrets import secrets_path
+    text, _, _ = toggled_inventory(original.read_text(), str(secrets_path(original)))
+    times = []
+    try:
+        copy.write_text(text)
+        for _ in range(runs):
+            for inventory in (copy, None):
+                secs, res = sh("deploy", "-q", inventory=inventory)
+                recap = parse_recap(res.stdout)
+                if res.returncode or not recap["changed"]:
+                    raise RuntimeError("rolling change failed or changed nothing:\n" + res.stdout[-2000:])
+                times.append(secs)
+    except BaseException:
+        sh("deploy", "-q")                    # back to hosts.yaml, whatever happened
+        raise
+    finally:
+        copy.unlink(missing_ok=True)
+    return stats(times)
+
+
+def readme_1() -> dict:
+    """README command 1 verbatim in a fresh clone (its own venv and lab); the lab here is taken down first."""
+    import lab as labapi
+    command = readme_command()
+    labapi.down()
+    with tempfile.TemporaryDirectory(prefix="airflow-ha-readme-") as tmp:
+        clone = Path(tmp) / "airflow-ha"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        t0 = time.monotonic()
+        res = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True, timeout=3600)
+        secs = time.monotonic() - t0
+        subprocess.run([str(clone / ".venv/bin/inv"), "lab.down"], cwd=clone, capture_output=True)
+    if res.returncode:
+        raise RuntimeError("README command 1 failed:\n" + (res.stdout + res.stderr)[-3000:])
+    return stats([secs])
 
 
 def machine() -> dict:
@@ -108,65 +332,40 @@ def machine() -> dict:
             "kernel": platform.release(), **versions}
 
 
-def run(runs: int = 3, fresh_runs: int = 3, six: bool = True) -> dict:
+def run(runs: int = 7, fresh_runs: int = 3, six: bool = True, rolling_runs: int = 1, readme: bool = False) -> dict:
     import lab as labapi
     from lab import ssh_config_path
     names3 = ["node1", "node2", "node3"]
     labapi.up()
-    out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
     if fresh_runs:
-        out["fresh_3"], out["airflow_install"] = fresh(fresh_runs)
-    out["noop_3"], out["noop_round_trips_per_host"] = noop(runs)
-    out["floor_3"] = stats([floor(names3, ssh_config_path()) for _ in range(runs)])
+        out["fresh_3"], install = fresh(fresh_runs)
+        if install:
+            out["airflow_install"] = install
+    out.update(noop_and_floors(runs, names3, ssh_config_path(), 3))
     out["health_3"] = stats([sh("health", "--json")[0] for _ in range(runs)])
+    if rolling_runs:
+        out["rolling_3"] = rolling(rolling_runs)
     if six:
         inv6 = ROOT / "bench" / "hosts-6.yaml"
         labapi.up(nodes_count=6)
         try:
-            out["noop_6"], out["noop_round_trips_per_host_6"] = noop(runs, inventory=inv6)
-            out["floor_6"] = stats([floor([f"node{i}" for i in range(1, 7)], ssh_config_path()) for _ in range(runs)])
-            out["noop_6_3_ratio"] = out["noop_6"]["median"] / out["noop_3"]["median"]
-        except RuntimeError as exc:          # keep the 3-host figures; say why 6 hosts has none
+            out.update(noop_and_floors(runs, [f"node{i}" for i in range(1, 7)], ssh_config_path(), 6, inv6))
+        except (RuntimeError, ValueError) as exc:   # keep the 3-host figures; say why 6 hosts has none
             out["six_error"] = str(exc)[:500]
         for name in ("node4", "node5", "node6"):
             labapi.stop_node(name)
         sh("deploy", "-q")                 # back to the 3-host cluster configuration
-    out["noop_floor_ratio"] = out["noop_3"]["median"] / out["floor_3"]["median"]
-    out["health_floor_ratio"] = out["health_3"]["median"] / out["floor_3"]["median"]
+    if readme:
+        out["readme_1"] = readme_1()
+    out["ratios"] = ratios(out)
+    out["verdicts"] = [{"target": t, "value": v, "result": r} for t, v, r in verdicts(out)]
     return out
 
 
-def table(out: dict) -> str:
-    rows = []
-    labels = [("fresh deploy, 3 hosts (from lab.reset)", "fresh_3", "s"),
-              ("Airflow install per node", "airflow_install", "s"),
-              ("no-op re-deploy, 3 hosts", "noop_3", "s"),
-              ("SSH round trips per host (no-op)", "noop_round_trips_per_host", ""),
-              ("inv health, 3 hosts", "health_3", "s"),
-              ("floor: fresh SSH + true, 3 hosts", "floor_3", "s"),
-              ("no-op re-deploy, 6 hosts", "noop_6", "s"),
-              ("floor, 6 hosts", "floor_6", "s")]
-    for label, key, unit in labels:
-        if key in out:
-            v = out[key]
-            rows.append([label, f"{v['median']:.2f}{unit}", f"{v['min']:.2f}–{v['max']:.2f}", len(v["runs"])])
-    for label, key in (("no-op / floor", "noop_floor_ratio"), ("health / floor", "health_floor_ratio"),
-                       ("no-op 6 / 3 hosts", "noop_6_3_ratio")):
-        if key in out:
-            rows.append([label, f"{out[key]:.2f}x", "", ""])
-    text = tabulate(rows, headers=["figure (median)", "value", "min–max", "runs"])
-    checks = []
-    for target, (key, limit) in TARGETS.items():
-        if key in out:
-            value = out[key]["median"] if isinstance(out[key], dict) else out[key]
-            checks.append([target, f"{value:.2f}", "PASS" if value <= limit else "MISS"])
-    text += "\n\n" + tabulate(checks, headers=["target", "measured", "result"])
-    return text + (f"\n\n6-host run failed: {out['six_error']}" if "six_error" in out else "")
-
-
-def main(runs=3, fresh_runs=3, six=True) -> int:
+def main(runs=7, fresh_runs=3, six=True, rolling_runs=1, readme=False) -> int:
     sys.path.insert(0, str(ROOT))
-    out = run(runs, fresh_runs, six)
+    out = run(runs, fresh_runs, six, rolling_runs, readme)
     print(table(out))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -174,3 +373,22 @@ def main(runs=3, fresh_runs=3, six=True) -> int:
     (RESULTS / "latest.json").write_text(json.dumps(out, indent=1))
     print(f"\nresults: {path.relative_to(ROOT)}")
     return 0
+
+
+def _cli(argv: list[str]) -> int:
+    """`python -m bench.bench rows [FILE]`: README rows of a results file (default latest.json);
+    `python -m bench.bench profile FILE`: where a profiled run's time went (see bench/profile.py)."""
+    if argv[:1] == ["rows"]:
+        out = upgrade(json.loads(Path(argv[1] if len(argv) > 1 else RESULTS / "latest.json").read_text()))
+        print("\n".join(readme_rows(out)))
+        return 0
+    if argv[:1] == ["profile"] and len(argv) == 2:
+        from bench.profile import summarize
+        print(summarize(json.loads(Path(argv[1]).read_text())))
+        return 0
+    print(_cli.__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 
 
 def http(url: str, method="GET", body=None, headers=None, timeout=10):
     """(status, parsed JSON or text); HTTP errors are returned, connection errors raise OSError."""
+    import urllib.error
+    import urllib.request  # here, not at import: `inv` loads this module for every task (start-up time)
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .core.errors import UserError
@@ -56,6 +54,8 @@ def _refuse(url: str, what: str, where: str, fix: str = "") -> UserError:
 
 
 def _download(url: str, where: str, timeout: float) -> str:
+    import urllib.error
+    import urllib.request  # here, not at import: most runs never download (start-up time)
     if not url.startswith(SCHEMES):
         raise _refuse(url, "unsupported URL scheme", where, "use an http://, https:// or file:// URL")
     try:

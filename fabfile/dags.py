@@ -57,8 +57,23 @@ def _files(folders) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
+_MEMO: dict = {}
+
+
+def _memo(what: str, folders, make):
+    """make(), once per process for the same files (names, sizes, mtimes): every host plans the same release."""
+    key = (what, tuple((rel, str(f), st.st_mtime_ns, st.st_size) for rel, f in _files(folders) for st in [f.stat()]))
+    if key not in _MEMO:
+        _MEMO[key] = make()
+    return _MEMO[key]
+
+
 def manifest(*folders: tuple[Path, str]) -> str:
     """`sha256  relative path` lines of the files a release holds (what MANIFEST_PROBE prints)."""
+    return _memo("manifest", folders, lambda: _manifest(folders))
+
+
+def _manifest(folders) -> str:
     return "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {rel}\n" for rel, f in _files(folders))
 
 
@@ -89,6 +104,10 @@ def release_changes(current: str, desired: str) -> str:
 
 def bundle(*folders: tuple[Path, str]) -> tuple[str, bytes]:
     """(release id, tar bytes) of the DAG folders; the id is a hash of names and contents."""
+    return _memo("bundle", folders, lambda: _bundle(folders))
+
+
+def _bundle(folders) -> tuple[str, bytes]:
     files = _files(folders)
     digest = hashlib.sha256()
     buf = io.BytesIO()
@@ -124,7 +143,7 @@ def steps(ctx) -> list:
     release, data = bundle(*folders)
     keep = ctx.inv.cluster["dag_releases_keep"]
     new = f"{RELEASES}/{release}"
-    b64 = base64.encodebytes(data).decode()
+    b64 = _memo("base64", folders, lambda: base64.encodebytes(data).decode())
     return [
         Directory(f"{HOME}/dags", owner="airflow", group="airflow"),
         Directory(RELEASES, owner="airflow", group="airflow"),

@@ -18,8 +18,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tabulate import tabulate
-
 from . import health
 from .airflow_api import Airflow, http
 from .core import inventory as inventory_mod
@@ -30,6 +28,8 @@ LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
 
 @dataclass
 class Row:
+    """One drill's line in the drills table."""
+
     drill: str
     fault: str
     recovery: str
@@ -410,6 +410,7 @@ def ensure_load_dags(inventory=None) -> int:
 
 def run(names: list[str], inventory=None) -> int:
     """Run the named drills in sequence and print the table; 1 if any drill failed."""
+    from tabulate import tabulate  # here, not at import: `inv` loads this module for every task
     if ensure_load_dags(inventory):
         print("drills: could not ship the load DAGs", flush=True)
         return 1

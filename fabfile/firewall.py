@@ -104,8 +104,9 @@ def _ufw(ctx) -> list:
                         f"  printf '%s\\n' {_q(want)} | grep -qxF -- \"$rule\" || eval \"ufw delete ${{rule#ufw }}\" "
                         ">/dev/null\ndone\n" + add)),
         Command("ufw policy", desc="deny incoming by default, enable",
-                unless="ufw status verbose | grep -q '^Status: active' && "
-                       "ufw status verbose | grep -q 'deny (incoming)'",
+                # one `ufw status verbose` (ufw is a Python program: its start-up is most of a no-op's probe)
+                unless="s=$(ufw status verbose); printf '%s\\n' \"$s\" | grep -q '^Status: active' && "
+                       "printf '%s\\n' \"$s\" | grep -q 'deny (incoming)'",
                 script="ufw default deny incoming >/dev/null\nufw default allow outgoing >/dev/null\n"
                        "ufw --force enable >/dev/null\nsystemctl enable ufw 2>/dev/null"),
         Service("ufw"),

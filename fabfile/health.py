@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 
-from tabulate import tabulate
-
 from . import keepalived, monitoring, nginx, postgres, spof
 from .core import inventory as inventory_mod
+from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
 from .services import UNITS
@@ -33,6 +32,8 @@ SKEW_WARN_S = 1.0
 
 @dataclass
 class Check:
+    """One health check's verdict on one host (or the cluster)."""
+
     host: str
     check: str
     status: str   # ok | warn | fail
@@ -351,6 +352,7 @@ def spof_checks(inv) -> list[Check]:
 
 def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     """Check the cluster (or only the given hosts' own checks); print a table or JSON; 0 if nothing failed."""
+    profile.started()
     try:
         inv = inventory_mod.load(inventory)
         selected = inv.select(hosts)
@@ -372,6 +374,7 @@ def render(checks: list[Check], mask, as_json: bool = False, seconds: float = 0.
     rows = [{k: mask(v) if isinstance(v, str) else v for k, v in asdict(c).items()} for c in checks]
     if as_json:
         return jsonlib.dumps({"ok": ok, "checks": rows})
+    from tabulate import tabulate  # only the table needs it (start-up time)
     table = tabulate([list(row.values()) for row in rows], headers=["host", "check", "status", "detail"])
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
     return (f"{table}\n{'HEALTHY' if ok else 'UNHEALTHY'}: {counts['ok']} ok, {counts['warn']} warn, "

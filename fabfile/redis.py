@@ -51,25 +51,35 @@ def sentinel_cli(run, host, command: str, timeout: int = 5) -> str:
             f"-p {settings(run.inv)['sentinel_port']} {command}")
 
 
-def sentinel_views(run) -> dict[str, str]:
-    """sentinel host -> the master address it names (hosts that do not answer are left out)."""
-    views = {}
-    for host in run.inv.with_role("sentinel"):
-        if host.name in run.failed:
-            continue
+def sentinel_views(run, asked: dict | None = None) -> dict[str, str]:
+    """sentinel host -> the master address it names (hosts that do not answer are left out).
+
+    `asked`: answers already given (host -> `ask_master_script` output, e.g. at connect); the other
+    Sentinels are asked in parallel (one round trip each, at once). Answers keep inventory order.
+    """
+    def ask(host) -> str:
         try:
-            out = run.remote(host.name).sh(ask_master_script(run, [host]), timeout=10).out
+            return run.remote(host.name).sh(ask_master_script(run, [host]), timeout=10).out
         except Exception:  # noqa: BLE001 - an unreachable sentinel host just does not vote
-            continue
-        words = out.split()
-        if len(words) >= 2:
-            views[host.name] = words[0]
-    return views
+            return ""
+
+    asked = asked or {}
+    hosts = [h for h in run.inv.with_role("sentinel") if h.name not in run.failed]
+    live = [h for h in hosts if h.name not in asked]
+    outs = {**asked, **dict(zip([h.name for h in live],
+                                run.parallel(ask, live) if len(live) > 1 else [ask(h) for h in live], strict=True))}
+    views = {h.name: outs[h.name].split() for h in hosts}
+    return {name: words[0] for name, words in views.items() if len(words) >= 2}
 
 
-def current_master(run) -> tuple[str, str]:
+def connect_probe(run, host) -> str:
+    """Asked with the facts (same round trip): the master this host's Sentinel names, for `prepare`."""
+    return ask_master_script(run, [host]) if host.has("sentinel") else ""
+
+
+def current_master(run, asked: dict | None = None) -> tuple[str, str]:
     """(address, how it was found): the Sentinels' majority view, else the first redis host (fresh cluster)."""
-    votes = Counter(sentinel_views(run).values())
+    votes = Counter(sentinel_views(run, asked).values())
     if votes:
         address, n = votes.most_common(1)[0]
         return address, f"{n} sentinel(s) agree"
@@ -79,7 +89,9 @@ def current_master(run) -> tuple[str, str]:
 
 def prepare(run, hosts) -> None:
     if hosts:
-        run.data["redis_master"], how = current_master(run)
+        # the Sentinels' answers given at connect serve the first prepare only: a later one (--serial batches)
+        # comes after restarts that may have moved the master, and asks again
+        run.data["redis_master"], how = current_master(run, getattr(run, "answers", {}).pop(NAME, None))
         run.say(f"{'cluster':<10} redis      master is {run.data['redis_master']} ({how})")
 
 

@@ -16,6 +16,7 @@ import time
 
 from . import airflow, dags, dependencies, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services, spof
 from .core import inventory as inventory_mod
+from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
 
@@ -26,11 +27,14 @@ BY_NAME = {c.NAME: c for c in COMPONENTS}
 def run(components=None, hosts=None, inventory=None, check=False, verbose=False, quiet=False,
         serial=0, parallel=0) -> int:
     """Validate the inventory (before any connection), then converge `components` on `hosts`."""
+    profile.started()
     try:
-        inv = inventory_mod.load(inventory)
-        selected = inv.select(hosts)
+        with profile.span("inventory (local)"):
+            inv = inventory_mod.load(inventory)
+            selected = inv.select(hosts)
         comps = components or COMPONENTS
-        _ensure_local_artifacts(inv, comps)
+        with profile.span("local artifacts (constraints, wheelhouse, DAG bundle)"):
+            _ensure_local_artifacts(inv, comps)
         rc = execute(inv, selected, comps,
                      Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel),
                      preflight=lambda run, hosts: dependencies.check(run, hosts, comps),

@@ -9,10 +9,23 @@ Public API (everything else is internal)::
     node_address(name) -> str; ssh_config_path() -> Path; OUTSIDER
 """
 
-from lab.api import down, is_running, reset, start_node, status, stop_node, up
-from lab.config import OUTSIDER, inventory_names, node_address, node_names, ssh_config_path
-from lab.errors import LabError
-from lab.nodes import Node
+import importlib
+
+#: public name -> the module that defines it; loaded on first use, so `inv` (which mounts lab.tasks for every
+#: command) does not import the whole lab before a deploy (start-up time)
+_WHERE = {**dict.fromkeys(("down", "is_running", "reset", "start_node", "status", "stop_node", "up"), "lab.api"),
+          **dict.fromkeys(("OUTSIDER", "inventory_names", "node_address", "node_names", "ssh_config_path"),
+                          "lab.config"),
+          "LabError": "lab.errors", "Node": "lab.nodes"}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")
+
 
 __all__ = [
     "OUTSIDER",

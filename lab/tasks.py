@@ -7,7 +7,6 @@ import os
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
-from tabulate import tabulate
 
 import lab
 from lab.config import ssh_config_path
@@ -34,6 +33,7 @@ def _uptime(seconds: float | None) -> str:
 
 
 def _table(nodes: list[lab.Node]) -> None:
+    from tabulate import tabulate
     rows = [(n.name, n.address, n.state, _uptime(n.uptime)) for n in nodes]
     print(tabulate(rows, headers=["name", "address", "state", "uptime"]))
 

@@ -25,6 +25,8 @@ SUPPORTED = "Debian 12, Ubuntu 24.04, AlmaLinux/Rocky/RHEL 9"
 
 @dataclass(frozen=True)
 class Platform:
+    """What a distribution needs: package names, paths, units, users, firewall, Python."""
+
     family: str            # debian | rhel
     distro: str            # os-release ID
     version: str           # os-release VERSION_ID
@@ -198,6 +200,8 @@ ip -o -4 addr show 2>/dev/null | awk '{print "inet4=" $2 " " $4}'
 
 @dataclass(frozen=True)
 class Facts:
+    """One host's facts: its platform and what the facts script found."""
+
     platform: Platform
     hostname: str
     container: str

@@ -97,6 +97,8 @@ EXPORTERS = {
 
 @dataclass(frozen=True)
 class Host:
+    """One inventory host: name, roles, address and per-host variables."""
+
     name: str
     roles: frozenset
     address: str | None
@@ -108,6 +110,8 @@ class Host:
 
 @dataclass
 class Inventory:
+    """The validated inventory: cluster settings and hosts."""
+
     path: Path
     cluster: dict
     hosts: dict  # name -> Host, in file order

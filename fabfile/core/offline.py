@@ -43,6 +43,8 @@ FRESH_STATE = {"service": "\n\n", "user": "", "absent": "present\n"}
 
 @dataclass
 class PlannedStep:
+    """One planned change of an offline plan, as the golden files show it."""
+
     component: str
     label: str
     desc: str
@@ -72,7 +74,9 @@ class OfflineRun(Run):
         self.remotes, self.facts, self.failed = {}, {}, {}
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.checks = Counter()
         self.results, self.pending, self.data, self.restarts = [], {}, {}, []
+        self.connect_probes, self.answers = {}, {}
         self._print = threading.Lock()
         self.started = time.monotonic()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import paramiko
 from fabric import Config, Connection
 
+from . import profile
 from .errors import UserError
 
 # paramiko's transport thread logs a dead peer as an ERROR with a traceback; without a handler Python would
@@ -27,6 +28,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 @dataclass
 class Result:
+    """Exit status and output of one remote script."""
+
     rc: int
     out: str
     err: str
@@ -108,6 +111,7 @@ class Remote:
         self._ensure_open()
         with self._lock:
             self.round_trips += 1
+        start = profile.PROFILE.now() if profile.PROFILE else 0.0
         chan = self._session()
         try:
             if timeout:
@@ -124,6 +128,7 @@ class Remote:
             raise Unreachable(f"connection lost ({exc or type(exc).__name__})") from None
         finally:
             chan.close()
+            profile.round_trip(self.name, start, len(script))
         if rc == -1 and not self.conn.transport.is_active():
             raise Unreachable("connection lost (no exit status)")
         if rc == 1 and self.sudo and "a password is required" in err:

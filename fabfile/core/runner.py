@@ -10,8 +10,10 @@ component's optional `gate(run, host)` (None = healthy, else why not; polled up 
 A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
 config. Components may also define `roll_order(run, hosts)`, `before_restart(run, host, units)`
 (Redis: master last, failed over first; api-servers: drained from every nginx) and `after_restart(run,
-host)` once the gate passed (api-servers: back into every nginx). First starts (fresh deploy) stay parallel, and a converged
-host still costs one probe round trip (`speculate`). `--check` ends with the restarts in roll order,
+host)` once the gate passed (api-servers: back into every nginx). First starts (fresh deploy) stay
+parallel, and a converged host still costs one probe round trip (`speculate`); inside it, steps of one
+kind share one command (steps.BATCHES: `systemctl show`, `stat`/`sha256sum`, `dpkg-query`).
+`AIRFLOW_HA_PROFILE` records where the time goes (profile.py). `--check` ends with the restarts in roll order,
 those that cost downtime marked (`Service(downtime=...)`).
 """
 
@@ -27,20 +29,21 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from tabulate import tabulate
-
+from . import profile, templates
 from . import secrets as secrets_mod
 from .errors import UserError
 from .facts import FACTS_SCRIPT, Facts, parse_facts
 from .inventory import Host, Inventory, resolve_address
 from .remote import Remote, Unreachable, lab_ssh_config, load_ssh_config
-from .steps import Change, File, Preview, Service
+from .steps import BATCHES, Change, File, Preview, Service
 
 STATUS_ORDER = ("ok", "changed", "warn", "failed")
 
 
 @dataclass
 class Options:
+    """How a run behaves (CLI flags)."""
+
     check: bool = False
     verbose: bool = False
     quiet: bool = False
@@ -81,6 +84,8 @@ class HostContext:
 
 @dataclass
 class StepResult:
+    """One step's outcome on one host, as the recap counts it."""
+
     host: str
     component: str
     label: str
@@ -111,6 +116,8 @@ class HostPlan:
 
 @dataclass
 class Run:
+    """One deploy (or health) run over the selected hosts: connections, facts, results."""
+
     inv: Inventory
     hosts: list
     opts: Options = field(default_factory=Options)
@@ -131,9 +138,12 @@ class Run:
         self.refused: dict[str, str] = {}  # hosts whose platform is unsupported: nothing may change anywhere
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.checks: Counter = Counter()   # host -> steps probed (the recap's "N checks")
         self.results: list[StepResult] = []
         self.pending: dict = {}        # host -> services notified so far in this run
         self.data: dict = {}           # cross-host facts a component's prepare() found (e.g. redis master)
+        self.connect_probes: dict = {}  # name -> fn(run, host): shell asked with the facts (see connect)
+        self.answers: dict = {}        # name -> {host: what that shell printed at connect}
         self.restarts: list[str] = []  # restarts in the order they were (--check: would be) done
         self._print = threading.Lock()
         self._opening = threading.Lock()
@@ -202,13 +212,25 @@ class Run:
             return list(pool.map(fn, hosts))
 
     def connect(self, hosts=None) -> None:
-        """Open one SSH connection per host and gather its facts (one round trip), in parallel."""
+        """Open one SSH connection per host and gather its facts (one round trip), in parallel.
+
+        The same round trip runs each `connect_probes` shell (read-only questions components ask of every
+        host before planning, e.g. the Redis master a Sentinel names); answers go to `answers[name][host]`.
+        """
         def one(host):
             t0 = time.monotonic()
             try:
-                rem = self.remote(host.name)
-                res = rem.sh(FACTS_SCRIPT, timeout=30)
-                self.facts[host.name] = parse_facts(res.out)
+                with profile.span("ssh open", host.name):
+                    rem = self.remote(host.name)
+                with profile.span("facts", host.name):
+                    extra = {n: fn(self, host) for n, fn in self.connect_probes.items()}
+                    script = FACTS_SCRIPT + "".join(f"\necho '@@connect {n}'\n{{ {sh}\n}} 2>/dev/null"
+                                                    for n, sh in extra.items() if sh)
+                    res = rem.sh(script + "\n", timeout=30)
+                    facts, *parts = re.split(r"^@@connect (\S+)\n", res.out, flags=re.M)
+                    self.facts[host.name] = parse_facts(facts)
+                    for name, text in zip(parts[::2], parts[1::2], strict=True):
+                        self.answers.setdefault(name, {})[host.name] = text
             except Unreachable as exc:
                 self.fail_host(host, "connect", f"unreachable: {exc}")
             except UserError as exc:
@@ -232,14 +254,17 @@ class Run:
         """
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
         if hasattr(component, "prepare") and not prepared:
-            component.prepare(self, hosts)
+            with profile.span(f"prepare {component.NAME}"):
+                component.prepare(self, hosts)
         plans = [p for p in self.parallel(lambda h: self._plan_component(component, h), hosts) if p]
         if any(p.restarts for p in plans):
-            self._roll(component, plans)
+            with profile.span(f"roll {component.NAME}"):
+                self._roll(component, plans)
         else:
             self.parallel(lambda p: self._guard(component.NAME, p.host, lambda: self._finish(p)), plans)
         if hasattr(component, "finalize"):
-            component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
+            with profile.span(f"finalize {component.NAME}"):
+                component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
 
     def speculate(self, components, host: Host) -> int:
         """Fast path: probe every step of every component in ONE round trip and plan them in order.
@@ -250,16 +275,24 @@ class Run:
         nothing is applied, so the speculative plan is the whole answer.
         """
         try:
-            ctx = self.context(host)
-            planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
+            with profile.span("steps (local: render, hash)", host.name):
+                ctx = self.context(host)
+                planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
         except Exception:  # noqa: BLE001 - let the normal path report it
             return 0
         flat = [s for _, _, steps in planned for s in steps]
         if not flat:
             return len(components)
         t0 = time.monotonic()
-        states = iter(_split(self.remote(host.name).sh(_probe_script(flat), timeout=300).out, len(flat)))
+        self.checks[host.name] += len(flat)
+        with profile.span("probe (all components)", host.name):
+            states = iter(self._probe(host.name, flat))
         secs = (time.monotonic() - t0) / len(flat)
+        with profile.span("plan (local)", host.name):
+            return self._speculate_plan(host, components, planned, states, secs)
+
+    def _speculate_plan(self, host: Host, components, planned, states, secs: float) -> int:
+        """speculate(), once the probe answered: plan in order, stop at the first component with changes."""
         notified: set = set(self.pending.get(host.name, ()))
         converged, changes = [], False
         for i, component, steps in planned:
@@ -309,7 +342,9 @@ class Run:
         if not steps:
             return None
         t0 = time.monotonic()
-        states = _split(self.remote(host.name).sh(_probe_script(steps), timeout=300).out, len(steps))
+        self.checks[host.name] += len(steps)
+        with profile.span(f"probe {component}", host.name):
+            states = self._probe(host.name, steps)
         before = set(self.pending.get(host.name, ()))
         notified = set(before)
         planned: list[tuple] = []
@@ -320,6 +355,27 @@ class Run:
             planned.append((step, change))
         self.pending[host.name] = notified   # notifications reach services of later components too
         return HostPlan(host, component, planned, (time.monotonic() - t0) / len(steps), before)
+
+    def _probe(self, name: str, steps: list) -> list[str]:
+        """One round trip probes every step (batched where a batch can); each step's state, in order.
+
+        A batch whose output cannot be read (e.g. not one `systemctl show` block per unit) costs one more
+        round trip: its steps' own probes, one by one.
+        """
+        sections, groups = _sections(steps)
+        if profile.PROFILE:
+            labels = [_section_kind(m, steps) for m, _ in sections]
+            out = self.remote(name).sh(profile.timed_probe_script(sections), timeout=300).out
+            out = profile.take_probe_times(out, labels, name)
+        else:
+            out = self.remote(name).sh(_script(sections), timeout=300).out
+        states, retry = _states(out, steps, groups)
+        if retry and out.strip():      # no answer at all (timeout): the states stay empty, as they always did
+            again = _split(self.remote(name).sh(_script([(f"@@probe {j}", steps[i].probe())
+                                                         for j, i in enumerate(retry)]), timeout=300).out, len(retry))
+            for j, i in enumerate(retry):
+                states[i] = again[j]
+        return states
 
     def _finish(self, plan: HostPlan) -> list[StepResult]:
         """Record the plan's unchanged steps and warnings; apply its changes (--check: show them)."""
@@ -472,7 +528,8 @@ class Run:
                          f"rc=$?; echo \"@@end {i} $rc $(( ($(date +%s%N) - s) / 1000000 ))\"; "
                          "[ $rc -eq 0 ] || exit 0")
         t0 = time.monotonic()
-        res = rem.sh("\n".join(parts) + "\n", timeout=3600)
+        with profile.span(f"apply {component}", host.name):
+            res = rem.sh("\n".join(parts) + "\n", timeout=3600)
         wall = time.monotonic() - t0
         done = _parse_apply(res.out)
         for i, (sres, secs) in streamed.items():
@@ -525,12 +582,13 @@ class Run:
             rows.append([h.name, c["ok"], c["changed"], c["warn"], c["failed"],
                          f"{self.seconds[h.name]:.1f}", self.failed.get(h.name, "")[:70]])
         heading = "would change" if self.opts.check else "changed"
+        from tabulate import tabulate  # only the recap needs it (start-up time)
         self.say(tabulate(rows, headers=["host", "ok", heading, "warn", "failed", "seconds", "error"]),
                  always=True)
         trips = sum(r.round_trips for r in self.remotes.values())
         self.say(f"{len(self.hosts)} host(s), {len(self.failed)} failed, "
                  f"{sum(c['changed'] for c in self.counts.values())} {heading}, {trips} SSH round trips, "
-                 f"{time.monotonic() - self.started:.1f}s", always=True)
+                 f"{sum(self.checks.values())} checks, {time.monotonic() - self.started:.1f}s", always=True)
         return 1 if self.failed else 0
 
     def close(self) -> None:
@@ -573,14 +631,67 @@ def _b64_text(data: str) -> str:
         return ""
 
 
+def _sections(steps) -> tuple[list[tuple[str, str]], dict[str, list[int]]]:
+    """The probe script's sections (marker, shell): one per batch kind, then each step's own (rest of
+    its) probe; and the step indexes of each batch."""
+    groups: dict[str, list[int]] = {}
+    for i, step in enumerate(steps):
+        if step.batch() in BATCHES:
+            groups.setdefault(step.batch(), []).append(i)
+    batched = {i for idx in groups.values() for i in idx}
+    sections = [(f"@@batch {kind}", BATCHES[kind].script([steps[i] for i in idx])) for kind, idx in groups.items()]
+    for i, step in enumerate(steps):
+        body = step.own_probe() if i in batched else step.probe()
+        if body:
+            sections.append((f"@@probe {i}", body))
+    return sections, groups
+
+
+def _section_kind(marker: str, steps) -> tuple[str, str]:
+    """(kind, label) of a probe section, for the profile."""
+    what, key = marker[2:].split(" ", 1)
+    if what == "batch":
+        return f"batch: {key}", key
+    step = steps[int(key)]
+    return profile.probe_kind(step) + (" (rest)" if step.batch() in BATCHES else ""), step.label
+
+
+def _script(sections) -> str:
+    return "".join(f"echo '{marker}'\n{{ {body}\n}} 2>/dev/null\n" for marker, body in sections)
+
+
 def _probe_script(steps) -> str:
-    return "".join(f"echo '@@probe {i}'\n{{ {s.probe()}\n}} 2>/dev/null\n" for i, s in enumerate(steps))
+    return _script(_sections(steps)[0])
+
+
+def _states(out: str, steps, groups: dict[str, list[int]]) -> tuple[list[str], list[int]]:
+    """Each step's state from a probe script's output, and the steps whose batch could not be read."""
+    own = _split(out, len(steps))
+    batches: dict[str, str] = {}
+    current = None
+    for line in out.splitlines(True):
+        if line.startswith("@@batch ") or line.startswith("@@probe "):
+            current = line.split()[1] if line.startswith("@@batch ") else None
+        elif current is not None:
+            batches[current] = batches.get(current, "") + line
+    states, retry = list(own), []
+    for kind, idx in groups.items():
+        got = BATCHES[kind].states(batches.get(kind, ""), [steps[i] for i in idx])
+        if got is None or len(got) != len(idx):
+            retry += idx
+            continue
+        for i, state in zip(idx, got, strict=True):
+            states[i] = state + own[i]
+    return states, sorted(retry)
 
 
 def _split(out: str, n: int, marker: str = "@@probe") -> list[str]:
     chunks = [""] * n
     current = None
     for line in out.splitlines(True):
+        if line.startswith("@@batch "):
+            current = None
+            continue
         m = re.match(rf"^{marker} (\d+)$", line.strip()) if line.startswith(marker) else None
         if m:
             current = int(m.group(1))
@@ -612,30 +723,50 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     raises stops the run with nothing changed. `finish(run)`, if given, runs after the last component
     and before the recap (e.g. a health gate); it may mark hosts failed.
     """
-    run = Run(inv, hosts, opts)
+    with profile.span("secrets + ssh config (local)"):
+        run = Run(inv, hosts, opts)
+    run.connect_probes = {c.NAME: c.connect_probe for c in components if hasattr(c, "connect_probe")}
+    # while the connections wait on the network: import Jinja2 and load the templates the plans render
+    threading.Thread(target=_warm_templates, name="warm-templates", daemon=True).start()
     try:
-        run.connect()
+        with profile.span("connect + facts (all hosts)"):
+            run.connect()
         if run.refused:
             run.say("nothing changed: every host must run a supported platform first", always=True)
             return run.recap()
         if preflight:
-            preflight(run, run.alive())
+            with profile.span("preflight (dependencies)"):
+                preflight(run, run.alive())
         batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
             else [hosts]
         for batch in batches:
             for component in components:
                 if hasattr(component, "prepare"):
-                    component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
-            start = dict(zip([h.name for h in run.alive(batch)],
-                             run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
+                    with profile.span(f"prepare {component.NAME}"):
+                        component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
+            with profile.span("speculate (all hosts)"):
+                start = dict(zip([h.name for h in run.alive(batch)],
+                                 run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
-                run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
+                with profile.span(f"component {component.NAME}"):
+                    run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
         if finish:
-            finish(run)
-        return run.recap()
+            with profile.span("health gate"):
+                finish(run)
+        with profile.span("recap"):
+            return run.recap()
     finally:
-        run.close()
+        with profile.span("close"):
+            run.close()
+
+
+def _warm_templates() -> None:
+    try:
+        with profile.span("warm templates (background)"):
+            templates.warm()
+    except Exception:  # noqa: BLE001 - only a head start: a broken template fails where it is rendered
+        pass
 
 
 def fail(exc: UserError) -> None:

@@ -5,6 +5,10 @@ into one remote script (one round trip), calls `plan(state, notified)` locally (
 `--check` prints and what spec tests compare), then joins the planned `Change.script`s into one apply
 script (a second round trip, only when something changes).
 
+Batches: steps whose probes one command can answer for many (`systemctl show`, `stat`/`sha256sum`,
+`dpkg-query`/`rpm`) name a `batch()` kind; the runner then runs that command once per probe script (see
+BATCHES) and gives each step the state its own probe would have printed (fewer processes on the host).
+
 Handlers: a step's `notify` names services; a `Service` step restarts once, at the end of its component,
 only if a step that notifies it changed. The special name "daemon-reload" makes the runner call
 `systemctl daemon-reload` once before the first service action.
@@ -55,6 +59,8 @@ class Change:
 
 @dataclass
 class Step:
+    """Base of every step: probe() prints the state, plan() turns it into a Change or None."""
+
     kind = "step"
     target: str = ""
 
@@ -67,6 +73,19 @@ class Step:
 
     def plan(self, state: str, notified: set) -> Change | None:
         raise NotImplementedError
+
+    def batch(self) -> str:
+        """The BATCHES kind that can answer this step's probe ("" = none: its own probe runs)."""
+        return ""
+
+    def own_probe(self) -> str:
+        """What is left to probe per step when the batch answers the rest ("" = nothing)."""
+        return ""
+
+
+def _safe_path(path: str) -> bool:
+    """Paths `stat %n` and `sha256sum` print back unchanged (no escaping), so a batch can key on them."""
+    return not any(c in path for c in "\n\\|")
 
 
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
@@ -95,6 +114,9 @@ class Packages(Step):
         if self.manager == "apt":
             return f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null | grep ' installed$'"
         return f"rpm -q --qf '%{{NAME}} installed\\n' {names} 2>/dev/null | grep ' installed$'"
+
+    def batch(self):
+        return f"packages-{self.manager}"
 
     def plan(self, state, notified):
         have = {line.split()[0].split(":")[0] for line in state.splitlines() if line.strip()}
@@ -136,6 +158,8 @@ def _ownership(path, owner, group, mode, state_line) -> list[str]:
 
 @dataclass
 class Directory(Step):
+    """A directory with owner, group and mode."""
+
     kind = "directory"
     owner: str = "root"
     group: str = "root"
@@ -143,6 +167,9 @@ class Directory(Step):
 
     def probe(self):
         return _stat_probe(self.target, checksum=False)
+
+    def batch(self):
+        return "stat" if _safe_path(self.target) else ""
 
     def plan(self, state, notified):
         state = state.strip()
@@ -171,6 +198,9 @@ class File(Step):
 
     def probe(self):
         return _stat_probe(self.target, checksum=True)
+
+    def batch(self):
+        return "stat" if _safe_path(self.target) else ""
 
     def plan(self, state, notified):
         lines = state.strip().splitlines() or ["absent"]
@@ -216,6 +246,8 @@ class Line(Step):
 
 @dataclass
 class Link(Step):
+    """A symbolic link pointing at `source`."""
+
     kind = "link"
     source: str = ""
     notify: tuple = ()
@@ -231,6 +263,8 @@ class Link(Step):
 
 @dataclass
 class Absent(Step):
+    """A path that must not exist (removed when present)."""
+
     kind = "absent"
     notify: tuple = ()
 
@@ -297,6 +331,12 @@ class Service(Step):
         ours = f"; [ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
         return (f"echo \"$(systemctl is-enabled {u} 2>/dev/null | head -1)\"; "
                 f"echo \"$(systemctl is-active {u} 2>/dev/null | head -1)\"{ours}")
+
+    def batch(self):
+        return "systemd"
+
+    def own_probe(self):
+        return f"[ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
 
     def plan(self, state, notified):
         lines = (state.splitlines() + ["", "", ""])[:3]
@@ -381,3 +421,101 @@ class Warn(Step):
 
     def plan(self, state, notified):
         return Change(self.message, "", warning=True)
+
+
+# -- batches: one command answers the probes of many steps ------------------------------------------------
+def _blocks(out: str) -> list[dict]:
+    """`systemctl show` output: one dict per unit, in argument order (blocks split by blank lines)."""
+    blocks, cur = [], {}
+    for line in out.splitlines():
+        if not line.strip():
+            if cur:
+                blocks.append(cur)
+            cur = {}
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            cur[key] = value
+    return blocks + ([cur] if cur else [])
+
+
+class SystemdBatch:
+    """Every unit's enabled and active state from ONE `systemctl show` (was 2 systemctl runs per unit).
+
+    UnitFileState is what `is-enabled` prints (the same enum; systemd computes it from the unit files it
+    last loaded), "not-found" when the unit does not exist; ActiveState is what `is-active` prints.
+    """
+
+    @staticmethod
+    def script(steps) -> str:
+        units = " ".join(q(s.target) for s in steps)
+        return f"systemctl show --no-pager -p Id,LoadState,UnitFileState,ActiveState -- {units}"
+
+    @staticmethod
+    def states(out: str, steps) -> list | None:
+        blocks = _blocks(out)
+        if len(blocks) != len(steps) or not all("Id" in b for b in blocks):
+            return None                      # not one block per unit: the runner probes them one by one
+        out_states = []
+        for b in blocks:
+            enabled = b.get("UnitFileState") or ("not-found" if b.get("LoadState") == "not-found" else "")
+            out_states.append(f"{enabled}\n{b.get('ActiveState', '')}\n")
+        return out_states
+
+
+class StatBatch:
+    """Owner, group, mode and type of every File/Directory in ONE `stat`, file checksums in ONE `sha256sum`
+    (was a test, `stat`, `sha256sum` and `cut` per file)."""
+
+    @staticmethod
+    def script(steps) -> str:
+        paths = " ".join(dict.fromkeys(q(s.target) for s in steps))
+        files = " ".join(dict.fromkeys(q(s.target) for s in steps if isinstance(s, File)))
+        return (f"stat -c '%n|%U %G %a %F' -- {paths}; echo '@@sha256'"
+                + (f"; sha256sum -- {files}" if files else ""))
+
+    @staticmethod
+    def states(out: str, steps) -> list | None:
+        if "@@sha256" not in out:
+            return None
+        stat_part, sha_part = out.split("@@sha256", 1)
+        stats = {}
+        for line in stat_part.splitlines():
+            if "|" in line:
+                name, rest = line.rsplit("|", 1)
+                stats[name] = rest
+        sums = {}
+        for line in sha_part.splitlines():
+            digest, _, name = line.partition("  ")
+            if len(digest) == 64 and name:
+                sums[name] = digest
+        result = []
+        for s in steps:
+            if s.target not in stats:
+                result.append("absent\n")
+            elif isinstance(s, File):
+                digest = sums.get(s.target)
+                result.append(f"{stats[s.target]}\n" + (f"{digest}\n" if digest else ""))
+            else:
+                result.append(f"{stats[s.target]}\n")
+        return result
+
+
+class PackagesBatch:
+    """Installed packages of every Packages step from ONE `dpkg-query` / `rpm -q` (each step's plan looks
+    only for its own names in the shared answer)."""
+
+    def __init__(self, manager: str):
+        self.manager = manager
+
+    def script(self, steps) -> str:
+        names = sorted({n for s in steps for n in s.names})
+        return Packages(names=tuple(names), manager=self.manager).probe()
+
+    def states(self, out: str, steps) -> list | None:
+        return [out] * len(steps)
+
+
+#: batch kind -> what answers it: script(steps) (one command) and states(output, steps) (each step's
+#: state as its own probe would print it, or None when the output cannot be read: probed one by one)
+BATCHES = {"systemd": SystemdBatch, "stat": StatBatch,
+           "packages-apt": PackagesBatch("apt"), "packages-dnf": PackagesBatch("dnf")}

@@ -29,8 +29,14 @@ class FakeHost:
 
     def sh(self, script, timeout=0):
         self.scripts.append(script)
-        if "@@probe" in script:
+        if "@@probe" in script or "@@batch" in script:
             out = "".join(f"@@probe {i}\n{self._state(s)}" for i, s in enumerate(self.steps))
+            # batches, as a fresh host answers them: no unit, no file, no package
+            for kind, body in re.findall(r"^echo '@@batch (\S+)'\n(.*?)\n}", script, flags=re.M | re.S):
+                units = body.split(" -- ")[-1].split("\n")[0].split()
+                answer = {"systemd": "\n".join(f"Id={u}\nLoadState=not-found\n" for u in units),
+                          "stat": "@@sha256\n"}.get(kind, "")
+                out += f"@@batch {kind}\n{answer}"
         else:
             blocks = re.split(r"^echo '@@file (\d+)'\n", script, flags=re.M)[1:]
             out = "".join(f"@@file {i}\n{self._read(body)}\n" for i, body in zip(blocks[::2], blocks[1::2], strict=True))

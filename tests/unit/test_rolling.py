@@ -44,10 +44,10 @@ class FakeHost:
         return Result(0, self._answer(script), "")
 
     def _answer(self, script):
-        if "@@probe" in script:
+        if "@@probe" in script or "@@batch" in script:
             self.log.append(("probe", self.name))
-            blocks = re.split(r"^echo '@@probe (\d+)'\n", script, flags=re.M)[1:]
-            return "".join(f"@@probe {i}\n{self._state(b)}" for i, b in zip(blocks[::2], blocks[1::2], strict=True))
+            blocks = re.split(r"^echo '(@@(?:probe|batch) \S+)'\n", script, flags=re.M)[1:]
+            return "".join(f"{m}\n{self._state(b)}" for m, b in zip(blocks[::2], blocks[1::2], strict=True))
         if "@@begin" in script:
             self.log.append(("apply", self.name))
             if self.barrier:
@@ -67,6 +67,16 @@ class FakeHost:
     def _state(self, probe):
         if "is-enabled" in probe:
             return self.service
+        if probe.startswith("{ systemctl show"):       # the systemd batch: one block per unit
+            enabled, active = (self.service.splitlines() + ["", ""])[:2]
+            units = probe.split(" -- ", 1)[1].split("\n")[0].split()
+            return "\n".join(f"Id={u}.service\nUnitFileState={enabled}\nActiveState={active}\n" for u in units)
+        if probe.startswith("{ stat -c"):              # the stat batch: present files have the new content
+            paths = probe.split(" -- ", 1)[1].split(";")[0].split()
+            if self.changed:
+                return "@@sha256\n"
+            return "".join(f"{p}|root root 644 regular file\n" for p in paths) + "@@sha256\n" + \
+                "".join(f"{NEW_SHA}  {p}\n" for p in paths)
         return "absent\n" if self.changed else f"root root 644 regular file\n{NEW_SHA}\n"
 
 
@@ -311,3 +321,47 @@ def test_drain_script_marks_one_server_down_and_back(tmp_path):
     run(False)
     assert site.read_text() == text
     assert (tmp_path / "calls").read_text().splitlines() == ["-t -q", "-s reload"] * 2
+
+
+def test_sentinels_are_asked_in_parallel_and_answers_keep_inventory_order(log):
+    inv = inventory.load(SPEC / "hosts.yaml")
+    barrier = threading.Barrier(len(inv.with_role("sentinel")))
+
+    class Waiting(FakeHost):
+        def sh(self, script, timeout=0):
+            barrier.wait(timeout=5)          # BrokenBarrierError unless every Sentinel is asked at once
+            return super().sh(script, timeout)
+
+    HOSTS.clear()
+    HOSTS.update({n: Waiting(n, log) for n in inv.hosts})
+    run = FakeRun(inv, list(inv.hosts.values()), Options())
+    views = redis.sentinel_views(run)
+    assert list(views) == [h.name for h in inv.with_role("sentinel")] and set(views.values()) == {ADDR["node1"]}
+
+
+def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
+    """connect asks each Sentinel host in the facts round trip; prepare uses that once, then asks again."""
+    inv = inventory.load(SPEC / "hosts.yaml")
+    asked: list = []
+
+    class WithFacts(FakeHost):
+        def sh(self, script, timeout=0):
+            if "@@facts" in script:
+                self.round_trips += 1
+                extra = f"@@connect redis\n{ADDR['node2']} 6379 \n" if "@@connect redis" in script else ""
+                return Result(0, f"{DEBIAN.rstrip()}\n@@facts\nuid=0\nhostname={self.name}\n{extra}", "")
+            asked.append(self.name)
+            return super().sh(script, timeout)
+
+    HOSTS.clear()
+    HOSTS.update({n: WithFacts(n, log) for n in inv.hosts})
+    run = FakeRun(inv, list(inv.hosts.values()), Options())
+    run.connect_probes = {"redis": redis.connect_probe}
+    Run.connect(run)
+    assert run.facts["node1"].hostname == "node1" and run.facts["node1"].platform.name
+    assert set(run.answers["redis"]) == {h.name for h in inv.with_role("sentinel")}
+    redis.prepare(run, list(inv.hosts.values()))
+    assert run.data["redis_master"] == ADDR["node2"] and asked == [], "no extra round trip"
+    redis.prepare(run, list(inv.hosts.values()))        # e.g. the next --serial batch: asked live
+    assert run.data["redis_master"] == ADDR["node1"]
+    assert sorted(asked) == sorted(h.name for h in inv.with_role("sentinel")) and "redis" not in run.answers
