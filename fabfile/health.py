@@ -42,8 +42,9 @@ def expected_units(run, host) -> list[str]:
     plat = run.facts[host.name].platform if host.name in run.facts else None
     units = []
     if plat:
-        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", "postgres")):
-            if host.has(role):
+        pg = "patroni" if run.inv.patroni else "postgres"
+        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", pg), ("etcd", "etcd")):
+            if host.has(role) and (role != "etcd" or run.inv.patroni):
                 units.append(plat.units[key])
         if nginx.runs_nginx(host):
             units.append(plat.units["nginx"])
