@@ -157,6 +157,7 @@ def env_values(ctx) -> dict:
         "fernet_key": s["fernet_key"], "api_secret_key": s["api_secret_key"], "jwt_secret": s["jwt_secret"],
         "db_user": postgres.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
         "db_port": inv.cluster["ports"]["postgres"], "db_name": postgres.DB,
+        "db_hosts": postgres.db_hosts(run) if inv.patroni else [], "db_params": postgres.MULTI_HOST_PARAMS,
         "redis_password": s["redis_password"], "sentinel_password": s["sentinel_password"],
         "sentinels": [f"{run.addresses[h.name]}:{port}" for h in inv.with_role("sentinel")],
         "flower_user": "flower", "flower_password": s["flower_password"],
@@ -259,8 +260,7 @@ def finalize_steps(run) -> list:
     s, inv = run.secrets, run.inv
     admin = inv.cluster["admin_user"]
     version = inv.cluster["airflow_version"]
-    psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql -h {postgres.db_host(run)} "
-            f"-p {inv.cluster['ports']['postgres']} -U {postgres.USER} -d {postgres.DB} -tA")
+    psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql {postgres.psql_target(run)} -tA")
     head = f"$(sed -n 2p {SCHEMA_HEAD} 2>/dev/null)"
     db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
     password = shlex.quote(s["admin_password"])

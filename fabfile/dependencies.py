@@ -17,7 +17,9 @@ from .core.facts import FACTS_SCRIPT, parse_facts
 from .services import UNITS
 
 
-def _unit(role: str, platform) -> str:
+def _unit(role: str, platform, patroni: bool = False) -> str:
+    if role == "postgres" and patroni:
+        return platform.units["patroni"]
     return UNITS.get(role) or platform.units[role]
 
 
@@ -31,7 +33,8 @@ def needs(inv, selected, components) -> list[tuple[str, int]]:
     if not starts_airflow or not any(h.has(*AIRFLOW_ROLES) for h in selected):
         return []
     sentinels = len(inv.with_role("sentinel"))
-    return [("postgres", len(inv.with_role("postgres"))), ("redis", 1),
+    # Patroni mode: one running member is enough (the others may be replicas still catching up)
+    return [("postgres", 1 if inv.patroni else len(inv.with_role("postgres"))), ("redis", 1),
             ("sentinel", sentinels // 2 + 1), ("api_server", 1)]
 
 
@@ -41,7 +44,7 @@ def _is_up(run, host, role) -> str:
         rem = run.remote(host.name)
         if host.name not in run.facts:   # a host probed for two roles reads its facts once
             run.facts[host.name] = parse_facts(rem.sh(FACTS_SCRIPT, timeout=30).out)
-        unit = _unit(role, run.facts[host.name].platform)
+        unit = _unit(role, run.facts[host.name].platform, run.inv.patroni)
         state = rem.sh(f"systemctl is-active {unit}", timeout=30).out.strip() or "unknown"
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable", reported below
         return f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"

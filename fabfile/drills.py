@@ -9,6 +9,10 @@ after [scheduler] task_instance_heartbeat_timeout and retries it on another work
 
 `drill.node` and `drill.vip` power a lab host off and on, so they need the lab (real servers have no power
 switch here). `drill.vip` pulls the plug on the VIP holder while a probe (<= 10 req/s) runs through the VIP.
+`drill.postgres` (Patroni mode; single mode: NOT COVERED, with the reason) runs `ha_load_retry` twice: (a)
+SIGKILL the leader's postmaster, (b) pull the plug on the leader's host; it reports seconds until a write
+succeeds again through the multi-host URL, until the first task after the fault completes, the retries,
+and seconds until the old leader shows in /cluster as a replica again (no deploy).
 """
 
 from __future__ import annotations
@@ -242,11 +246,11 @@ def node(d: Drill) -> Row:
     """Power off the host holding the Redis master, an api-server and a scheduler; DAGs keep running.
 
     The Redis master is first moved (SENTINEL FAILOVER) to a host that also runs an api-server and a
-    scheduler but not PostgreSQL: losing the single PostgreSQL host is a different, uncovered drill.
+    scheduler but not the database's primary: the single PostgreSQL host (single mode) or the Patroni
+    leader; losing that is drill.postgres. A Patroni replica may go down with the node.
     """
     import lab as labapi
-    eligible = [h.name for h in d.inv.hosts.values() if h.has("redis") and h.has("api_server")
-                and h.has("scheduler") and not h.has("postgres")]
+    eligible = node_candidates(d.inv, pg_leader(d))
     host = move_master_to(d, eligible)
     run_id = d.start_load(LOAD_RETRY, avoid=(host,))
     t_off = time.time()
@@ -266,6 +270,23 @@ def node(d: Drill) -> Row:
     return Row("node", f"pull the plug on {host} (redis master, api-server, scheduler)",
                f"run done {took:.0f}s after power-off; health named it: {named}; healed {healed:.0f}s after power-on",
                str(failed), "PASS" if ok else "FAIL")
+
+
+def node_candidates(inv, leader: str | None) -> list[str]:
+    """Hosts drill.node may power off: Redis + api-server + scheduler, and not the database primary."""
+    def primary(h):
+        return h.has("postgres") and (not inv.patroni or h.name == leader or leader is None)
+    return [h.name for h in inv.hosts.values() if h.has("redis") and h.has("api_server")
+            and h.has("scheduler") and not primary(h)]
+
+
+def pg_leader(d: Drill) -> str | None:
+    """Patroni mode: the member answering /primary 200 (None in single mode or when none does)."""
+    if not d.inv.patroni:
+        return None
+    from . import patroni
+    host = patroni.leader(d.run)
+    return host.name if host else None
 
 
 @dataclass
@@ -386,10 +407,134 @@ def vip(d: Drill) -> Row:
                str(failed), "PASS" if ok else "FAIL")
 
 
+# -- drill.postgres (Patroni mode) --------------------------------------------------------------------------
+
+#: SIGKILL the postmaster: its PID is the first line of postmaster.pid in the data dir Patroni's config names
+KILL_POSTMASTER = ("d=$(awk '$1 == \"data_dir:\" {print $2; exit}' /etc/patroni/*.yml) && "
+                   "kill -9 \"$(head -1 \"$d/postmaster.pid\")\"")
+
+
+def write_probe(d: Drill) -> str:
+    """Shell: a write (CREATE TEMP TABLE) through the multi-host read-write URL; fails on a replica or none."""
+    from .postgres import psql_target
+    password = shlex.quote(d.run.secrets["postgres_password"])
+    return (f"PGPASSWORD={password} PGCONNECT_TIMEOUT=2 timeout 6 psql {psql_target(d.run)} -v ON_ERROR_STOP=1 "
+            "-tAc 'CREATE TEMP TABLE drill_probe (x int)' >/dev/null 2>&1")
+
+
+def wait_writable(d: Drill, via: str, since: float, timeout=180) -> float | None:
+    """The first time (>= since) a write through the multi-host URL succeeds, polled from `via`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        t = time.time()
+        try:
+            if d.run.remote(via).sh(write_probe(d), timeout=10).ok:
+                return t
+        except Exception:  # noqa: BLE001 - the probing host itself hiccups: try again
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def member_state(d: Drill, via: str, name: str) -> tuple[str, str] | None:
+    """(role, state) of member `name` in the /cluster view of `via` (None: not listed or no answer)."""
+    from . import patroni
+    try:
+        body = d.sh(via, f"curl -s -m 3 {patroni.api_url(d.run, d.inv.hosts[via], 'cluster')}", timeout=10)
+    except Exception:  # noqa: BLE001
+        return None
+    m = next((m for m in patroni.members(body) if m.get("name") == name), None)
+    return (m.get("role"), m.get("state")) if m else None
+
+
+def wait_rejoined(d: Drill, via: str, old: str, since: float, timeout=300) -> tuple[float | None, str]:
+    """Seconds until `old` runs again: as a streaming replica, or still/again the leader (in-place restart)."""
+    from .health import REPLICA_ROLES, REPLICA_STATES
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        last = member_state(d, via, old)
+        if last and ((last[0] in REPLICA_ROLES and last[1] in REPLICA_STATES)
+                     or last == ("leader", "running")):
+            return time.time() - since, f"{last[0]}, {last[1]}"
+        time.sleep(2)
+    return None, f"{last[0]}, {last[1]}" if last else "not in /cluster"
+
+
+def succeeded(tis: list) -> set:
+    return {(t["task_id"], t.get("map_index", -1)) for t in tis if t["state"] == "success"}
+
+
+def wait_some_success(d: Drill, dag_id, run_id, timeout=180) -> set:
+    """The successful task instances once there is at least one (the "before the fault" snapshot)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = succeeded(d.api.task_instances(dag_id, run_id))
+        if done:
+            return done
+        time.sleep(1)
+    raise RuntimeError(f"no task of {dag_id} succeeded within {timeout}s: no baseline before the fault")
+
+
+def pg_fault(d: Drill, power_off: bool) -> Row:
+    """One fault on the Patroni leader under ha_load_retry; the verdict needs every figure to be measured."""
+    import lab as labapi
+    old = pg_leader(d)
+    if old is None:
+        return Row("postgres", "-", "no Patroni leader before the fault", "-", "FAIL")
+    if power_off:
+        move_master_to(d, [h.name for h in d.inv.with_role("redis") if h.name != old])
+    via = next(h.name for h in d.inv.with_role("postgres") if h.name != old)
+    run_id = d.start_load(LOAD_RETRY, avoid=(old,) if power_off else ())
+    before = wait_some_success(d, LOAD_RETRY, run_id)
+    t0 = time.time()
+    if power_off:
+        labapi.stop_node(old, hard=True)
+        d.run.remotes.pop(old, None)
+    else:
+        d.sh(old, KILL_POSTMASTER, timeout=10)
+    t_write = wait_writable(d, via, t0)
+    first_done = _first_task_done_after(d, LOAD_RETRY, run_id, t0)
+    state, failed, tis = d.finish(LOAD_RETRY, run_id, timeout=1200)
+    if power_off:
+        labapi.start_node(old)
+        d.run.remotes.pop(old, None)
+    rejoin_s, rejoined = wait_rejoined(d, via, old, time.time())
+    d.wait_healthy(timeout=600)
+    new = pg_leader(d)
+    return pg_row(old, new, power_off, (t0, t_write, first_done, rejoin_s), rejoined, state, failed,
+                  retries(tis), sorted(t for t, _ in before - succeeded(tis)))
+
+
+def retries(tis: list) -> int:
+    return sum(max(0, (t.get("try_number") or 1) - 1) for t in tis)
+
+
+def pg_row(old, new, power_off, times, rejoined, state, failed, retried, lost) -> Row:
+    """The drill's row: figures, and PASS only when every one of them was measured and holds."""
+    t0, t_write, first_done, rejoin_s = times
+    fault = f"{'pull the plug on' if power_off else 'SIGKILL the postmaster on'} {old} (Patroni leader)"
+    parts = [f"writes again after {t_write - t0:.1f}s on {new or '?'}" if t_write else "no write accepted in 180s",
+             f"first task done {first_done - t0:.1f}s" if first_done else "no task done after the fault",
+             f"{retried} retries",
+             f"lost successes: {', '.join(lost) or 'none'}",
+             f"{old} back as {rejoined} after {rejoin_s:.0f}s" if rejoin_s is not None else f"{old}: {rejoined}"]
+    # after a power-off the old leader must come back as a replica; after a kill Patroni may restart it in place
+    rejoined_ok = rejoin_s is not None and not (power_off and rejoined.startswith("leader"))
+    ok = state == "success" and failed == 0 and t_write and first_done and not lost and rejoined_ok
+    return Row("postgres", fault, "; ".join(parts), str(failed), "PASS" if ok else "FAIL")
+
+
+def postgres(d: Drill) -> list[Row]:
+    """Kill the Patroni leader's postmaster, then pull the plug on its host; writes and DAG runs carry on."""
+    if not d.inv.patroni:
+        return [NOT_COVERED]
+    return [pg_fault(d, power_off=False), pg_fault(d, power_off=True)]
+
+
 DRILLS = {"redis-master": redis_master, "scheduler": scheduler, "api-server": api_server,
-          "worker": worker, "node": node, "vip": vip}
-NOT_COVERED = Row("postgres", "PostgreSQL primary down", "not covered: single PostgreSQL (stage 1)", "-",
-                  "NOT COVERED")
+          "worker": worker, "node": node, "vip": vip, "postgres": postgres}
+NOT_COVERED = Row("postgres", "PostgreSQL primary down", "not covered: one postgres host (single mode) has no "
+                  "standby to fail over to; put postgres on >= 2 hosts (Patroni mode)", "-", "NOT COVERED")
 
 
 def ensure_load_dags(inventory=None) -> int:
@@ -418,15 +563,16 @@ def run(names: list[str], inventory=None) -> int:
     for name in names:
         d = Drill(inventory)
         try:
-            d.wait_healthy()
-            rows.append(DRILLS[name](d))
+            if not (name == "postgres" and not d.inv.patroni):
+                d.wait_healthy()
+            result = DRILLS[name](d)
+            new = result if isinstance(result, list) else [result]
         except Exception as exc:  # noqa: BLE001 - a broken drill is a failed row, the others still run
-            rows.append(Row(name, "-", f"error: {type(exc).__name__}: {str(exc)[:120]}", "-", "FAIL"))
+            new = [Row(name, "-", f"error: {type(exc).__name__}: {str(exc)[:120]}", "-", "FAIL")]
         finally:
             d.close()
-        print(tabulate([rows[-1].as_list()], tablefmt="plain"), flush=True)
-    if len(names) > 1:
-        rows.append(NOT_COVERED)
+        rows += new
+        print(tabulate([r.as_list() for r in new], tablefmt="plain"), flush=True)
     print(tabulate([r.as_list() for r in rows], headers=["drill", "fault", "recovery", "tasks failed", "verdict"]))
     return 1 if any(r.verdict == "FAIL" for r in rows) else 0
 

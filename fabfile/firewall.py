@@ -15,6 +15,8 @@ from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
 PEER_PORTS = ("redis", "sentinel", "postgres", "api", "worker_log", "flower")
+#: Patroni mode: etcd client/peer and Patroni's REST API, also to inventory hosts only
+PATRONI_PEER_PORTS = ("etcd_client", "etcd_peer", "patroni_api")
 EXPORTER_PORTS = ("statsd_exporter", "node_exporter", "redis_exporter", "postgres_exporter", "prometheus")
 ZONE = "airflow-ha"
 
@@ -39,7 +41,8 @@ def public_ports(ctx) -> list[int]:
 
 def peer_ports(ctx) -> list[int]:
     ports = ctx.inv.cluster["ports"]
-    names = PEER_PORTS + (EXPORTER_PORTS if ctx.inv.cluster["monitoring"] else ())
+    names = PEER_PORTS + (EXPORTER_PORTS if ctx.inv.cluster["monitoring"] else ()) \
+        + (PATRONI_PEER_PORTS if ctx.inv.patroni else ())
     return sorted({ports[n] for n in names})
 
 

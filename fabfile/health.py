@@ -7,6 +7,13 @@ control machine through SSH port forwarding over the same connection (no port is
 machine). Every check has a timeout (`check_timeout`), so a hung host only
 fails its own rows; a host that does not answer SSH costs `connect_timeout` (the connections open in parallel).
 With `cluster.vip`: a keepalived unit row per nginx host and one "vip" row (exactly one holder = ok).
+Patroni mode (`postgres` on >= 2 hosts): each postgres member answers its own REST `GET /cluster` and
+`GET /primary` in the same round trip, each etcd member `etcdctl endpoint health`; from those answers come
+a row per Patroni member (role, state, lag), "patroni leader" (exactly one member answers /primary 200 and
+every /cluster view names the same leader; two = split brain, a failure), "replication lag"
+(LAG_WARN_BYTES / LAG_FAIL_BYTES), "sync standby" (synchronous_mode only) and "etcd quorum". A member
+that did not answer is named, never counted as fine. The database row connects through a libpq
+multi-host conninfo (one SSH forward per member, target_session_attrs=read-write): it reaches the leader.
 Every single point of failure of the inventory (fabfile/spof.py) is a "warn" row of host "cluster".
 """
 
@@ -28,6 +35,11 @@ from .services import UNITS
 
 DISK_WARN_PCT = 15
 SKEW_WARN_S = 1.0
+#: replica lag (bytes behind the leader, Patroni's /cluster `lag`): warn at Patroni's
+#: maximum_lag_on_failover (1 MiB, files/patroni/patroni.yml.j2: beyond it the replica is no failover
+#: candidate); fail at 64 MiB (a replica that far behind is not keeping up)
+LAG_WARN_BYTES = 1024 * 1024
+LAG_FAIL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -44,8 +56,9 @@ def expected_units(run, host) -> list[str]:
     plat = run.facts[host.name].platform if host.name in run.facts else None
     units = []
     if plat:
-        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", "postgres")):
-            if host.has(role):
+        pg = "patroni" if run.inv.patroni else "postgres"
+        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", pg), ("etcd", "etcd")):
+            if host.has(role) and (role != "etcd" or run.inv.patroni):
                 units.append(plat.units[key])
         if nginx.runs_nginx(host):
             units.append(plat.units["nginx"])
@@ -68,11 +81,27 @@ def host_script(run, host) -> str:
         lines.append(f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{ports["http"]}/api/v2/monitor/health)"')
     if keepalived.applies(run.inv, host):
         lines.append(f'echo "@@vip $(ip -o -4 addr show to {run.inv.cluster["vip"]}/32 | wc -l)"')
+    lines += _patroni_lines(run, host)
     if run.inv.cluster["monitoring"]:
         for exporter in monitoring.exporters(run.inv, host):
             lines.append(f"echo \"@@exporter {exporter} $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' "
                          f"http://{run.addresses[host.name]}:{ports[exporter]}/metrics)\"")
     return "\n".join(lines)
+
+
+def _patroni_lines(run, host) -> list[str]:
+    """Patroni mode: this member's own /cluster view and /primary code; this etcd member's health."""
+    if not run.inv.patroni:
+        return []
+    from . import etcd, patroni
+    out = []
+    if host.has("postgres"):
+        cluster, primary = patroni.api_url(run, host, "cluster"), patroni.api_url(run, host, "primary")
+        out += [f"echo \"@@pcluster $(curl -s -m 3 {cluster} | tr -d '\\n')\"",
+                f"echo \"@@pprimary $(curl -s -m 3 -o /dev/null -w '%{{http_code}}' {primary})\""]
+    if host.has("etcd"):
+        out.append(f'echo "@@etcd $({etcd.health_script(run, host)})"')
+    return out
 
 
 def check_host(run, host) -> list[Check]:
@@ -99,6 +128,8 @@ def check_host(run, host) -> list[Check]:
                              "up" if code == "200" else f"down (HTTP {code or 'no answer'})"))
         elif tag == "@@vip":
             run.data.setdefault("vip", {})[name] = rest.strip() not in ("", "0")
+        elif tag in ("@@pcluster", "@@pprimary", "@@etcd"):
+            run.data.setdefault(tag[2:], {})[name] = rest.strip()
         elif tag in ("@@api", "@@nginx"):
             out.append(_airflow_health(name, "api-server health" if tag == "@@api" else "health via nginx", rest))
     return out
@@ -211,31 +242,173 @@ def _replication_check(name, info, replicas_expected, address, sentinel_master) 
                  f"replica of {info.get('master_host')}, link {link}")
 
 
+REPLICA_ROLES = ("replica", "sync_standby")
+#: a replica's nominal state: "running" up to Patroni 3.0.3 (Debian 12 ships 3.0.2), "streaming" from 3.0.4
+REPLICA_STATES = ("running", "streaming")
+
+
+def patroni_checks(members: list[str], views: dict, primaries: dict, sync_mode: bool) -> list[Check]:
+    """Pure: the Patroni rows from each member's answers.
+
+    `views`: host -> its GET /cluster body ("" or missing: no answer); `primaries`: host -> the HTTP code
+    of its GET /primary. `members`: the inventory's postgres hosts. Missing data is named, never ok.
+    """
+    parsed = {h: _members(views.get(h, "")) for h in members}
+    answered = {h: m for h, m in parsed.items() if m is not None}
+    out = [leader_check(members, answered, primaries)]
+    if not answered:
+        return out + [Check(h, "patroni member", "fail", "no /cluster answer from any member") for h in members]
+    leader = next((h for h in members if primaries.get(h) == "200"), None)
+    view = answered.get(leader) or next(iter(answered.values()))
+    by_name = {m.get("name"): m for m in view}
+    out += [member_check(h, by_name.get(h), h in answered) for h in members]
+    out.append(lag_check(view))
+    if sync_mode:
+        out.append(sync_check(view))
+    return out
+
+
+def _members(body: str) -> list[dict] | None:
+    """The `members` list of a /cluster body; None when there was no (JSON object) answer."""
+    try:
+        data = jsonlib.loads(body) if body else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("members"), list):
+        return None
+    return [m for m in data["members"] if isinstance(m, dict)]
+
+
+def leader_check(members: list[str], views: dict, primaries: dict) -> Check:
+    """Exactly one member answers /primary 200 and every /cluster view names that same leader."""
+    said = [h for h in members if primaries.get(h) == "200"]
+    silent = [h for h in members if not primaries.get(h) or primaries.get(h) == "000"]
+    named = {m.get("name") for ms in views.values() for m in ms if m.get("role") == "leader"}
+    if len(said) > 1 or len(named) > 1:
+        return Check("cluster", "patroni leader", "fail", "SPLIT BRAIN: " + (
+            f"{' and '.join(said)} all answer /primary 200" if len(said) > 1
+            else f"members' views name different leaders: {', '.join(sorted(map(str, named)))}"))
+    if not said:
+        why = f"; no answer from {', '.join(silent)}" if silent else ""
+        return Check("cluster", "patroni leader", "fail", f"no member answers /primary 200{why}")
+    if named and named != {said[0]}:
+        return Check("cluster", "patroni leader", "fail",
+                     f"{said[0]} answers /primary 200 but /cluster names {named.pop()}")
+    detail = f"{said[0]}" + (f" (no answer from {', '.join(silent)})" if silent else "")
+    return Check("cluster", "patroni leader", "warn" if silent else "ok", detail)
+
+
+def member_check(host: str, m: dict | None, answered: bool) -> Check:
+    """One member's row from the leader's /cluster view (a member missing from it is down)."""
+    if m is None:
+        return Check(host, "patroni member", "fail", "not in /cluster (Patroni down or never joined)"
+                     + ("" if answered else "; its REST API did not answer"))
+    role, state, tl = m.get("role"), m.get("state"), m.get("timeline")
+    ok = (role == "leader" and state == "running") or (role in REPLICA_ROLES and state in REPLICA_STATES)
+    lag = "" if role == "leader" else f", lag {m.get('lag', 'unknown')}"
+    return Check(host, "patroni member", "ok" if ok else "fail", f"{role}, {state}, TL {tl}{lag}")
+
+
+def lag_check(view: list[dict]) -> Check:
+    """The worst replica lag (bytes) against LAG_WARN_BYTES / LAG_FAIL_BYTES; "unknown" lag is a warning."""
+    replicas = [m for m in view if m.get("role") in REPLICA_ROLES]
+    if not replicas:
+        return Check("cluster", "replication lag", "fail", "no replica in /cluster")
+    unknown = [str(m.get("name")) for m in replicas if not isinstance(m.get("lag"), int)]
+    lags = {str(m.get("name")): m["lag"] for m in replicas if isinstance(m.get("lag"), int)}
+    worst = max(lags.values(), default=0)
+    status = "fail" if worst >= LAG_FAIL_BYTES else "warn" if worst >= LAG_WARN_BYTES or unknown else "ok"
+    detail = ", ".join(f"{n} {b} B" for n, b in sorted(lags.items()))
+    if unknown:
+        detail += (", " if detail else "") + f"lag unknown: {', '.join(unknown)}"
+    return Check("cluster", "replication lag", status, detail)
+
+
+def sync_check(view: list[dict]) -> Check:
+    """synchronous_mode: a running sync standby must exist, else commits are not on a second host."""
+    syncs = [str(m.get("name")) for m in view if m.get("role") == "sync_standby"
+             and m.get("state") in REPLICA_STATES]
+    if syncs:
+        return Check("cluster", "sync standby", "ok", ", ".join(syncs))
+    return Check("cluster", "sync standby", "fail", "none: commits are acknowledged by the leader alone")
+
+
+def etcd_checks(members: list[str], answers: dict) -> list[Check]:
+    """A row per etcd member (`etcdctl endpoint health`) and the quorum: healthy > half the members."""
+    out, healthy = [], 0
+    for h in members:
+        line = answers.get(h)
+        ok = bool(line) and "is healthy" in line and "unhealthy" not in line
+        healthy += ok
+        out.append(Check(h, "etcd", "ok" if ok else "fail", (line or "no answer")[:90]))
+    quorum = len(members) // 2 + 1
+    status = "fail" if healthy < quorum else "warn" if healthy < len(members) else "ok"
+    out.append(Check("cluster", "etcd quorum", status, f"{healthy}/{len(members)} healthy, quorum {quorum}"))
+    return out
+
+
+def patroni_rows(run) -> list[Check]:
+    """Patroni mode: the member/leader/lag/sync/etcd rows from what check_host gathered."""
+    if not run.inv.patroni:
+        return []
+    inv = run.inv
+    return (patroni_checks([h.name for h in inv.with_role("postgres")], run.data.get("pcluster", {}),
+                           run.data.get("pprimary", {}), bool(inv.cluster["postgres"]["synchronous_mode"]))
+            + etcd_checks([h.name for h in inv.with_role("etcd")], run.data.get("etcd", {})))
+
+
 def check_postgres(run) -> list[Check]:
+    """SELECT 1, connection use and scheduler heartbeats, on the primary (Patroni: whichever member leads)."""
+    from contextlib import ExitStack
+    inv = run.inv
+    hosts = [h for h in inv.with_role("postgres") if h.name not in run.failed]
+    if not hosts or (not inv.patroni and hosts[0] != inv.with_role("postgres")[0]):
+        return []
+    out, ports = [], {}
+    try:
+        with ExitStack() as stack:
+            for h in hosts:
+                try:
+                    ports[stack.enter_context(run.remote(h.name).forward(
+                        run.addresses[h.name], inv.cluster["ports"]["postgres"]))] = h.name
+                except Exception:  # noqa: BLE001 - that member is named by its own rows
+                    continue
+            if not ports:
+                return [Check("cluster", "postgres", "fail", "no SSH forward to any postgres host")]
+            out += _query_primary(run, ports)
+    except Exception as exc:  # noqa: BLE001
+        name = next(iter(ports.values()), hosts[0].name) if not inv.patroni else "cluster"
+        out.append(Check(name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
+    return out
+
+
+def conninfo(ports: list[int], patroni: bool) -> dict:
+    """psycopg2 keywords: one forwarded port, or all of them as a libpq multi-host list (read-write)."""
+    if not patroni:
+        return {"host": "127.0.0.1", "port": ports[0]}
+    return {"host": ",".join("127.0.0.1" for _ in ports), "port": ",".join(str(p) for p in ports),
+            "target_session_attrs": "read-write"}
+
+
+def _query_primary(run, ports: dict) -> list[Check]:
     import psycopg2
     inv = run.inv
-    host = inv.with_role("postgres")[0]
-    if host.name in run.failed:
-        return []
-    out = []
+    conn = psycopg2.connect(user=postgres.USER, dbname=postgres.DB, password=run.secrets["postgres_password"],
+                            connect_timeout=inv.cluster["check_timeout"], **conninfo(list(ports), inv.patroni))
     try:
-        with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["postgres"]) as port:
-            conn = psycopg2.connect(host="127.0.0.1", port=port, user=postgres.USER, dbname=postgres.DB,
-                                    password=run.secrets["postgres_password"],
-                                    connect_timeout=inv.cluster["check_timeout"])
-            try:
-                cur = conn.cursor()
-                cur.execute("SELECT 1")
-                cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
-                used, limit = cur.fetchone()
-                out.append(Check(host.name, "postgres", "ok" if used < 0.8 * limit else "warn",
-                                 f"SELECT 1 ok, {used}/{limit} connections"))
-                out += _schedulers(run, cur)
-            finally:
-                conn.close()
-    except Exception as exc:  # noqa: BLE001
-        out.append(Check(host.name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
-    return out
+        name = ports.get(int(conn.info.port), "?")
+        cur = conn.cursor()
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            return [Check(name, "postgres", "fail", "connected, but it is in recovery (a replica)")]
+        cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+        used, limit = cur.fetchone()
+        via = " (the writable member)" if inv.patroni else ""
+        out = [Check(name, "postgres", "ok" if used < 0.8 * limit else "warn",
+                     f"SELECT 1 ok{via}, {used}/{limit} connections")]
+        return out + _schedulers(run, cur)
+    finally:
+        conn.close()
 
 
 def _schedulers(run, cur) -> list[Check]:
@@ -328,6 +501,8 @@ def collect(run, local_only=False) -> list[Check]:
     if len(clock) > 1:
         skew = max(clock.values()) - min(clock.values())
         checks.append(Check("cluster", "clock skew", "ok" if skew <= SKEW_WARN_S else "warn", f"{skew:.2f}s"))
+    if not local_only:
+        checks += patroni_rows(run)
     if run.inv.cluster["vip"] and not local_only:
         checks.append(vip_check(run.inv.cluster["vip"], run.data.get("vip", {})))
     if not local_only:

@@ -15,6 +15,13 @@ exporter ports to cluster hosts and `monitoring_cidr` only):
   packaged 1.45 reads `-redis.password-file`, a JSON map {"redis://addr:port": password} that covers both
   the Redis and the Sentinel password (REDIS_PASSWORD in the EnvironmentFile would also apply to the
   Sentinel target, whose password differs). The file is 0640 root:prometheus; argv carries only its path;
+* Patroni mode (postgres on >= 2 hosts): the postgres exporter runs on every member (each reports its own
+  PostgreSQL: pg_up, replication views); the `prometheus` role is created on the leader only (replicas are
+  read-only and receive it by streaming replication; a replica waits for it). Prometheus also scrapes each
+  member's Patroni REST API /metrics (job `patroni`: patroni_primary/replica/sync_standby, WAL positions)
+  with the rules of files/monitoring/alerts-patroni.yml.j2: no leader, split brain, no sync standby (only
+  with synchronous_mode), replica lag. The firewall opens the REST port to inventory hosts only, so the
+  Prometheus doing it must be an inventory host (`monitoring` role), not one from `monitoring_cidr`;
 * the postgres host: prometheus-postgres-exporter (:postgres_exporter) as Debian's README.Debian
   recommends: a passwordless `prometheus` role (member of pg_monitor) reached over the Unix socket with
   `peer` authentication (pg_hba's `local all all peer` line), so there is no secret at all and no pg_hba
@@ -51,6 +58,7 @@ REDIS_PASSWORDS = "/etc/prometheus/airflow-ha-redis-passwords.json"
 FLOWER_PASSWORD = "/etc/prometheus/airflow-ha-flower.password"
 PROM_CONFIG = "/etc/prometheus/prometheus.yml"
 PROM_RULES = "/etc/prometheus/airflow-ha-alerts.yml"
+PROM_RULES_PATRONI = "/etc/prometheus/airflow-ha-alerts-patroni.yml"
 PG_ROLE = "prometheus"
 SCRAPE_INTERVAL = "15s"
 
@@ -149,19 +157,31 @@ def _postgres(ctx) -> list:
     dsn = f"user={PG_ROLE} host=/run/postgresql port={port} dbname=postgres sslmode=disable"
     check = (f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}' AND rolcanlogin "
              f"AND pg_has_role('{PG_ROLE}', 'pg_monitor', 'MEMBER')")
+    psql = f"runuser -u {pg_user} -- psql -p {port}"
+    has_role = f"{psql} -tAc {shlex.quote(check)} | grep -qx 1"
+    create = (f"{psql} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
+              f"SELECT 'CREATE ROLE {PG_ROLE} LOGIN' WHERE NOT EXISTS "
+              f"(SELECT FROM pg_roles WHERE rolname = '{PG_ROLE}')\\gexec\n"
+              f"ALTER ROLE {PG_ROLE} WITH LOGIN;\n"
+              f"GRANT pg_monitor TO {PG_ROLE};\n"
+              "__SQL__")
+    if ctx.inv.patroni:
+        create = role_on_leader_only(psql, has_role, create)
     return [
-        Command(f"postgres role {PG_ROLE}", desc=f"create login role {PG_ROLE} in pg_monitor (peer auth, no password)",
-                unless=f"runuser -u {pg_user} -- psql -p {port} -tAc {shlex.quote(check)} | grep -qx 1",
-                script=(f"runuser -u {pg_user} -- psql -p {port} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
-                        f"SELECT 'CREATE ROLE {PG_ROLE} LOGIN' WHERE NOT EXISTS "
-                        f"(SELECT FROM pg_roles WHERE rolname = '{PG_ROLE}')\\gexec\n"
-                        f"ALTER ROLE {PG_ROLE} WITH LOGIN;\n"
-                        f"GRANT pg_monitor TO {PG_ROLE};\n"
-                        "__SQL__")),
+        Command(f"postgres role {PG_ROLE}", desc=f"create login role {PG_ROLE} in pg_monitor (peer auth, no password)"
+                + (" on the leader; replicas wait for it" if ctx.inv.patroni else ""),
+                unless=has_role, script=create),
         _defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'postgres_exporter')}",
                   env=[("DATA_SOURCE_NAME", dsn)]),
         Service(unit),
     ]
+
+
+def role_on_leader_only(psql: str, has_role: str, create: str, wait_s: int = 120) -> str:
+    """Patroni mode: create the role where PostgreSQL accepts writes; a replica waits until it streams in."""
+    return (f"if [ \"$({psql} -tAc 'SELECT pg_is_in_recovery()')\" = f ]; then\n{create}\nexit\nfi\n"
+            f"for i in $(seq {wait_s // 2}); do {has_role} && exit 0; sleep 2; done\n"
+            f"echo 'role {PG_ROLE} not replicated from the leader after {wait_s}s'; exit 1")
 
 
 def scrape_jobs(ctx) -> dict:
@@ -176,31 +196,45 @@ def scrape_jobs(ctx) -> dict:
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
+    if inv.patroni:
+        jobs.append(("patroni", "/metrics", [(h.name, f"{addrs[h.name]}:{ports['patroni_api']}")
+                                             for h in inv.with_role("postgres")]))
     sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
     return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
+            "patroni_rules": PROM_RULES_PATRONI if inv.patroni else None,
             "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
             "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
             "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports['flower']}") if flower else None,
             "flower_password_file": FLOWER_PASSWORD}
 
 
+def patroni_rules(inv) -> str:
+    """The Patroni alert rules, with "no sync standby" only under synchronous_mode."""
+    from .health import LAG_FAIL_BYTES, LAG_WARN_BYTES
+    return render("monitoring/alerts-patroni.yml.j2", synchronous_mode=bool(inv.cluster["postgres"]["synchronous_mode"]),
+                  lag_warn_bytes=LAG_WARN_BYTES, lag_fail_bytes=LAG_FAIL_BYTES)
+
+
 def _prometheus(ctx) -> list:
     unit = ctx.platform.units["prometheus"]
     config = "prometheus-config"       # notification: validate, then restart
     values = scrape_jobs(ctx)
+    rules = [PROM_RULES] + ([PROM_RULES_PATRONI] if values["patroni_rules"] else [])
     out = [
         File(PROM_CONFIG, render("monitoring/prometheus.yml.j2", **values), notify=(config,)),
         File(PROM_RULES, static("monitoring/alerts.yml").decode(), notify=(config,)),
     ]
+    if values["patroni_rules"]:
+        out.append(File(PROM_RULES_PATRONI, patroni_rules(ctx.inv), notify=(config,)))
     if values["flower"]:
         out.append(File(FLOWER_PASSWORD, ctx.secrets["flower_password"], owner="root", group="prometheus",
                         mode=0o640, notify=(config,), secret=True))
     out += [
         _defaults(ctx, unit, f"--config.file={PROM_CONFIG} --web.listen-address={listen(ctx, 'prometheus')}"),
         Command(config, desc="promtool check config + rules", only_if_notified=True,
-                script=f"promtool check config {PROM_CONFIG} 2>&1\npromtool check rules {PROM_RULES} 2>&1"),
+                script=f"promtool check config {PROM_CONFIG} 2>&1\npromtool check rules {' '.join(rules)} 2>&1"),
         Service(unit, listen=(config,)),
     ]
     return out

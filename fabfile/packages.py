@@ -23,7 +23,9 @@ def role_packages(ctx) -> list[str]:
     if host.has("sentinel"):
         names += p["sentinel"]
     if host.has("postgres"):
-        names += p["postgres"]
+        names += p["patroni"] if ctx.inv.patroni else p["postgres"]
+    if host.has("etcd") and ctx.inv.patroni:
+        names += p["etcd"]
     if nginx.runs_nginx(host):
         names += p["nginx"]
     return list(dict.fromkeys(names))
@@ -41,6 +43,10 @@ def steps(ctx) -> list:
     elif proxy:
         out.append(Line(target="dnf proxy", path=plat.paths["dnf_conf"], line=f"proxy={proxy}",
                         replace="^proxy="))
+    if ctx.inv.patroni and ctx.host.has("postgres") and plat.family == "debian":
+        # Patroni creates (or takes over) the cluster: the postgresql package must not make an empty one
+        out.append(Line(target="createcluster.conf", path=plat.paths["pg_createcluster_conf"],
+                        line="create_main_cluster = false", replace=r"^#?\s*create_main_cluster"))
     out.append(Packages(target="os packages", names=tuple(role_packages(ctx)), manager=plat.pkg))
     for name, address in sorted(ctx.run.addresses.items()):
         out.append(Line(target=f"/etc/hosts {name}", path="/etc/hosts", line=f"{address} {name}",

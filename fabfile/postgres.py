@@ -1,7 +1,17 @@
 """PostgreSQL from the distribution: Airflow's metadata database and Celery's result backend.
 
-Listens on the cluster address, scram-sha-256 only, pg_hba admits the `airflow` user from cluster hosts
-only. Stage 1 has one PostgreSQL host (README "HA": the remaining single point of failure).
+Two modes, by the number of `postgres` hosts:
+* one host: the single database (this module). Listens on the cluster address, scram-sha-256 only,
+  pg_hba admits the `airflow` user from cluster hosts only; a single point of failure (fabfile/spof.py);
+* two or more: Patroni mode (fabfile/patroni.py, etcd from fabfile/etcd.py): streaming replication,
+  automatic failover, synchronous commit by default. Every function below delegates to it then.
+
+Clients (Airflow, the Celery result backend, our own psql calls) reach the primary with a libpq
+multi-host URL (`db_url`): every member listed, `target_session_attrs=read-write` picks the one that
+accepts writes, `connect_timeout=3` skips a dead host quickly, TCP keepalives drop a connection to a
+vanished primary in ~25 s. Why not HAProxy/PgBouncer: no extra daemon and hop on every host (a local
+proxy is one more process to keep alive and monitor), fewer packages; Airflow 3 task processes reach the
+database only through the Execution API, so the connection count stays small without a pooler.
 """
 
 from __future__ import annotations
@@ -40,8 +50,44 @@ def db_host(run) -> str:
     return run.addresses[run.inv.with_role("postgres")[0].name]
 
 
+def db_hosts(run) -> list[str]:
+    """Every member's address:port: the multi-host list of Patroni mode (one entry in single mode)."""
+    port = run.inv.cluster["ports"]["postgres"]
+    return [f"{run.addresses[h.name]}:{port}" for h in run.inv.with_role("postgres")]
+
+
+#: libpq parameters of the multi-host URL (Patroni mode): the writable member, dead hosts skipped quickly,
+#: TCP keepalives so a connection to a powered-off primary fails in ~25 s instead of the kernel's 2 h
+MULTI_HOST_PARAMS = ("target_session_attrs=read-write&connect_timeout=3&keepalives=1&keepalives_idle=10"
+                     "&keepalives_interval=5&keepalives_count=3")
+
+
+def psql_target(run) -> str:
+    """psql's connection arguments for the airflow database (user/database included)."""
+    port = run.inv.cluster["ports"]["postgres"]
+    if not run.inv.patroni:
+        return f"-h {db_host(run)} -p {port} -U {USER} -d {DB}"
+    hosts = ",".join(run.addresses[h.name] for h in run.inv.with_role("postgres"))
+    return shlex.quote(f"host={hosts} port={port} user={USER} dbname={DB} target_session_attrs=read-write")
+
+
+def prepare(run, hosts):
+    if run.inv.patroni:
+        from . import patroni
+        patroni.prepare(run, hosts)
+
+
+def finalize(run, hosts):
+    if run.inv.patroni:
+        from . import patroni
+        patroni.finalize(run, hosts)
+
+
 def steps(ctx) -> list:
     inv, plat = ctx.inv, ctx.platform
+    if inv.patroni:
+        from . import patroni
+        return patroni.steps(ctx)
     unit, user = plat.units["postgres"], plat.users["postgres"]
     port = inv.cluster["ports"]["postgres"]
     password = ctx.secrets["postgres_password"]
@@ -88,6 +134,9 @@ def _create_sql(os_user: str, password: str, port: int) -> str:
 
 def gate(run, host) -> str | None:
     """After its restart, PostgreSQL accepts connections again (pg_isready) before anything goes on."""
+    if run.inv.patroni:
+        from . import patroni
+        return patroni.gate(run, host)
     port = run.inv.cluster["ports"]["postgres"]
     res = run.remote(host.name).sh(f"pg_isready -q -t 3 -h {run.addresses[host.name]} -p {port}", timeout=15)
     return None if res.ok else f"pg_isready: exit {res.rc} (not accepting connections)"

@@ -18,6 +18,7 @@ ROLES = {
     "worker": ("worker", ""),
     "flower": ("flower", ""),
     "nginx": ("nginx", ""),
+    "etcd": ("etcd", "Patroni's DCS: its loss demotes the leader"),
 }
 
 

@@ -1,6 +1,7 @@
 """The meta-task: components in dependency order, shared by `fab` and `inv` (same functions, same output).
 
-Order: packages → firewall → redis → postgres → airflow (+ db migrate once) → dags → services → nginx →
+Order: packages → firewall → redis → etcd (Patroni mode only) → postgres (single or Patroni) →
+airflow (+ db migrate once) → dags → services → nginx →
 keepalived (only with `cluster.vip`) → monitoring (exporters + Prometheus; only stops exporters when
 `cluster.monitoring` is off). The firewall comes first: its peers are every inventory host (hosts added
 in this run included), so no service of the run listens unfirewalled, and no connection opened by a
@@ -14,13 +15,27 @@ from __future__ import annotations
 
 import time
 
-from . import airflow, dags, dependencies, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services, spof
+from . import (
+    airflow,
+    dags,
+    dependencies,
+    etcd,
+    firewall,
+    keepalived,
+    monitoring,
+    nginx,
+    packages,
+    postgres,
+    redis,
+    services,
+    spof,
+)
 from .core import inventory as inventory_mod
 from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
 
-COMPONENTS = [packages, firewall, redis, postgres, airflow, dags, services, nginx, keepalived, monitoring]
+COMPONENTS = [packages, firewall, redis, etcd, postgres, airflow, dags, services, nginx, keepalived, monitoring]
 BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 
@@ -37,13 +52,21 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
             _ensure_local_artifacts(inv, comps)
         rc = execute(inv, selected, comps,
                      Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel),
-                     preflight=lambda run, hosts: dependencies.check(run, hosts, comps),
+                     preflight=lambda run, hosts: _preflight(run, hosts, comps),
                      finish=None if components or check else ends_healthy)
         if check:
             print(spof_report(inv))
         return rc
     except UserError as exc:
         fail(exc)
+
+
+def _preflight(run, hosts, comps) -> None:
+    """Before any change: a -H subset's dependencies are up; EL9 Patroni hosts have their repositories."""
+    dependencies.check(run, hosts, comps)
+    if run.inv.patroni:
+        from . import patroni
+        patroni.check_repos(run, hosts)
 
 
 def spof_report(inv) -> str:

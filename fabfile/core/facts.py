@@ -61,6 +61,17 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
         "nginx_default_site": "/etc/nginx/sites-enabled/default",
         "apt_proxy": "/etc/apt/apt.conf.d/80airflow-ha-proxy",
         "monitoring_defaults": "/etc/default",   # <dir>/<unit>: EnvironmentFile (ARGS=...) of every exporter unit
+        # Patroni mode (fabfile/patroni.py): Debian's patroni@.service runs `/usr/bin/patroni
+        # /etc/patroni/%i.yml` as postgres; instance %i = <version>-<cluster>, the pg-common layout stays
+        "patroni_conf": f"/etc/patroni/{pg}-main.yml",
+        "pg_bin": f"/usr/lib/postgresql/{pg}/bin",
+        "pg_patroni_data": f"/var/lib/postgresql/{pg}/main",
+        "pg_patroni_conf_dir": f"/etc/postgresql/{pg}/main",
+        "pg_start_conf": f"/etc/postgresql/{pg}/main/start.conf",   # "manual": postgresql@ leaves it to Patroni
+        "pg_createcluster_conf": "/etc/postgresql-common/createcluster.conf",
+        "pgpass": f"/var/lib/postgresql/{pg}-main.pgpass",
+        "etcd_env": "/etc/default/etcd",   # etcd.service: EnvironmentFile=-/etc/default/%p
+        "etcd_data": "/var/lib/etcd/airflow-ha",   # not the package's /var/lib/etcd/default (a 1-member cluster)
     }
     return Platform(
         family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python="python3",
@@ -83,8 +94,12 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             "monitoring_redis": ["prometheus-redis-exporter"],
             "monitoring_postgres": ["prometheus-postgres-exporter"],
             "monitoring_prometheus": ["prometheus"],
+            # Patroni mode: python3-etcd is the client library Patroni's etcd/etcd3 DCS modules import
+            "patroni": ["postgresql", "postgresql-client", "patroni", "python3-etcd"],
+            "etcd": ["etcd-server", "etcd-client"],
         },
-        units={"redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
+        units={"patroni": f"patroni@{pg}-main", "postgres_instance": f"postgresql@{pg}-main", "etcd": "etcd",
+               "redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
                "nginx": "nginx", "keepalived": "keepalived", "timesync": "chrony", "ufw": "ufw", "firewalld": "firewalld",
                "node_exporter": "prometheus-node-exporter", "redis_exporter": "prometheus-redis-exporter",
                "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"},
@@ -117,8 +132,13 @@ def _el9(distro, version) -> Platform:
             # BaseOS/AppStream ship no Prometheus exporters and this suite configures no EPEL or vendor repo:
             # the monitoring component refuses EL9 hosts with a PlatformError
             "monitoring_node": [], "monitoring_redis": [], "monitoring_postgres": [], "monitoring_prometheus": [],
+            # Patroni mode: PostgreSQL 15 from PGDG (repo pgdg15), patroni/patroni-etcd/etcd from PGDG's
+            # pgdg-rhel9-extras, their Python dependencies from EPEL (fabfile/patroni.py REPOS_EL9)
+            "patroni": ["postgresql15-server", "postgresql15", "patroni", "patroni-etcd"],
+            "etcd": ["etcd"],
         },
-        units={"redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
+        units={"patroni": "patroni", "postgres_instance": "postgresql-15", "etcd": "etcd",
+               "redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
                "nginx": "nginx", "keepalived": "keepalived", "timesync": "chronyd", "ufw": "ufw", "firewalld": "firewalld"},
         paths={
             "redis_conf": "/etc/redis/redis.conf",          # redis >= 6 (Fedora 34 / EL9): /etc/redis/
@@ -138,6 +158,14 @@ def _el9(distro, version) -> Platform:
             "nginx_default_site": None,
             "apt_proxy": None,
             "dnf_conf": "/etc/dnf/dnf.conf",
+            # Patroni mode (PGDG layout): patroni.service runs /usr/bin/patroni /etc/patroni/patroni.yml
+            "patroni_conf": "/etc/patroni/patroni.yml",
+            "pg_bin": "/usr/pgsql-15/bin",
+            "pgpass": "/var/lib/pgsql/15.pgpass",
+            "pg_patroni_data": "/var/lib/pgsql/15/data",
+            "pg_patroni_conf_dir": "/var/lib/pgsql/15/data",
+            "etcd_env": "/etc/etcd/etcd.conf",
+            "etcd_data": "/var/lib/etcd/airflow-ha",
         },
         users={"redis": "redis", "postgres": "postgres", "nginx": "nginx"},
         selinux=True, python_version="3.12", redis_version="6.2",

@@ -27,7 +27,7 @@ from .errors import InventoryError
 
 ROLES = (
     "redis", "sentinel", "postgres", "api_server", "scheduler", "dag_processor",
-    "triggerer", "worker", "flower", "nginx", "monitoring",
+    "triggerer", "worker", "flower", "nginx", "monitoring", "etcd",
 )
 
 #: cluster key -> default. The type of the default is the type the key must have (None = optional str).
@@ -48,10 +48,16 @@ CLUSTER_DEFAULTS: dict = {
         "worker_log": 8793, "flower": 5555, "http": 80, "https": 443,
         "statsd": 9125, "statsd_exporter": 9102, "node_exporter": 9100,
         "redis_exporter": 9121, "postgres_exporter": 9187, "prometheus": 9090,
+        "etcd_client": 2379, "etcd_peer": 2380, "patroni_api": 8008,   # Patroni mode only
     },
     "redis": {"mode": "replication", "master_name": "airflow", "down_after_ms": 5000,
               "failover_timeout_ms": 60000, "maxmemory": "0"},   # 0 = no limit (noeviction: a full broker refuses)
-    "postgres": {"max_connections": 0},   # 0 = computed from the number of Airflow processes
+    # max_connections 0 = computed from the number of Airflow processes. The rest applies to Patroni mode
+    # (postgres on >= 2 hosts, fabfile/patroni.py): Patroni's DCS timing (loop_wait + 2*retry_timeout <= ttl)
+    # and synchronous_mode (a commit is on a standby before the client hears "ok"; costs one network
+    # round trip per commit, and writes wait while no standby is in sync).
+    "postgres": {"max_connections": 0, "synchronous_mode": True, "ttl": 30, "loop_wait": 10,
+                 "retry_timeout": 10},
     "tls": {"enabled": False, "cert": None, "key": None},
     "http_proxy": None,                # proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
     "firewall": "auto",                # auto (platform default) | ufw | firewalld
@@ -82,7 +88,10 @@ AIRFLOW_ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worke
 ROLE_PORTS = {
     "redis": ("redis",), "sentinel": ("sentinel",), "postgres": ("postgres",), "api_server": ("api",),
     "worker": ("worker_log",), "flower": ("flower",), "nginx": ("http", "https"),
+    "etcd": ("etcd_client", "etcd_peer"),
 }
+#: Patroni mode: every postgres host also serves Patroni's REST API (leader checks, /cluster for health)
+PATRONI_PORTS = ("patroni_api",)
 
 #: with `monitoring: true`: exporter -> (roles of the hosts that run it, () = every host; ports it listens on).
 #: The one table of what runs where: fabfile/monitoring.py plans from it, the port check reads it.
@@ -118,6 +127,11 @@ class Inventory:
 
     def with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts.values() if role in h.roles]
+
+    @property
+    def patroni(self) -> bool:
+        """Patroni mode: PostgreSQL on two or more hosts (one host = the single database, no Patroni)."""
+        return len(self.with_role("postgres")) >= 2
 
     def var(self, host: Host, key: str):
         """A cluster setting as seen by one host (per-host overrides win)."""
@@ -191,7 +205,7 @@ def load(path: str | Path | None = None) -> Inventory:
         raise InventoryError(f"unknown top-level key '{sorted(unknown)[0]}'", str(path),
                              "only 'cluster:' and 'hosts:' are allowed at the top level")
     cluster = _merge(CLUSTER_DEFAULTS, data.get("cluster") or {}, path, "cluster")
-    hosts = _hosts(data.get("hosts"), cluster, path)
+    hosts = _default_etcd(_hosts(data.get("hosts"), cluster, path))
     inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts)
     validate(inv)
     return inv
@@ -287,6 +301,42 @@ def _hosts(raw, cluster, path) -> dict:
     return hosts
 
 
+def _default_etcd(hosts: dict) -> dict:
+    """Patroni mode with no `etcd` host named: etcd runs where the Sentinels run (an odd number already)."""
+    patroni = sum("postgres" in h.roles for h in hosts.values()) >= 2
+    if not patroni or any("etcd" in h.roles for h in hosts.values()):
+        return hosts
+    return {n: (Host(h.name, h.roles | {"etcd"}, h.address, h.vars) if "sentinel" in h.roles else h)
+            for n, h in hosts.items()}
+
+
+def _check_patroni(inv: Inventory) -> None:
+    """Patroni mode needs an odd etcd membership (a majority survives one loss) and sane DCS timing."""
+    path, pg = inv.path, inv.cluster["postgres"]
+    etcd = inv.with_role("etcd")
+    if etcd and not inv.patroni:
+        raise InventoryError("hosts have the 'etcd' role but PostgreSQL runs on one host (no Patroni)",
+                             f"{path}: hosts", "give the 'postgres' role to 2 or more hosts (3 recommended) "
+                             "for Patroni, or remove the 'etcd' role")
+    if not inv.patroni:
+        return
+    if not etcd:
+        raise InventoryError(
+            f"{len(inv.with_role('postgres'))} postgres hosts (Patroni mode) but no etcd host: Patroni needs a "
+            "DCS", f"{path}: hosts", "give the 'etcd' role to 3 hosts (or to none: it then follows the "
+            "'sentinel' role), or keep one postgres host")
+    if len(etcd) % 2 == 0:
+        raise InventoryError(
+            f"{len(etcd)} etcd hosts ({', '.join(h.name for h in etcd)}): an even number of members cannot form "
+            "a safer majority than one member less", f"{path}: hosts", "give the 'etcd' role to an odd number "
+            "of hosts (3 recommended, 5 to survive two losses)")
+    if pg["ttl"] < 20 or pg["loop_wait"] < 1 or pg["loop_wait"] + 2 * pg["retry_timeout"] > pg["ttl"]:
+        raise InventoryError(
+            f"Patroni timing ttl={pg['ttl']} loop_wait={pg['loop_wait']} retry_timeout={pg['retry_timeout']} "
+            "breaks loop_wait + 2*retry_timeout <= ttl (ttl >= 20)", f"{path}: cluster.postgres",
+            "use the defaults ttl: 30, loop_wait: 10, retry_timeout: 10, or raise ttl")
+
+
 def validate(inv: Inventory) -> None:
     """Refuse an inventory the cluster cannot run on (InventoryError: what, where, fix)."""
     path, c = inv.path, inv.cluster
@@ -302,7 +352,7 @@ def validate(inv: Inventory) -> None:
     if not re.fullmatch(r"\d+(kb|mb|gb)?", str(c["redis"]["maxmemory"]).lower()):
         raise InventoryError(f"redis.maxmemory {c['redis']['maxmemory']!r} is not a Redis memory size",
                              f"{path}: cluster.redis.maxmemory", "write e.g. 0 (no limit), 512mb or 2gb")
-    for role, fix in (("postgres", "give exactly one host the 'postgres' role"),
+    for role, fix in (("postgres", "give one host (single database) or 3 hosts (Patroni) the 'postgres' role"),
                       ("redis", "give one or more hosts (3 recommended) the 'redis' role"),
                       ("api_server", "give at least one host (2 for HA) the 'api_server' role"),
                       ("scheduler", "give at least one host (2 for HA) the 'scheduler' role"),
@@ -311,9 +361,7 @@ def validate(inv: Inventory) -> None:
                       ("nginx", "give at least one host the 'nginx' role")):
         if not inv.with_role(role):
             raise InventoryError(f"no host has the '{role}' role", f"{path}: hosts", fix)
-    if len(inv.with_role("postgres")) > 1:
-        raise InventoryError("more than one host has the 'postgres' role", f"{path}: hosts",
-                             "keep one postgres host (a streaming standby is not supported yet)")
+    _check_patroni(inv)
     sentinels = len(inv.with_role("sentinel"))
     if sentinels % 2 == 0:
         raise InventoryError(
@@ -373,6 +421,8 @@ def exporters(host: Host) -> list[str]:
 def listening(inv: Inventory, host: Host) -> list[str]:
     """Every port (name in cluster.ports) the host will listen on."""
     services = [p for role in sorted(host.roles) for p in ROLE_PORTS.get(role, ())]
+    if inv.patroni and host.has("postgres"):
+        services += list(PATRONI_PORTS)
     if inv.cluster["monitoring"]:
         services += [p for e in exporters(host) for p in EXPORTERS[e][1]]
     return services

@@ -24,6 +24,11 @@ GENERATORS = {
     "flower_password": lambda: _random.token_hex(16),
     "admin_password": lambda: _random.token_hex(12),
     "vrrp_password": lambda: _random.token_hex(4),   # keepalived PASS auth uses at most 8 characters
+    # Patroni mode (fabfile/patroni.py): PostgreSQL superuser, replication and pg_rewind roles, REST API
+    "patroni_superuser_password": lambda: _random.token_hex(24),
+    "patroni_replication_password": lambda: _random.token_hex(24),
+    "patroni_rewind_password": lambda: _random.token_hex(24),
+    "patroni_api_password": lambda: _random.token_hex(16),
 }
 MASK = "********"
 

@@ -1,0 +1,80 @@
+"""etcd (v3 API): Patroni's distributed configuration store, on the hosts with the `etcd` role.
+
+Only in Patroni mode (`postgres` on >= 2 hosts). With no `etcd` host named, the inventory gives the role
+to the Sentinel hosts (fabfile/core/inventory.py `_default_etcd`); the count must be odd (3 or 5).
+Packages: Debian/Ubuntu etcd-server + etcd-client (etcdctl); EL9 etcd from PGDG's pgdg-rhel9-extras.
+The packaged unit reads its environment file (Debian: /etc/default/etcd, `EnvironmentFile=-/etc/default/%p`
+in etcd.service; EL9: /etc/etcd/etcd.conf), which we own whole.
+
+Security decision: peer-only binding instead of etcd auth. etcd listens on the host's cluster address (and
+127.0.0.1), the firewall opens client 2379 / peer 2380 to inventory hosts only, and nothing in etcd is
+secret (Patroni keeps the leader lock and member states there, no passwords). etcd RBAC would add a root
+user, a role per client and a password in every Patroni config for no gain against a peer that can already
+reach PostgreSQL's replication port.
+
+Data dir: /var/lib/etcd/airflow-ha, not the package's /var/lib/etcd/default: Debian starts etcd on install
+as a one-member localhost cluster, and a member with data ignores ETCD_INITIAL_CLUSTER. Membership is
+fixed at the first start (ETCD_INITIAL_CLUSTER_STATE=new): changing the etcd hosts of a running cluster
+needs `etcdctl member add/remove` first (README "High availability"; not automated).
+"""
+
+from __future__ import annotations
+
+from .core.steps import Directory, File, Packages, Service
+from .core.templates import render
+
+NAME = "etcd"
+
+
+def applies(inv, host) -> bool:
+    return inv.patroni and host.has("etcd")
+
+
+def endpoints(run) -> list[str]:
+    """Client URLs of every etcd member (Patroni's `etcd3.hosts`, etcdctl --endpoints)."""
+    port = run.inv.cluster["ports"]["etcd_client"]
+    return [f"{run.addresses[h.name]}:{port}" for h in run.inv.with_role("etcd")]
+
+
+def env(ctx) -> str:
+    inv, run = ctx.inv, ctx.run
+    ports = inv.cluster["ports"]
+    members = ",".join(f"{h.name}=http://{run.addresses[h.name]}:{ports['etcd_peer']}" for h in inv.with_role("etcd"))
+    return render("etcd/etcd.env.j2", member=ctx.host.name, data_dir=ctx.platform.paths["etcd_data"],
+                  address=ctx.address, peer_port=ports["etcd_peer"], client_port=ports["etcd_client"],
+                  initial_cluster=members, token=f"{inv.cluster['name']}-etcd",
+                  version_note="3.4 (Debian 12) / 3.5")
+
+
+def steps(ctx) -> list:
+    plat = ctx.platform
+    unit = plat.units["etcd"]
+    data = plat.paths["etcd_data"]
+    return [
+        Packages(target="etcd", names=tuple(plat.packages["etcd"]), manager=plat.pkg),
+        Directory(data, owner="etcd", group="etcd", mode=0o700),
+        File(plat.paths["etcd_env"], env(ctx), mode=0o644, notify=(unit,)),
+        # Restart=always (the package: on-abnormal); a first start waits for a quorum of members, which
+        # start in parallel on the other hosts: give it 5 minutes instead of systemd's 90 s
+        File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf", DROPIN, notify=("daemon-reload", unit)),
+        # `config`: until the member has data it has never run with our file, so the first (re)start is a
+        # first start on every host at once, not a rolling restart that would wait for a quorum one by one
+        Service(unit, config=f"{data}/member"),
+    ]
+
+
+DROPIN = ("# Managed by airflow-ha (fabfile/etcd.py)\n[Service]\nRestart=always\nRestartSec=5\n"
+          "TimeoutStartSec=300\n")
+
+
+def health_script(run, host) -> str:
+    """One line: etcdctl's verdict on this member (v3 API, its own client URL)."""
+    port = run.inv.cluster["ports"]["etcd_client"]
+    return (f"ETCDCTL_API=3 timeout 5 etcdctl --dial-timeout=2s --command-timeout=3s "
+            f"--endpoints=http://{run.addresses[host.name]}:{port} endpoint health 2>&1 | tail -1")
+
+
+def gate(run, host) -> str | None:
+    """After a restart, this member answers healthy (it rejoined the quorum) before the next one restarts."""
+    out = run.remote(host.name).sh(health_script(run, host), timeout=15).out.strip()
+    return None if "is healthy" in out else f"etcd: {out[:100] or 'no answer'}"

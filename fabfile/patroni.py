@@ -1,0 +1,344 @@
+"""PostgreSQL under Patroni (the `postgres` role on >= 2 hosts): no single point of failure for the database.
+
+`fabfile/postgres.py` delegates here when `inv.patroni`; one host keeps the single mode untouched.
+
+* Packages: Debian/Ubuntu `patroni` (+ python3-etcd, the client library its etcd3 DCS imports) and the
+  distribution's PostgreSQL; EL9: postgresql15-server from PGDG (repo pgdg15), patroni + patroni-etcd from
+  PGDG's pgdg-rhel9-extras, their Python dependencies from EPEL (`check_repos`, before any change).
+* Config: written by us, not by pg_createconfig_patroni (whose /etc/patroni/dcs.yml points at ZooKeeper).
+  Debian's `patroni@.service` runs `/usr/bin/patroni /etc/patroni/%i.yml` as postgres, so instance
+  `15-main` reads /etc/patroni/15-main.yml (mode 0600 postgres: it holds the superuser, replication,
+  rewind and REST API passwords, generated in the secrets file). The pg-common layout stays (data
+  /var/lib/postgresql/15/main, config_dir /etc/postgresql/15/main, where Patroni renames Debian's
+  postgresql.conf to postgresql.base.conf and includes it); start.conf says `manual`, so the
+  postgresql@15-main unit never starts the cluster behind Patroni's back. EL9: `patroni.service`,
+  /etc/patroni/patroni.yml, data /var/lib/pgsql/15/data.
+* DCS: etcd v3 (`etcd3:`, fabfile/etcd.py). Timing ttl/loop_wait/retry_timeout from `cluster.postgres`
+  (validated: loop_wait + 2*retry_timeout <= ttl). `synchronous_mode` (default on) and `use_pg_rewind`.
+* Who bootstraps: one host, the "seed": the host whose data dir already holds a database beyond the
+  templates (conversion from single mode), else the first postgres host. The others wait for a leader
+  before their Patroni starts, then join as replicas by pg_basebackup: no race for the initialize key.
+* Conversion (single -> Patroni): on the seed, the replication/rewind roles and the superuser password are
+  created while the old postgresql@15-main still runs, then it stops and Patroni starts on the same data
+  dir. With no cluster in the DCS, Patroni takes the initialize key with the data dir's system id and
+  runs it as the leader (Patroni docs "Convert a Standalone to a Patroni Cluster"). A data dir holding
+  a database is never removed or initdb'd over; only the empty cluster the Debian package creates on
+  install is dropped (and `create_main_cluster = false` keeps the package from creating it at all).
+* After the component: `finalize` (on the leader) brings the DCS's dynamic config in line with the
+  inventory (patronictl edit-config; a takeover does not write bootstrap.dcs) and creates the airflow
+  role and database, as single mode does.
+* Restarts: config changes reload Patroni (SIGHUP, ExecReload): no failover, no downtime. The gate
+  waits until the member runs and the cluster has a leader.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from . import etcd
+from .core.errors import PreconditionError, UserError
+from .core.steps import Command, Directory, File, Service
+
+REPLICATION_USER = "replicator"
+REWIND_USER = "rewind"
+#: EL9: repositories (dnf repo ids) the packages come from; missing ones stop the run before any change
+REPOS_EL9 = {"pgdg15": "PostgreSQL 15 (PGDG)", "pgdg-rhel9-extras": "patroni, patroni-etcd, etcd (PGDG extras)",
+             "epel": "Patroni's Python dependencies (EPEL)"}
+#: the database OIDs of a cluster fresh from initdb (PostgreSQL 15: template1, template0, postgres)
+TEMPLATE_OIDS = "1|4|5"
+
+
+def scope(inv) -> str:
+    return inv.cluster["name"]
+
+
+def conf_path(plat) -> str:
+    return plat.paths["patroni_conf"]
+
+
+def api_url(run, host, path: str = "") -> str:
+    return f"http://{run.addresses[host.name]}:{run.inv.cluster['ports']['patroni_api']}/{path.lstrip('/')}"
+
+
+def dcs_parameters(inv) -> list[tuple[str, str]]:
+    from .postgres import max_connections
+    return [("max_connections", str(max_connections(inv))), ("wal_level", "replica"), ("hot_standby", "'on'"),
+            ("wal_log_hints", "'on'"), ("max_wal_senders", "10"), ("max_replication_slots", "10")]
+
+
+def config(ctx) -> str:
+    from .core.templates import render
+    from .postgres import DB, USER
+    inv, run, plat = ctx.inv, ctx.run, ctx.platform
+    pg, ports, s = inv.cluster["postgres"], inv.cluster["ports"], ctx.secrets
+    return render(
+        "patroni/patroni.yml.j2", user=plat.users["postgres"], scope=scope(inv), member=ctx.host.name,
+        address=ctx.address, api_port=ports["patroni_api"], api_password=s["patroni_api_password"],
+        etcd_hosts=etcd.endpoints(run), ttl=pg["ttl"], loop_wait=pg["loop_wait"],
+        retry_timeout=pg["retry_timeout"], synchronous_mode=pg["synchronous_mode"],
+        dcs_parameters=dcs_parameters(inv), port=ports["postgres"], data_dir=plat.paths["pg_patroni_data"],
+        bin_dir=plat.paths["pg_bin"], config_dir=plat.paths["pg_patroni_conf_dir"], pgpass=plat.paths["pgpass"],
+        superuser_password=s["patroni_superuser_password"], replication_user=REPLICATION_USER,
+        replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
+        rewind_password=s["patroni_rewind_password"], db_name=DB, db_user=USER,
+        pg_peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("postgres")],
+        peers=sorted(run.addresses.items()))
+
+
+def seed(run):
+    """The host that may bootstrap (or take over its data): what `prepare` found, else the first postgres host."""
+    name = run.data.get("patroni_seed")
+    return run.inv.hosts[name] if name else run.inv.with_role("postgres")[0]
+
+
+def any_leader(run) -> str:
+    """Shell that succeeds when some member's REST API answers /primary with 200 (a leader exists)."""
+    return " || ".join(f"[ \"$(curl -s -m 2 -o /dev/null -w '%{{http_code}}' {api_url(run, h, 'primary')})\" = 200 ]"
+                       for h in run.inv.with_role("postgres"))
+
+
+def holds_database(data: str) -> str:
+    """Shell: succeeds when `data` is a cluster holding a database beyond the templates (never drop it)."""
+    return f"ls {data}/base 2>/dev/null | grep -qvxE '{TEMPLATE_OIDS}'"
+
+
+def steps(ctx) -> list:
+    inv, plat, host, run = ctx.inv, ctx.platform, ctx.host, ctx.run
+    unit, user = plat.units["patroni"], plat.users["postgres"]
+    conf, data = conf_path(plat), plat.paths["pg_patroni_data"]
+    port = inv.cluster["ports"]["postgres"]
+    old = plat.units["postgres_instance"]
+    out = []
+    if plat.family == "debian":
+        version = data.rstrip("/").split("/")[-2]
+        out += [
+            # the package's empty cluster (created on install) would hold the data dir Patroni needs; a
+            # cluster that holds a database (the conversion's seed) is never dropped
+            Command("drop empty cluster", desc=f"pg_dropcluster --stop {version} main (empty, made by the package)",
+                    unless=f"[ ! -f {data}/PG_VERSION ] || [ -f {conf} ] || {holds_database(data)}",
+                    script=(f"pg_dropcluster --stop {version} main\n"
+                            f"install -d -o {user} -g {user} -m 755 {plat.paths['pg_patroni_conf_dir']}")),
+            Directory(plat.paths["pg_patroni_conf_dir"], owner=user, group=user, mode=0o755),
+            File(plat.paths["pg_start_conf"], "# Managed by airflow-ha: Patroni starts this cluster, not "
+                 "postgresql@.service\nmanual\n", owner=user, group=user, mode=0o644),
+        ]
+    out += [
+        Directory("/etc/patroni", owner="root", group=user, mode=0o750),
+        File(conf, config(ctx), owner=user, group=user, mode=0o600, notify=(unit,), secret=True),
+        # Debian's unit says Restart=no ("inspect the database on failure"); a dead Patroni leaves its
+        # PostgreSQL unmanaged (no failover, no demotion): bring it back
+        File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf",
+             "# Managed by airflow-ha (fabfile/patroni.py)\n[Service]\nRestart=on-failure\nRestartSec=5\n",
+             notify=("daemon-reload", unit)),
+    ]
+    if host == seed(run):
+        out.append(Command("conversion roles", desc="create replication + rewind roles, set the superuser "
+                           "password (before Patroni takes this data dir over)",
+                           unless=f"! systemctl is-active -q {old}", script=_roles_sql(ctx, port)))
+    else:
+        out.append(Command("wait for leader", desc=f"wait until {seed(run).name} (or another member) leads",
+                           unless=f"[ -f {data}/PG_VERSION ] || {any_leader(run)}",
+                           script=f"for i in $(seq 150); do {any_leader(run)} && exit 0; sleep 2; done\n"
+                                  "echo 'no Patroni leader after 300s'; exit 1"))
+    out += [
+        Command(f"stop {old}", desc=f"stop {old} (Patroni runs this cluster from now on)",
+                unless=f"! systemctl is-active -q {old}", script=f"systemctl disable --now {old} 2>/dev/null "
+                f"|| systemctl stop {old}"),
+        Service(unit, reload_only=True, config=conf),
+    ]
+    return out
+
+
+def _roles_sql(ctx, port: int) -> str:
+    s, user = ctx.secrets, ctx.platform.users["postgres"]
+
+    def pw(key):
+        return s[key].replace("'", "''")
+    grants = "".join(f"GRANT EXECUTE ON function pg_catalog.{f} TO {REWIND_USER};\n" for f in (
+        "pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)", "pg_read_binary_file(text)",
+        "pg_read_binary_file(text, bigint, bigint, boolean)"))
+    return (f"runuser -u {user} -- psql -p {port} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
+            f"SELECT 'CREATE ROLE {REPLICATION_USER}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{REPLICATION_USER}')\\gexec\n"
+            f"ALTER ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD '{pw('patroni_replication_password')}';\n"
+            f"SELECT 'CREATE ROLE {REWIND_USER}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{REWIND_USER}')\\gexec\n"
+            f"ALTER ROLE {REWIND_USER} WITH LOGIN PASSWORD '{pw('patroni_rewind_password')}';\n"
+            f"{grants}"
+            f"ALTER ROLE postgres WITH PASSWORD '{pw('patroni_superuser_password')}';\n"
+            "__SQL__")
+
+
+# -- before any change: EL9 repositories; the conversion plan ----------------------------------------------
+
+
+def check_repos(run, hosts) -> None:
+    """EL9 hosts of the Patroni layout must have PGDG (pgdg15, pgdg-rhel9-extras) and EPEL enabled."""
+    problems = []
+    for host in hosts:
+        facts = run.facts.get(host.name)
+        if not facts or facts.platform.family != "rhel" or not host.has("postgres", "etcd"):
+            continue
+        out = run.remote(host.name).sh("dnf repolist --enabled -q 2>/dev/null | awk '{print $1}'", timeout=60).out
+        missing = missing_repos(out)
+        if missing:
+            problems.append(f"{host.name}: {', '.join(missing)}")
+    if problems:
+        raise PreconditionError(
+            f"Patroni on EL9 needs repositories that are not enabled: {'; '.join(problems)}",
+            f"{run.inv.path}: hosts (roles postgres/etcd)",
+            "install the PGDG repo RPM (pgdg-redhat-repo-latest.noarch.rpm) and epel-release, run "
+            "`dnf config-manager --enable pgdg-rhel9-extras`, then deploy again")
+
+
+def missing_repos(repolist: str) -> list[str]:
+    """The REPOS_EL9 entries (with what they provide) absent from `dnf repolist --enabled` output."""
+    enabled = {line.split()[0] for line in repolist.splitlines() if line.strip()}
+    return [f"{repo} ({why})" for repo, why in REPOS_EL9.items() if repo not in enabled]
+
+
+STATE_SCRIPT = """c={conf}; d={data}
+[ -f "$c" ] && echo patroni=yes || echo patroni=no
+if ls "$d/base" 2>/dev/null | grep -qvxE '{oids}'; then echo data=yes; else echo data=no; fi
+echo "old=$(systemctl is-active {old} 2>/dev/null | head -1)"
+"""
+
+
+def prepare(run, hosts) -> None:
+    """Find the seed and, when a single database is being converted, say so (also with --check)."""
+    states = {}
+    for host in run.inv.with_role("postgres"):
+        if host.name in run.failed or host.name not in run.facts:
+            continue
+        plat = run.facts[host.name].platform
+        script = STATE_SCRIPT.format(conf=conf_path(plat), data=plat.paths["pg_patroni_data"], oids=TEMPLATE_OIDS,
+                                     old=plat.units["postgres_instance"])
+        try:
+            out = run.remote(host.name).sh(script, timeout=30).out
+        except Exception:  # noqa: BLE001 - an unreachable host is reported by the component itself
+            continue
+        states[host.name] = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    plan = conversion_plan(run.inv, states)
+    if plan.get("seed"):
+        run.data["patroni_seed"] = plan["seed"]
+    for line in plan["lines"]:
+        run.say(f"{'cluster':<10} postgres   {line}", always=True)
+
+
+def conversion_plan(inv, states: dict) -> dict:
+    """Pure: {seed, lines} from each postgres host's state {patroni: yes/no, data: yes/no, old: active/...}."""
+    if any(s.get("patroni") == "yes" for s in states.values()):
+        return {"seed": None, "lines": []}
+    holders = [n for n, s in states.items() if s.get("data") == "yes"]
+    if len(holders) > 1:
+        raise UserError(f"{' and '.join(holders)} both hold a PostgreSQL database and none runs Patroni yet",
+                        f"{inv.path}: hosts (role postgres)",
+                        "keep the database of one of them (the others' data dirs must be emptied by hand, "
+                        "after a backup), then deploy again")
+    others = [h.name for h in inv.with_role("postgres") if h.name not in holders]
+    if not holders:
+        first = inv.with_role("postgres")[0].name
+        return {"seed": first, "lines": [f"Patroni: new cluster, {first} bootstraps it, "
+                                         f"{', '.join(others[1:] if others[0] == first else others)} join as replicas"]}
+    seed_name = holders[0]
+    return {"seed": seed_name, "lines": [
+        f"CONVERSION to Patroni: {seed_name} keeps its data dir and becomes the leader (no initdb, nothing "
+        "copied); " + f"{', '.join(others)} join as replicas by pg_basebackup",
+        f"DOWNTIME: the database on {seed_name} stops when Patroni takes over (about 10-30 s until it leads), "
+        "then Airflow restarts one host at a time onto the multi-host connection string"]}
+
+
+# -- after the component: DCS config, airflow role + database (on the leader) ------------------------------
+
+
+def leader(run):
+    """The member whose REST API answers /primary with 200 (asked from the first reachable postgres host)."""
+    for probe in (h for h in run.inv.with_role("postgres") if h.name not in run.failed):
+        try:
+            rem = run.remote(probe.name)
+        except Exception:  # noqa: BLE001
+            continue
+        for host in run.inv.with_role("postgres"):
+            code = rem.sh(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, host, 'primary')}",
+                          timeout=10).out.strip()
+            if code == "200":
+                return host
+        return None
+    return None
+
+
+def dcs_settings(inv) -> dict:
+    from .postgres import max_connections
+    pg = inv.cluster["postgres"]
+    return {"ttl": pg["ttl"], "loop_wait": pg["loop_wait"], "retry_timeout": pg["retry_timeout"],
+            "synchronous_mode": pg["synchronous_mode"], "postgresql.use_pg_rewind": True,
+            "postgresql.parameters.max_connections": max_connections(inv)}
+
+
+DCS_CHECK = """import json, sys
+want = json.loads(sys.argv[1])
+have = json.load(sys.stdin)
+def get(d, path):
+    for k in path.split("."):
+        d = d.get(k, {}) if isinstance(d, dict) else {}
+    return d
+sys.exit(0 if all(str(get(have, k)).lower() == str(v).lower() for k, v in want.items()) else 1)
+"""
+
+
+def finalize_steps(run, host) -> list:
+    """On the leader: the DCS's dynamic config as the inventory says; the airflow role and database."""
+    from .postgres import _create_sql
+    plat = run.facts[host.name].platform if host.name in run.facts else None
+    conf = conf_path(plat) if plat else "/etc/patroni/patroni.yml"
+    user = plat.users["postgres"] if plat else "postgres"
+    want = dcs_settings(run.inv)
+    sets = " ".join(f"--set {shlex.quote(f'{k}={str(v).lower()}')}" for k, v in want.items())
+    check = (f"curl -s -m 3 {api_url(run, host, 'config')} | "
+             f"python3 -c {shlex.quote(DCS_CHECK)} {shlex.quote(json.dumps(want))}")
+    port = run.inv.cluster["ports"]["postgres"]
+    password = run.secrets["postgres_password"]
+    return [
+        Command("dcs config", desc="patronictl edit-config: ttl, loop_wait, retry_timeout, synchronous_mode, "
+                "use_pg_rewind, max_connections (restarts members that need it)", unless=check,
+                script=(f"patronictl -c {conf} edit-config --force {sets} {scope(run.inv)} >/dev/null\n"
+                        "sleep 15\n"
+                        f"patronictl -c {conf} restart --force --pending {scope(run.inv)} >/dev/null || true")),
+        Command("role+database", desc="create role and database airflow",
+                unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {run.addresses[host.name]} "
+                       f"-p {port} -U airflow -d airflow -tAc 'select 1'",
+                script=_create_sql(user, password, port)),
+    ]
+
+
+def finalize(run, hosts) -> None:
+    if run.opts.check or not hosts:
+        return
+    host = leader(run)
+    if host is None:
+        for h in hosts:
+            run.fail_host(h, "postgres", "no Patroni leader after the deploy (see `journalctl -u patroni*`)")
+        return
+    try:
+        run.converge(host, "postgres", finalize_steps(run, host))
+    except Exception as exc:  # noqa: BLE001
+        run.fail_host(host, "postgres", f"finalize on the leader: {exc}")
+
+
+def gate(run, host) -> str | None:
+    """After a reload/restart: this member runs (REST /health 200) and the cluster has a leader."""
+    rem = run.remote(host.name)
+    code = rem.sh(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, host, 'health')}", timeout=10).out
+    if code.strip() != "200":
+        return f"patroni /health answered {code.strip() or 'nothing'}"
+    return None if rem.sh(any_leader(run), timeout=20).ok else "no member answers /primary"
+
+
+def members(cluster_json: str) -> list[dict]:
+    """Patroni's GET /cluster `members` list (name, role, state, lag...), [] if unreadable."""
+    try:
+        data = json.loads(cluster_json)
+    except ValueError:
+        return []
+    return data.get("members", []) if isinstance(data, dict) else []

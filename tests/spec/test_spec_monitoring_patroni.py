@@ -1,0 +1,95 @@
+"""Spec tests of monitoring in Patroni mode (issue 15 item 7), planned offline on Debian 12.
+
+postgres_exporter on every member, its role created on the leader only (a replica waits for it), a
+`patroni` scrape job on each member's REST port, and the Patroni alert rules: no leader, split brain,
+no sync standby (only with synchronous_mode), replica lag. Metric names are those of Patroni's /metrics
+(Patroni docs "Monitoring endpoint").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fabfile import health, monitoring
+from fabfile.core import inventory
+from fabfile.core.offline import plan_offline
+
+from .test_spec_monitoring import monitored, os_release, step
+
+pytestmark = pytest.mark.spec
+
+HERE = Path(__file__).resolve().parent
+ADDR = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
+#: the gauges of Patroni 3.0's GET /metrics the rules may use
+PATRONI_METRICS = {"patroni_primary", "patroni_replica", "patroni_sync_standby", "patroni_postgres_running",
+                   "patroni_xlog_location", "patroni_xlog_replayed_location", "patroni_xlog_received_location"}
+
+
+@pytest.fixture(scope="module")
+def inv():
+    return monitored(inventory.load(HERE / "hosts-patroni.yaml"))
+
+
+@pytest.fixture(scope="module")
+def plan(inv):
+    return {h: [s for s in steps if s.component == "monitoring"]
+            for h, steps in plan_offline(inv, os_release("debian-12")).items()}
+
+
+def rules(inv) -> dict:
+    return {r["alert"]: r for g in yaml.safe_load(monitoring.patroni_rules(inv))["groups"] for r in g["rules"]}
+
+
+def test_exporter_on_every_member_role_on_the_leader_only(plan):
+    for host in ADDR:
+        cmd = step(plan, host, "command postgres role prometheus")
+        assert "SELECT pg_is_in_recovery()" in cmd.script           # replicas are read-only: they wait
+        assert cmd.script.index("CREATE ROLE prometheus") < cmd.script.index("for i in $(seq")
+        assert "GRANT pg_monitor TO prometheus" in cmd.script
+        step(plan, host, "service prometheus-postgres-exporter")
+
+
+def test_patroni_scrape_job_and_rules_file(plan):
+    text = step(plan, "node1", "file /etc/prometheus/prometheus.yml").script.split("\n", 1)[1]
+    cfg = yaml.safe_load(text)
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    targets = sorted(t for sc in jobs["patroni"]["static_configs"] for t in sc["targets"])
+    assert targets == [f"{a}:8008" for a in ADDR.values()]
+    assert sorted(t for sc in jobs["postgres"]["static_configs"] for t in sc["targets"]) == \
+        [f"{a}:9187" for a in ADDR.values()]
+    assert cfg["rule_files"] == ["/etc/prometheus/airflow-ha-alerts.yml", "/etc/prometheus/airflow-ha-alerts-patroni.yml"]
+    check = step(plan, "node1", "command prometheus-config").script
+    assert "promtool check rules /etc/prometheus/airflow-ha-alerts.yml /etc/prometheus/airflow-ha-alerts-patroni.yml" \
+        in check
+    step(plan, "node1", "file /etc/prometheus/airflow-ha-alerts-patroni.yml")
+
+
+def test_patroni_rules_cover_the_issue(inv):
+    r = rules(inv)
+    assert {"PatroniNoLeader", "PatroniSplitBrain", "PatroniNoSyncStandby", "PatroniReplicaLag"} <= set(r)
+    assert all(x["expr"] and x["labels"]["severity"] in ("warning", "critical") for x in r.values())
+    assert str(health.LAG_WARN_BYTES) in r["PatroniReplicaLag"]["expr"]
+    used = {w for x in r.values() for w in _names(x["expr"]) if w.startswith("patroni_")}
+    assert used and used <= PATRONI_METRICS
+
+
+def test_no_sync_standby_rule_only_with_synchronous_mode(inv):
+    off = dataclasses.replace(inv, cluster={**inv.cluster, "postgres": {**inv.cluster["postgres"],
+                                                                         "synchronous_mode": False}})
+    assert "PatroniNoSyncStandby" not in rules(off)
+
+
+def test_single_mode_has_no_patroni_job():
+    single = monitored(inventory.load(HERE / "hosts.yaml"))
+    plan = plan_offline(single, os_release("debian-12"))
+    text = next(s for s in plan["node1"] if s.label == "file /etc/prometheus/prometheus.yml").script
+    assert "patroni" not in text
+
+
+def _names(expr: str) -> set[str]:
+    import re
+    return set(re.findall(r"[a-z_]+(?=\{|\)| )", expr))
