@@ -120,6 +120,13 @@ def steps(ctx) -> list:
                     script=(f"pg_dropcluster --stop {version} main\n"
                             f"install -d -o {user} -g {user} -m 755 {plat.paths['pg_patroni_conf_dir']}")),
             Directory(plat.paths["pg_patroni_conf_dir"], owner=user, group=user, mode=0o755),
+            # Patroni 3.0.2 renames postgresql.conf to postgresql.base.conf on its first write and
+            # crashes (FileNotFoundError) when neither exists: a replica's config dir is empty after the drop
+            Command("postgresql.base.conf", desc="empty base config for Patroni to include",
+                    unless=(f"[ -e {plat.paths['pg_patroni_conf_dir']}/postgresql.conf ] || "
+                            f"[ -e {plat.paths['pg_patroni_conf_dir']}/postgresql.base.conf ]"),
+                    script=f"install -o {user} -g {user} -m 644 /dev/null "
+                           f"{plat.paths['pg_patroni_conf_dir']}/postgresql.base.conf"),
             File(plat.paths["pg_start_conf"], "# Managed by airflow-ha: Patroni starts this cluster, not "
                  "postgresql@.service\nmanual\n", owner=user, group=user, mode=0o644),
         ]
