@@ -21,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PLAN = ("from pathlib import Path; from fabfile.core import inventory; from fabfile.core.offline import plan_offline; "
-        "plan_offline(inventory.load(Path('tests/spec/hosts.yaml')), Path('tests/spec/os-release/debian-12').read_text())")
+PLAN = ("from pathlib import Path; from fabfile import stack; from fabfile.core import inventory; "
+        "from fabfile.core.offline import plan_offline; plan_offline(inventory.load(Path('tests/spec/hosts.yaml')), "
+        "Path('tests/spec/os-release/debian-12').read_text(), stack.COMPONENTS)")
 #: tool -> what a run of it looks like in a probe script (ufw: its rule strings are not runs)
 TOOLS = {t: rf"(?<![\w/-]){t}(?![\w-])" for t in ("systemctl", "stat", "sha256sum", "cut", "head", "dpkg-query",
                                                   "psql", "redis-cli", "getent", "grep")}
@@ -68,18 +69,16 @@ def probes() -> str:
 
     from fabfile import stack
     from fabfile.core import inventory
-    from fabfile.core.offline import OfflineRun, synthetic_facts
-    from fabfile.core.runner import HostContext, Options, _probe_script
+    from fabfile.core.offline import fresh_run
+    from fabfile.core.protocol import probe_script
     inv = inventory.load(ROOT / "tests" / "spec" / "hosts.yaml")
     osr = (ROOT / "tests" / "spec" / "os-release" / "debian-12").read_text()
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True, silent=True))
-    run.facts = {n: synthetic_facts(osr, n, run.addresses[n]) for n in inv.hosts}
-    run.data["redis_master"] = run.addresses[inv.with_role("redis")[0].name]
+    run = fresh_run(inv, osr)
     lines = []
     for name, host in inv.hosts.items():
-        ctx = HostContext(run, host, run.facts[name])
+        ctx = run.context(host)
         steps = [s for c in stack.COMPONENTS if c.applies(inv, host) for s in c.steps(ctx)]
-        script = re.sub(r"^echo '@@[^']*'$", "", _probe_script(steps), flags=re.M)
+        script = re.sub(r"^echo '@@[^']*'$", "", probe_script(steps), flags=re.M)
         counts = {t: len(re.findall(pattern, script)) for t, pattern in TOOLS.items()}
         lines.append(f"{name}: {len(steps)} steps, {len(script)} bytes; " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return "\n".join(lines)

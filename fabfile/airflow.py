@@ -182,13 +182,11 @@ def check_python(ctx) -> None:
 
 
 def _local_inputs(ctx) -> tuple[str, bytes]:
-    """(constraints text, wheelhouse manifest) from the control machine; placeholders when planning offline."""
-    inv = ctx.inv
-    if getattr(ctx.run, "offline", False):
-        c = inv.cluster
-        name = f"{c['airflow_version']}-py{c['python_version']}"
-        return f"<constraints-{name}.txt>\n", f"<MANIFEST.sha256 of wheelhouse-{name}>\n".encode()
-    return constraints_path(inv).read_text(), (wheelhouse_dir(inv) / "MANIFEST.sha256").read_bytes()
+    """(constraints text, wheelhouse manifest) as the run's state source reads them on the control machine."""
+    inv, read = ctx.inv, ctx.run.source.read_local
+    build = f"{inv.cluster['airflow_version']}-py{inv.cluster['python_version']}"
+    return (read(constraints_path(inv), f"constraints-{build}.txt").decode(),
+            read(wheelhouse_dir(inv) / "MANIFEST.sha256", f"MANIFEST.sha256 of wheelhouse-{build}"))
 
 
 def steps(ctx) -> list:

@@ -15,13 +15,15 @@ parallel, and a converged host still costs one probe round trip (`speculate`); i
 kind share one command (steps.BATCHES: `systemctl show`, `stat`/`sha256sum`, `dpkg-query`).
 `AIRFLOW_HA_PROFILE` records where the time goes (profile.py). `--check` ends with the restarts in roll order,
 those that cost downtime marked (`Service(downtime=...)`).
+
+A run never asks whether its hosts are real: secrets, addresses and connections come from its state source
+(protocol.StateSource: SSH by default, fresh hosts for the spec tests), so they all plan through this module.
 """
 
 from __future__ import annotations
 
 import base64
 import difflib
-import re
 import sys
 import threading
 import time
@@ -32,10 +34,13 @@ from dataclasses import dataclass, field
 from . import profile, templates
 from . import secrets as secrets_mod
 from .errors import UserError
-from .facts import FACTS_SCRIPT, Facts, parse_facts
-from .inventory import Host, Inventory, resolve_address
-from .remote import Remote, Unreachable, lab_ssh_config, load_ssh_config
-from .steps import BATCHES, Change, File, Preview, Service
+from .facts import Facts, parse_facts
+from .inventory import Host, Inventory
+from .protocol import StateSource, apply_script, in_apply_order, parse_apply, reload_position, split
+from .readable import readable
+from .remote import Unreachable
+from .sshhosts import SSHHosts
+from .steps import Change, File, Preview
 
 STATUS_ORDER = ("ok", "changed", "warn", "failed")
 
@@ -106,8 +111,14 @@ class HostPlan:
     before: set                # the host's notifications before this plan (restored if it is skipped)
 
     @property
+    def changes(self) -> list:
+        """The planned changes, warnings included."""
+        return [(s, c) for s, c in self.planned if c is not None]
+
+    @property
     def todo(self) -> list:
-        return [(s, c) for s, c in self.planned if c is not None and not c.warning]
+        """The changes to apply (warnings change nothing)."""
+        return [(s, c) for s, c in self.changes if not c.warning]
 
     @property
     def restarts(self) -> list:
@@ -116,25 +127,25 @@ class HostPlan:
 
 @dataclass
 class Run:
-    """One deploy (or health) run over the selected hosts: connections, facts, results."""
+    """One deploy (or health) run over the selected hosts: connections, facts, results.
+
+    Its state comes from `source` (default: SSH to the inventory's hosts; see protocol.StateSource).
+    """
 
     inv: Inventory
     hosts: list
     opts: Options = field(default_factory=Options)
+    source: StateSource | None = None
 
     def __post_init__(self):
-        self.secrets = secrets_mod.load_or_create(self.inv.path, check=self.opts.check,
-                                                  override=self.inv.cluster["secrets"])
+        self.source = self.source or SSHHosts(self.inv)
+        self.secrets = self.source.secrets(self.inv, self.opts.check)
         self.mask = secrets_mod.masker(self.secrets)
-        ssh_path = self.inv.cluster["ssh_config"] or lab_ssh_config(self.inv.base_dir)
-        if ssh_path and not str(ssh_path).startswith("/"):
-            ssh_path = self.inv.base_dir / ssh_path
-        self.ssh_config = load_ssh_config(ssh_path)
-        self.addresses = {h.name: resolve_address(self.inv, h, self.ssh_config.lookup)
-                          for h in self.inv.hosts.values()}
-        self.remotes: dict[str, Remote] = {}
+        self.addresses = self.source.addresses(self.inv)
+        self.remotes: dict = {}        # host -> its connection (a protocol.ShellHost)
         self.facts: dict[str, Facts] = {}
         self.failed: dict[str, str] = {}
+        self.errors: dict[str, Exception] = {}   # host -> the exception that failed it, when one did
         self.refused: dict[str, str] = {}  # hosts whose platform is unsupported: nothing may change anywhere
         self.counts = {h.name: Counter() for h in self.hosts}
         self.seconds = {h.name: 0.0 for h in self.hosts}
@@ -145,6 +156,7 @@ class Run:
         self.connect_probes: dict = {}  # name -> fn(run, host): shell asked with the facts (see connect)
         self.answers: dict = {}        # name -> {host: what that shell printed at connect}
         self.restarts: list[str] = []  # restarts in the order they were (--check: would be) done
+        self.actions: dict = {}        # host -> (component, step, change) applied (--check: would be), in order
         self._print = threading.Lock()
         self._opening = threading.Lock()
         self._host_locks: dict[str, threading.Lock] = {}
@@ -178,11 +190,13 @@ class Run:
     def alive(self, hosts=None) -> list:
         return [h for h in (self.hosts if hosts is None else hosts) if h.name not in self.failed]
 
-    def fail_host(self, host: Host, component: str, reason: str) -> None:
+    def fail_host(self, host: Host, component: str, reason: str, error: Exception | None = None) -> None:
         self.failed[host.name] = reason
+        if error is not None:
+            self.errors.setdefault(host.name, error)
         self.record(StepResult(host.name, component, "host", "failed", reason))
 
-    def remote(self, name: str) -> Remote:
+    def remote(self, name: str):
         """The connection to any inventory host (opened on first use, once even when threads race).
 
         A host that could not be reached is remembered for the run: later callers get Unreachable at once
@@ -194,13 +208,11 @@ class Run:
             if name in self.unreachable:
                 raise Unreachable(self.unreachable[name])
             if name not in self.remotes:
-                r = Remote(name, self.ssh_config, self.inv.cluster["connect_timeout"])
                 try:
-                    r.open()
+                    self.remotes[name] = self.source.connect(name, self.inv.cluster["connect_timeout"])
                 except Unreachable as exc:
                     self.unreachable[name] = str(exc)
                     raise
-                self.remotes[name] = r
             return self.remotes[name]
 
     def parallel(self, fn, hosts) -> list:
@@ -212,7 +224,7 @@ class Run:
             return list(pool.map(fn, hosts))
 
     def connect(self, hosts=None) -> None:
-        """Open one SSH connection per host and gather its facts (one round trip), in parallel.
+        """Open one connection per host and gather its facts (one round trip), in parallel.
 
         The same round trip runs each `connect_probes` shell (read-only questions components ask of every
         host before planning, e.g. the Redis master a Sentinel names); answers go to `answers[name][host]`.
@@ -223,21 +235,18 @@ class Run:
                 with profile.span("ssh open", host.name):
                     rem = self.remote(host.name)
                 with profile.span("facts", host.name):
-                    extra = {n: fn(self, host) for n, fn in self.connect_probes.items()}
-                    script = FACTS_SCRIPT + "".join(f"\necho '@@connect {n}'\n{{ {sh}\n}} 2>/dev/null"
-                                                    for n, sh in extra.items() if sh)
-                    res = rem.sh(script + "\n", timeout=30)
-                    facts, *parts = re.split(r"^@@connect (\S+)\n", res.out, flags=re.M)
+                    questions = {n: fn(self, host) for n, fn in self.connect_probes.items()}
+                    facts, answers = rem.gather({n: sh for n, sh in questions.items() if sh})
                     self.facts[host.name] = parse_facts(facts)
-                    for name, text in zip(parts[::2], parts[1::2], strict=True):
+                    for name, text in answers.items():
                         self.answers.setdefault(name, {})[host.name] = text
             except Unreachable as exc:
-                self.fail_host(host, "connect", f"unreachable: {exc}")
+                self.fail_host(host, "connect", f"unreachable: {exc}", exc)
             except UserError as exc:
-                self.fail_host(host, "facts", exc.message)
+                self.fail_host(host, "facts", exc.message, exc)
                 self.refused[host.name] = exc.message
-            except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
-                self.fail_host(host, "connect", f"unreachable: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # one host's surprise must not stop the others
+                self.fail_host(host, "connect", f"unreachable: {type(exc).__name__}: {exc}", exc)
             else:
                 self.seconds[host.name] += time.monotonic() - t0
         self.parallel(one, [h for h in (self.hosts if hosts is None else hosts) if h.name not in self.facts])
@@ -286,7 +295,7 @@ class Run:
         t0 = time.monotonic()
         self.checks[host.name] += len(flat)
         with profile.span("probe (all components)", host.name):
-            states = iter(self._probe(host.name, flat))
+            states = iter(self.remote(host.name).probe(flat))
         secs = (time.monotonic() - t0) / len(flat)
         with profile.span("plan (local)", host.name):
             return self._speculate_plan(host, components, planned, states, secs)
@@ -325,11 +334,11 @@ class Run:
         try:
             return fn()
         except Unreachable as exc:
-            self.fail_host(host, component, f"unreachable: {exc}")
+            self.fail_host(host, component, f"unreachable: {exc}", exc)
         except UserError as exc:
-            self.fail_host(host, component, exc.message)
-        except Exception as exc:  # noqa: BLE001
-            self.fail_host(host, component, f"{type(exc).__name__}: {exc}")
+            self.fail_host(host, component, exc.message, exc)
+        except Exception as exc:
+            self.fail_host(host, component, f"{type(exc).__name__}: {exc}", exc)
         return None
 
     def converge(self, host: Host, component: str, steps: list) -> list[StepResult]:
@@ -344,7 +353,7 @@ class Run:
         t0 = time.monotonic()
         self.checks[host.name] += len(steps)
         with profile.span(f"probe {component}", host.name):
-            states = self._probe(host.name, steps)
+            states = self.remote(host.name).probe(steps)
         before = set(self.pending.get(host.name, ()))
         notified = set(before)
         planned: list[tuple] = []
@@ -355,27 +364,6 @@ class Run:
             planned.append((step, change))
         self.pending[host.name] = notified   # notifications reach services of later components too
         return HostPlan(host, component, planned, (time.monotonic() - t0) / len(steps), before)
-
-    def _probe(self, name: str, steps: list) -> list[str]:
-        """One round trip probes every step (batched where a batch can); each step's state, in order.
-
-        A batch whose output cannot be read (e.g. not one `systemctl show` block per unit) costs one more
-        round trip: its steps' own probes, one by one.
-        """
-        sections, groups = _sections(steps)
-        if profile.PROFILE:
-            labels = [_section_kind(m, steps) for m, _ in sections]
-            out = self.remote(name).sh(profile.timed_probe_script(sections), timeout=300).out
-            out = profile.take_probe_times(out, labels, name)
-        else:
-            out = self.remote(name).sh(_script(sections), timeout=300).out
-        states, retry = _states(out, steps, groups)
-        if retry and out.strip():      # no answer at all (timeout): the states stay empty, as they always did
-            again = _split(self.remote(name).sh(_script([(f"@@probe {j}", steps[i].probe())
-                                                         for j, i in enumerate(retry)]), timeout=300).out, len(retry))
-            for j, i in enumerate(retry):
-                states[i] = again[j]
-        return states
 
     def _finish(self, plan: HostPlan) -> list[StepResult]:
         """Record the plan's unchanged steps and warnings; apply its changes (--check: show them)."""
@@ -388,18 +376,30 @@ class Run:
             elif change.warning:
                 results.append(StepResult(host.name, component, step.label, "warn", change.desc))
         todo = plan.todo
+        reload = self._take_reload(host, todo)
+        self.actions.setdefault(host.name, []).extend(
+            (component, step, change) for step, change in in_apply_order(plan.changes, reload))
         if self.opts.verbose:
             self._show_commands(host, component, todo)
         if self.opts.check:
             self._show_diffs(rem, host, todo)
             results += [StepResult(host.name, component, s.label, "changed", c.desc) for s, c in todo]
         elif todo:
-            results += self._apply(rem, host, component, todo, "daemon-reload" in self.pending[host.name])
+            results += self._apply(rem, host, component, todo, reload)
         for res in results:
             self.record(res)
         if any(r.status == "failed" for r in results):
             self.failed[host.name] = f"{component} failed"
         return results
+
+    def _take_reload(self, host: Host, todo: list) -> bool:
+        """Whether this apply runs `systemctl daemon-reload`: a unit file changed (this component or an
+        earlier one) and a service acts now. Taking it clears the notification."""
+        pending = self.pending[host.name]
+        if "daemon-reload" not in pending or reload_position(todo, True) is None:
+            return False
+        pending.discard("daemon-reload")
+        return True
 
     # -- rolling restarts -------------------------------------------------------------------------
     def _roll(self, component, plans: list[HostPlan]) -> None:
@@ -484,7 +484,7 @@ class Run:
     def _guard_gate(self, component, host: Host) -> str | None:
         try:
             return component.gate(self, host)
-        except Exception as exc:  # noqa: BLE001 - a gate that cannot ask yet is "not healthy yet"
+        except Exception as exc:  # a gate that cannot ask yet is "not healthy yet"
             return f"{type(exc).__name__}: {exc}"
 
     def _skip(self, plan: HostPlan, why: str) -> None:
@@ -507,7 +507,7 @@ class Run:
             lines.append(f"{head}{verb} {step.target} ({tag})")
         return lines
 
-    def _apply(self, rem, host, component, todo, daemon_reload) -> list[StepResult]:
+    def _apply(self, rem, host, component, todo, reload: bool) -> list[StepResult]:
         streamed = {}
         for i, (_step, change) in enumerate(todo):
             if change.stream:
@@ -517,21 +517,11 @@ class Run:
                 streamed[i] = (res, time.monotonic() - t0)
                 if not res.ok:
                     break
-        parts = ["exec 2>&1"]
-        reloaded = not daemon_reload
-        for i, (step, change) in enumerate(todo):
-            if not reloaded and isinstance(step, Service):
-                parts.append("systemctl daemon-reload")
-                reloaded = True
-                self.pending[host.name].discard("daemon-reload")
-            parts.append(f"echo '@@begin {i}'; s=$(date +%s%N)\n( set -e\n{change.script}\n)\n"
-                         f"rc=$?; echo \"@@end {i} $rc $(( ($(date +%s%N) - s) / 1000000 ))\"; "
-                         "[ $rc -eq 0 ] || exit 0")
         t0 = time.monotonic()
         with profile.span(f"apply {component}", host.name):
-            res = rem.sh("\n".join(parts) + "\n", timeout=3600)
+            res = rem.sh(apply_script(todo, reload), timeout=3600)
         wall = time.monotonic() - t0
-        done = _parse_apply(res.out)
+        done = parse_apply(res.out)
         for i, (sres, secs) in streamed.items():
             rc, ms, out = done.get(i, (0, 0, ""))
             done[i] = (rc or sres.rc, int(secs * 1000) + ms, (sres.err or sres.out) + out)
@@ -551,7 +541,6 @@ class Run:
 
     def _show_commands(self, host, component, todo) -> None:
         """-v: the shell each planned change runs (file contents are shown as diffs by --check, not here)."""
-        from .offline import readable
         for step, change in todo:
             text = readable(step, change)
             if isinstance(step, File):
@@ -565,7 +554,7 @@ class Run:
         previews = diff_sources(todo)
         if not previews or self.opts.quiet:
             return
-        olds = _split(rem.sh(diff_script(previews), timeout=60).out, len(previews), marker="@@file")
+        olds = split(rem.sh(diff_script(previews), timeout=60).out, len(previews), marker="@@file")
         for preview, old_b64 in zip(previews, olds, strict=True):
             text = render_diff(host.name, preview, _b64_text(old_b64))
             if text:
@@ -631,91 +620,8 @@ def _b64_text(data: str) -> str:
         return ""
 
 
-def _sections(steps) -> tuple[list[tuple[str, str]], dict[str, list[int]]]:
-    """The probe script's sections (marker, shell): one per batch kind, then each step's own (rest of
-    its) probe; and the step indexes of each batch."""
-    groups: dict[str, list[int]] = {}
-    for i, step in enumerate(steps):
-        if step.batch() in BATCHES:
-            groups.setdefault(step.batch(), []).append(i)
-    batched = {i for idx in groups.values() for i in idx}
-    sections = [(f"@@batch {kind}", BATCHES[kind].script([steps[i] for i in idx])) for kind, idx in groups.items()]
-    for i, step in enumerate(steps):
-        body = step.own_probe() if i in batched else step.probe()
-        if body:
-            sections.append((f"@@probe {i}", body))
-    return sections, groups
-
-
-def _section_kind(marker: str, steps) -> tuple[str, str]:
-    """(kind, label) of a probe section, for the profile."""
-    what, key = marker[2:].split(" ", 1)
-    if what == "batch":
-        return f"batch: {key}", key
-    step = steps[int(key)]
-    return profile.probe_kind(step) + (" (rest)" if step.batch() in BATCHES else ""), step.label
-
-
-def _script(sections) -> str:
-    return "".join(f"echo '{marker}'\n{{ {body}\n}} 2>/dev/null\n" for marker, body in sections)
-
-
-def _probe_script(steps) -> str:
-    return _script(_sections(steps)[0])
-
-
-def _states(out: str, steps, groups: dict[str, list[int]]) -> tuple[list[str], list[int]]:
-    """Each step's state from a probe script's output, and the steps whose batch could not be read."""
-    own = _split(out, len(steps))
-    batches: dict[str, str] = {}
-    current = None
-    for line in out.splitlines(True):
-        if line.startswith("@@batch ") or line.startswith("@@probe "):
-            current = line.split()[1] if line.startswith("@@batch ") else None
-        elif current is not None:
-            batches[current] = batches.get(current, "") + line
-    states, retry = list(own), []
-    for kind, idx in groups.items():
-        got = BATCHES[kind].states(batches.get(kind, ""), [steps[i] for i in idx])
-        if got is None or len(got) != len(idx):
-            retry += idx
-            continue
-        for i, state in zip(idx, got, strict=True):
-            states[i] = state + own[i]
-    return states, sorted(retry)
-
-
-def _split(out: str, n: int, marker: str = "@@probe") -> list[str]:
-    chunks = [""] * n
-    current = None
-    for line in out.splitlines(True):
-        if line.startswith("@@batch "):
-            current = None
-            continue
-        m = re.match(rf"^{marker} (\d+)$", line.strip()) if line.startswith(marker) else None
-        if m:
-            current = int(m.group(1))
-            continue
-        if current is not None and current < n:
-            chunks[current] += line
-    return chunks
-
-
-def _parse_apply(out: str) -> dict:
-    done, buf, current = {}, [], None
-    for line in out.splitlines():
-        if line.startswith("@@begin "):
-            current, buf = int(line.split()[1]), []
-        elif line.startswith("@@end ") and current is not None:
-            _, i, rc, ms = line.split()
-            done[int(i)] = (int(rc), int(ms), "\n".join(buf))
-            current = None
-        else:
-            buf.append(line)
-    return done
-
-
-def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None, finish=None) -> int:
+def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None, finish=None,
+            source: StateSource | None = None) -> int:
     """Connect, run the components in order (batches of N hosts with --serial), print the recap.
 
     Restarts roll one host at a time within each batch (see the module docstring).
@@ -724,7 +630,13 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     and before the recap (e.g. a health gate); it may mark hosts failed.
     """
     with profile.span("secrets + ssh config (local)"):
-        run = Run(inv, hosts, opts)
+        run = Run(inv, hosts, opts, source=source)
+    return run_components(run, components, preflight, finish)
+
+
+def run_components(run: Run, components: list, preflight=None, finish=None) -> int:
+    """execute() on a Run already made: what every deploy, --check and offline plan goes through."""
+    hosts, serial = run.hosts, run.opts.serial
     run.connect_probes = {c.NAME: c.connect_probe for c in components if hasattr(c, "connect_probe")}
     # while the connections wait on the network: import Jinja2 and load the templates the plans render
     threading.Thread(target=_warm_templates, name="warm-templates", daemon=True).start()
@@ -737,13 +649,12 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
         if preflight:
             with profile.span("preflight (dependencies)"):
                 preflight(run, run.alive())
-        batches = [hosts[i:i + opts.serial] for i in range(0, len(hosts), opts.serial)] if opts.serial \
-            else [hosts]
+        batches = [hosts[i:i + serial] for i in range(0, len(hosts), serial)] if serial else [hosts]
         for batch in batches:
             for component in components:
                 if hasattr(component, "prepare"):
                     with profile.span(f"prepare {component.NAME}"):
-                        component.prepare(run, [h for h in run.alive(batch) if component.applies(inv, h)])
+                        component.prepare(run, [h for h in run.alive(batch) if component.applies(run.inv, h)])
             with profile.span("speculate (all hosts)"):
                 start = dict(zip([h.name for h in run.alive(batch)],
                                  run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
@@ -774,4 +685,4 @@ def fail(exc: UserError) -> None:
     raise SystemExit(exc.exit_code)
 
 
-__all__ = ["Change", "HostContext", "Options", "Run", "execute", "fail"]
+__all__ = ["Change", "HostContext", "Options", "Run", "execute", "fail", "run_components"]

@@ -19,10 +19,10 @@ import yaml
 from fabfile import health, monitoring
 from fabfile.core import inventory
 from fabfile.core.errors import PlatformError
-from fabfile.core.offline import OfflineRun, plan_offline
-from fabfile.core.runner import Options
+from fabfile.core.offline import fresh_run, synthetic_facts
 from fabfile.core.secrets import GENERATORS
 from fabfile.core.steps import Service
+from tests.spec.plans import deploy_plan
 
 pytestmark = pytest.mark.spec
 
@@ -49,7 +49,7 @@ def inv():
 @pytest.fixture(scope="module")
 def plan(inv):
     return {h: [s for s in steps if s.component == "monitoring"]
-            for h, steps in plan_offline(inv, os_release("debian-12")).items()}
+            for h, steps in deploy_plan(inv, os_release("debian-12")).items()}
 
 
 def step(plan, host, label):
@@ -183,30 +183,29 @@ def test_statsd_mapping_gives_labelled_airflow_metrics():
 
 
 def test_health_probes_each_expected_exporter(inv):
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True, silent=True))
+    run = fresh_run(inv, os_release("debian-12"), connect=False)
     node3 = health.host_script(run, inv.hosts["node3"])
     for port in (9100, 9102, 9121, 9187):
         assert f"http://192.0.2.13:{port}/metrics" in node3
     assert ":9090/metrics" in health.host_script(run, inv.hosts["node1"]) and ":9090" not in node3
     off = inventory.load(HERE / "hosts.yaml")
-    run_off = OfflineRun(off, list(off.hosts.values()), Options(check=True, silent=True))
+    run_off = fresh_run(off, os_release("debian-12"), connect=False)
     assert "@@exporter" not in health.host_script(run_off, off.hosts["node3"])
 
 
 def test_monitoring_refused_on_el9(inv):
     with pytest.raises(PlatformError, match="monitoring is not available on almalinux 9"):
-        plan_offline(inv, os_release("almalinux-9"))
+        deploy_plan(inv, os_release("almalinux-9"))
 
 
 def test_monitoring_off_stops_exporters_left_running():
     """Off: every exporter unit is planned absent; a fresh host plans nothing, a host that had them stops them."""
     off = inventory.load(HERE / "hosts.yaml")
-    assert not [s for steps in plan_offline(off, os_release("debian-12")).values() for s in steps
+    assert not [s for steps in deploy_plan(off, os_release("debian-12")).values() for s in steps
                 if s.component == "monitoring"]
-    from fabfile.core.offline import synthetic_facts
     from fabfile.core.runner import HostContext
-    run = OfflineRun(off, list(off.hosts.values()), Options(check=True, silent=True))
-    ctx = HostContext(run, off.hosts["node3"], synthetic_facts(os_release("debian-12"), "node3"))
+    run = fresh_run(off, os_release("debian-12"))
+    ctx = run.context(off.hosts["node3"])
     steps = monitoring.steps(ctx)
     assert all(isinstance(s, Service) and not s.present for s in steps)
     assert {s.target for s in steps} == {"prometheus-node-exporter", "airflow-ha-statsd-exporter",

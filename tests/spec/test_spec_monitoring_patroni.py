@@ -16,7 +16,7 @@ import yaml
 
 from fabfile import health, monitoring
 from fabfile.core import inventory
-from fabfile.core.offline import plan_offline
+from tests.spec.plans import deploy_plan
 
 from .test_spec_monitoring import monitored, os_release, step
 
@@ -37,7 +37,7 @@ def inv():
 @pytest.fixture(scope="module")
 def plan(inv):
     return {h: [s for s in steps if s.component == "monitoring"]
-            for h, steps in plan_offline(inv, os_release("debian-12")).items()}
+            for h, steps in deploy_plan(inv, os_release("debian-12")).items()}
 
 
 def rules(inv) -> dict:
@@ -85,7 +85,7 @@ def test_no_sync_standby_rule_only_with_synchronous_mode(inv):
 
 def test_single_mode_has_no_patroni_job():
     single = monitored(inventory.load(HERE / "hosts.yaml"))
-    plan = plan_offline(single, os_release("debian-12"))
+    plan = deploy_plan(single, os_release("debian-12"))
     text = next(s for s in plan["node1"] if s.label == "file /etc/prometheus/prometheus.yml").script
     assert "patroni" not in text
 

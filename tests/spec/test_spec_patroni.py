@@ -12,7 +12,8 @@ import pytest
 
 from fabfile.core import inventory
 from fabfile.core.facts import platform_from_os_release
-from fabfile.core.offline import format_plan, plan_offline
+from fabfile.core.offline import format_plan
+from tests.spec.plans import deploy_plan
 
 pytestmark = pytest.mark.spec
 
@@ -33,7 +34,7 @@ def inv():
 
 @pytest.fixture(scope="module")
 def plans(inv):
-    return {name: plan_offline(inv, os_release(name)) for name in ("debian-12", "ubuntu-24.04", "almalinux-9")}
+    return {name: deploy_plan(inv, os_release(name)) for name in ("debian-12", "ubuntu-24.04", "almalinux-9")}
 
 
 def text(plan, host=None, component=None) -> str:

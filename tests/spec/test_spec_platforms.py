@@ -1,10 +1,11 @@
 """Spec tests: the complete planned `deploy` per platform, produced offline, against reviewed golden files.
 
-These tests do not run on a real host and open no connection: facts come from the os-release samples in
-os-release/, the inventory is hosts.yaml here (TEST-NET addresses, never contacted), and every step sees a
-fresh host (fabfile/core/offline.py). Only Debian 12 is also deployed for real (the lab); Ubuntu and EL9
-are right by construction, and these goldens are where a wrong package, path, unit or firewall command
-shows up. Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/spec` and review the diff.
+These tests do not run on a real host and open no connection: the real runner plans a `deploy --check`
+against fresh hosts (fabfile/core/offline.py) whose facts come from the os-release samples in os-release/;
+the inventory is hosts.yaml here (TEST-NET addresses, never contacted). Only Debian 12 is also deployed for
+real (the lab); Ubuntu and EL9 are right by construction, and these goldens are where a wrong package, path,
+unit or firewall command shows up. Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/spec`
+and review the diff.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fabfile import stack
 from fabfile.core import inventory
 from fabfile.core.errors import PlatformError
 from fabfile.core.facts import platform_from_os_release
-from fabfile.core.offline import format_plan, plan_offline
+from fabfile.core.offline import format_plan
+from tests.spec.plans import deploy_plan
 
 pytestmark = pytest.mark.spec
 
@@ -44,7 +46,7 @@ def inv():
 
 @pytest.fixture(scope="module")
 def plans(inv):
-    return {name: plan_offline(inv, os_release(name)) for name in PLATFORMS}
+    return {name: deploy_plan(inv, os_release(name)) for name in PLATFORMS}
 
 
 def title_name(name: str, plat) -> str:
@@ -133,10 +135,10 @@ def test_spec_non_default_ports_get_selinux_labels(inv):
     import dataclasses
     ports = {**inv.cluster["ports"], "redis": 6380, "sentinel": 26380, "postgres": 5433}
     custom = dataclasses.replace(inv, cluster={**inv.cluster, "ports": ports})
-    text = scripts(plan_offline(custom, os_release("rocky-9")))
+    text = scripts(deploy_plan(custom, os_release("rocky-9")))
     for port, type_ in ((6380, "redis_port_t"), (26380, "redis_port_t"), (5433, "postgresql_port_t")):
         assert f"semanage port -a -t {type_} -p tcp {port}" in text
-    redis_steps = [s.label for s in plan_offline(custom, os_release("rocky-9"))["node1"] if s.component == "redis"]
+    redis_steps = [s.label for s in deploy_plan(custom, os_release("rocky-9"))["node1"] if s.component == "redis"]
     assert redis_steps.index("command selinux port 6380") < redis_steps.index("service redis")
 
 
@@ -144,7 +146,7 @@ def test_spec_firewalld_per_host_on_debian(inv):
     import dataclasses
     hosts = dict(inv.hosts)
     hosts["node3"] = dataclasses.replace(hosts["node3"], vars={**hosts["node3"].vars, "firewall": "firewalld"})
-    plan = plan_offline(dataclasses.replace(inv, hosts=hosts), os_release("debian-12"))
+    plan = deploy_plan(dataclasses.replace(inv, hosts=hosts), os_release("debian-12"))
     node3 = "\n".join(s.script for s in plan["node3"] if s.component == "firewall")
     node1 = "\n".join(s.script for s in plan["node1"] if s.component == "firewall")
     assert "firewall-cmd --permanent --zone=airflow-ha --add-source=192.0.2.11" in node3 and "ufw " not in node3
@@ -156,13 +158,13 @@ def test_spec_ufw_refused_on_el9(inv):
     import dataclasses
     hosts["node1"] = dataclasses.replace(hosts["node1"], vars={**hosts["node1"].vars, "firewall": "ufw"})
     with pytest.raises(PlatformError, match="ufw is not packaged"):
-        plan_offline(dataclasses.replace(inv, hosts=hosts), os_release("almalinux-9"))
+        deploy_plan(dataclasses.replace(inv, hosts=hosts), os_release("almalinux-9"))
 
 
 @pytest.mark.parametrize("name", UNSUPPORTED)
 def test_spec_unsupported_distro_is_one_clear_error(inv, name):
     with pytest.raises(PlatformError) as err:
-        plan_offline(inv, os_release(name))
+        deploy_plan(inv, os_release(name))
     message = err.value.message
     assert message.startswith("unsupported distribution: ")
     assert "supported: Debian 12, Ubuntu 24.04, AlmaLinux/Rocky/RHEL 9" in message
@@ -173,19 +175,16 @@ def test_spec_ubuntu_2204_refused_for_its_python(inv):
     """Ubuntu 22.04's Python 3.10 has no shipped constraints file: refused before any host changes."""
     with pytest.raises(PlatformError, match=r"unsupported distribution: Ubuntu 22\.04.*Python 3\.10 has no shipped "
                                             r"constraints file"):
-        plan_offline(inv, os_release("ubuntu-22.04"))
+        deploy_plan(inv, os_release("ubuntu-22.04"))
     assert not (GOLDEN / "ubuntu-22.04.txt").exists()
 
 
 def test_spec_python_mismatch_is_refused_before_any_change(inv):
     """A real run keeps cluster.python_version (the wheelhouse is built before hosts are reached)."""
     from fabfile import packages
-    from fabfile.core.offline import OfflineRun, synthetic_facts
-    from fabfile.core.runner import HostContext, Options
+    from fabfile.core.offline import fresh_run
 
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True, silent=True))
-    facts = synthetic_facts(os_release("almalinux-9"), "node1")
-    ctx = HostContext(run, inv.hosts["node1"], facts)
+    ctx = fresh_run(inv, os_release("almalinux-9")).context(inv.hosts["node1"])
     assert inv.cluster["python_version"] == "3.11"
     with pytest.raises(PlatformError, match="python_version: '3.12'"):
         packages.steps(ctx)   # the first component refuses, so nothing has changed yet

@@ -13,14 +13,15 @@ from pathlib import Path
 
 from fabfile import dags, redis
 from fabfile.core import inventory
-from fabfile.core.offline import FRESH_STATE, OfflineRun, synthetic_facts
-from fabfile.core.runner import HostContext, Options, Run, diff_sources, render_diff
+from fabfile.core.offline import fresh_run, fresh_state
+from fabfile.core.protocol import ShellHost
+from fabfile.core.runner import Options, diff_sources, render_diff
 from fabfile.core.steps import Command, Preview
 
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 
 
-class FakeHost:
+class FakeHost(ShellHost):
     """Answers probe scripts (every step: its fresh-host state, guarded commands: "run") and diff scripts
     (the current content of a previewed target, found by a snippet of the script that reads it)."""
 
@@ -43,7 +44,7 @@ class FakeHost:
         return type("Result", (), {"out": out, "err": "", "rc": 0, "ok": True})()
 
     def _state(self, step):
-        return "run\n" if isinstance(step, Command) else FRESH_STATE.get(step.kind, "absent\n")
+        return "run\n" if isinstance(step, Command) else fresh_state(step)
 
     def _read(self, body):
         text = next((v for k, v in self.current.items() if k in body), "")
@@ -55,24 +56,20 @@ def _run(tmp_path=None, dags_dir=None):
     if dags_dir:
         path = tmp_path / "hosts.yaml"
         path.write_text((SPEC / "hosts.yaml").read_text().replace("dags_dir: dags", f"dags_dir: '{dags_dir}'"))
-    inv = inventory.load(path)
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True))
-    run.data["redis_master"] = "192.0.2.11"
-    return run
+    return fresh_run(inventory.load(path), (SPEC / "os-release" / "debian-12").read_text(), Options(check=True))
 
 
 def _check(run, component: str, steps, current, capsys) -> str:
     fake = FakeHost(steps, current)
     run.remote = lambda name: fake
-    Run.converge(run, run.inv.hosts["node1"], component, steps)      # the real --check path
+    run.converge(run.inv.hosts["node1"], component, steps)      # the real --check path
     assert len(fake.scripts) == 2, "one round trip to probe, one to read every diffed target"
     return capsys.readouterr().out
 
 
 def test_check_shows_redis_and_sentinel_conf_diffs(capsys):
     run = _run()
-    ctx = HostContext(run, run.inv.hosts["node1"], synthetic_facts((SPEC / "os-release" / "debian-12").read_text(), "node1"))
-    steps = redis.steps(ctx)
+    steps = redis.steps(run.context(run.inv.hosts["node1"]))
     current = {"cat /etc/redis/redis.conf": "bind 0.0.0.0\nport 6379\n",
                "cat /etc/redis/sentinel.conf": "port 26379\nsentinel monitor airflow 192.0.2.12 6379 2\n"
                                                "sentinel known-replica airflow 192.0.2.13 6379\n"}
@@ -99,8 +96,7 @@ def test_check_lists_dag_files_added_changed_removed(tmp_path, capsys):
         return hashlib.sha256(text.encode()).hexdigest()
     current = f"{sha('old a')}  a.py\n{sha('same' + chr(10))}  same.py\n{sha('gone')}  old.py\n"
     run = _run(tmp_path, src)
-    ctx = HostContext(run, run.inv.hosts["node1"], synthetic_facts((SPEC / "os-release" / "debian-12").read_text(), "node1"))
-    out = _check(run, "dags", dags.steps(ctx), {f"cd {dags.CURRENT}/": current}, capsys)
+    out = _check(run, "dags", dags.steps(run.context(run.inv.hosts["node1"])), {f"cd {dags.CURRENT}/": current}, capsys)
     block = out[out.index(f"node1:{dags.CURRENT} (current -> planned)"):].splitlines()[1:4]
     assert block == ["  changed  a.py", "  removed  old.py", "  added    sub/new.py"]
     assert "same.py" not in out and "__pycache__" not in out
@@ -125,5 +121,5 @@ def test_quiet_check_reads_nothing():
     cmd = Command("x", script="true", preview=Preview("/etc/x", "b\n"))
     fake = FakeHost([cmd], {})
     run.remote = lambda name: fake
-    Run.converge(run, run.inv.hosts["node1"], "c", [cmd])
+    run.converge(run.inv.hosts["node1"], "c", [cmd])
     assert len(fake.scripts) == 1

@@ -15,8 +15,8 @@ from fabfile import airflow, constraints, stack, wheelhouse
 from fabfile.core import inventory
 from fabfile.core import remote as remote_mod
 from fabfile.core.errors import UserError
-from fabfile.core.offline import OfflineRun, synthetic_facts
-from fabfile.core.runner import HostContext, Options
+from fabfile.core.offline import fresh_run
+from fabfile.core.sshhosts import read_control_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "files" / "airflow" / "constraints-3.3.2-py3.11.txt"
@@ -136,9 +136,9 @@ def test_used_for_the_wheelhouse_and_sent_to_hosts(server, cache, tmp_path, monk
     fetched = constraints.cache_path(url)
     assert airflow.constraints_path(inv) == fetched and built == {"dest": wheels, "constraints": fetched}
 
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True, silent=True))
-    run.offline = False                         # read the control machine's files, as a real run does
-    ctx = HostContext(run, inv.hosts["node1"], synthetic_facts((SPEC / "os-release" / "debian-12").read_text(), "node1"))
+    run = fresh_run(inv, (SPEC / "os-release" / "debian-12").read_text(),
+                    local=read_control_file)     # the control machine's files, as a real run reads them
+    ctx = run.context(inv.hosts["node1"])
     sent = [s for s in airflow.steps(ctx) if s.target == "/opt/airflow/constraints.txt"]
     assert [s.content for s in sent] == [GOOD]
 

@@ -60,11 +60,11 @@ def _run_sh(script: str, tmp_path, tools: dict[str, str] | None = None) -> str:
 
 
 def _old_and_new(steps, tmp_path, tools=None):
-    from fabfile.core.runner import _script, _sections, _split, _states
-    old = _split(_run_sh(_script([(f"@@probe {i}", s.probe()) for i, s in enumerate(steps)]), tmp_path, tools),
-                 len(steps))
-    sections, groups = _sections(steps)
-    new, retry = _states(_run_sh(_script(sections), tmp_path, tools), steps, groups)
+    from fabfile.core.protocol import join_sections, probe_sections, read_states, split
+    old = split(_run_sh(join_sections([(f"@@probe {i}", s.probe()) for i, s in enumerate(steps)]), tmp_path, tools),
+                len(steps))
+    sections, groups = probe_sections(steps)
+    new, retry = read_states(_run_sh(join_sections(sections), tmp_path, tools), steps, groups)
     assert retry == []
     return old, new
 
@@ -129,34 +129,27 @@ def test_systemd_batch_plans_like_is_enabled_and_is_active(tmp_path):
 
 def test_unreadable_batch_is_probed_one_by_one(tmp_path):
     """A systemctl show that does not print one block per unit: those steps fall back to their own probes."""
-    from fabfile.core.runner import _script, _sections, _states
+    from fabfile.core.protocol import join_sections, probe_sections, read_states
     from fabfile.core.steps import Service
     steps = [Service("redis-server"), Service("nginx")]
-    sections, groups = _sections(steps)
-    _, retry = _states(_run_sh(_script(sections), tmp_path, {"systemctl": "echo Id=x.service"}), steps, groups)
+    sections, groups = probe_sections(steps)
+    _, retry = read_states(_run_sh(join_sections(sections), tmp_path, {"systemctl": "echo Id=x.service"}), steps, groups)
     assert retry == [0, 1]
 
 
 def test_a_silent_host_is_not_probed_twice():
     """A probe that timed out (no output at all) leaves the states empty, as before: no second round trip."""
-    from pathlib import Path
-
-    from fabfile.core import inventory
-    from fabfile.core.offline import OfflineRun
+    from fabfile.core.protocol import ShellHost
     from fabfile.core.remote import Result
-    from fabfile.core.runner import Options
     from fabfile.core.steps import File, Service
 
-    class Silent:
+    class Silent(ShellHost):
         round_trips = 0
 
         def sh(self, script, timeout=0):
             self.round_trips += 1
             return Result(124, "", "timed out")
 
-    inv = inventory.load(Path(__file__).resolve().parents[1] / "spec" / "hosts.yaml")
-    run = OfflineRun(inv, list(inv.hosts.values()), Options())
     host = Silent()
-    run.remote = lambda name: host
-    states = run._probe("node1", [Service("nginx"), File("/etc/x", "x")])
+    states = host.probe([Service("nginx"), File("/etc/x", "x")])
     assert states == ["", ""] and host.round_trips == 1

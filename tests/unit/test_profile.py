@@ -8,7 +8,7 @@ import pytest
 
 from bench.profile import summarize, top_level, union
 from fabfile.core import profile
-from fabfile.core.runner import _script, _section_kind, _sections, _states
+from fabfile.core.protocol import join_sections, probe_sections, read_states, section_kind
 from fabfile.core.steps import Command, Directory, File
 from tests.unit.test_rolling import Component, deploy
 
@@ -47,10 +47,10 @@ def test_timed_probe_script_answers_like_the_plain_one(prof, tmp_path):
     steps = [Directory(str(tmp_path)), File(str(tmp_path / "f"), "x\n"), File("/no/such/file", "y"),
              Command("getent", unless="getent passwd root"), Command("x", unless="ufw status | grep -q active")]
     sh = lambda script: subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True).stdout  # noqa: E731
-    sections, groups = _sections(steps)
-    plain = _states(sh(_script(sections)), steps, groups)
-    labels = [_section_kind(m, steps) for m, _ in sections]
-    timed = _states(profile.take_probe_times(sh(profile.timed_probe_script(sections)), labels, "h"), steps, groups)
+    sections, groups = probe_sections(steps)
+    plain = read_states(sh(join_sections(sections)), steps, groups)
+    labels = [section_kind(m, steps) for m, _ in sections]
+    timed = read_states(profile.take_probe_times(sh(profile.timed_probe_script(sections)), labels, "h"), steps, groups)
     assert timed == plain and plain[1] == []
     assert [r["kind"] for r in prof.remote] == ["batch: stat", "command: getent", "command: ufw"]
     assert all(r["seconds"] >= 0 for r in prof.remote)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from fabfile import postgres, redis, services
-from fabfile.core import inventory, runner
-from fabfile.core.offline import OfflineRun, synthetic_facts
+from fabfile.core import inventory
+from fabfile.core.offline import FreshHosts, facts_text, fresh_run
+from fabfile.core.protocol import ShellHost
 from fabfile.core.remote import Result
 from fabfile.core.runner import Options, Run, execute
 from fabfile.core.steps import File, Service
@@ -28,7 +29,7 @@ NEW_SHA = hashlib.sha256(b"new\n").hexdigest()      # every fake config file's d
 ADDR = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
 
 
-class FakeHost:
+class FakeHost(ShellHost):
     """One host: `service` is what its units' probes answer; `changed` makes its files differ."""
 
     def __init__(self, name, log, service=RUNNING, changed=True, barrier=None):
@@ -38,6 +39,10 @@ class FakeHost:
 
     def close(self):
         pass
+
+    def gather(self, questions):
+        """Debian facts, no connect answers (and, as in the tests' counts, no round trip)."""
+        return facts_text(DEBIAN, self.name), {}
 
     def sh(self, script, timeout=0):
         self.round_trips += 1
@@ -83,20 +88,18 @@ class FakeHost:
 HOSTS: dict[str, FakeHost] = {}
 
 
-class FakeRun(OfflineRun):
-    """The real Run's engine; connections and facts come from the fake hosts."""
+class FakeHosts(FreshHosts):
+    """The state source of these tests: placeholder secrets, inventory addresses, the fake hosts above."""
 
-    converge = Run.converge
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.remotes, self.refused = HOSTS, {}
-
-    def connect(self, hosts=None):
-        self.facts = {h.name: synthetic_facts(DEBIAN, h.name) for h in self.hosts}
-
-    def remote(self, name):
+    def connect(self, name, timeout):
         return HOSTS[name]
+
+
+class FakeRun(Run):
+    """The real Run over the fake hosts (for tests that call its parts, not execute())."""
+
+    def __init__(self, inv, hosts, opts=None, source=None):
+        super().__init__(inv, hosts, opts or Options(), FakeHosts(DEBIAN))
 
 
 class Component:
@@ -139,12 +142,7 @@ def deploy(log, components, check=False, serial=0, **hosts_kw):
     HOSTS.clear()
     HOSTS.update({n: FakeHost(n, log, **hosts_kw) for n in inv.hosts})
     opts = Options(check=check, serial=serial, gate_timeout=0.05, gate_interval=0.01)
-    orig = runner.Run
-    runner.Run = FakeRun
-    try:
-        return execute(inv, list(inv.hosts.values()), components, opts)
-    finally:
-        runner.Run = orig
+    return execute(inv, list(inv.hosts.values()), components, opts, source=FakeHosts(DEBIAN))
 
 
 def after_probes(log):
@@ -266,9 +264,7 @@ def test_postgres_restart_is_marked_as_downtime():
 
 def _postgres_steps():
     inv = inventory.load(SPEC / "hosts.yaml")
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True))
-    ctx = runner.HostContext(run, inv.hosts["node3"], synthetic_facts(DEBIAN, "node3"))
-    return postgres.steps(ctx)
+    return postgres.steps(fresh_run(inv, DEBIAN).context(inv.hosts["node3"]))
 
 
 def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
@@ -345,6 +341,8 @@ def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
     asked: list = []
 
     class WithFacts(FakeHost):
+        gather = ShellHost.gather
+
         def sh(self, script, timeout=0):
             if "@@facts" in script:
                 self.round_trips += 1
@@ -357,7 +355,7 @@ def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
     HOSTS.update({n: WithFacts(n, log) for n in inv.hosts})
     run = FakeRun(inv, list(inv.hosts.values()), Options())
     run.connect_probes = {"redis": redis.connect_probe}
-    Run.connect(run)
+    run.connect()
     assert run.facts["node1"].hostname == "node1" and run.facts["node1"].platform.name
     assert set(run.answers["redis"]) == {h.name for h in inv.with_role("sentinel")}
     redis.prepare(run, list(inv.hosts.values()))

@@ -11,8 +11,7 @@ from fabfile import airflow, firewall, health, keepalived, nginx, packages, serv
 from fabfile.core import inventory, secrets
 from fabfile.core.errors import InventoryError, UserError
 from fabfile.core.facts import parse_facts
-from fabfile.core.offline import OfflineRun, synthetic_facts
-from fabfile.core.runner import HostContext, Options
+from fabfile.core.offline import fresh_run
 
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 HOSTS = """
@@ -31,12 +30,9 @@ def load(tmp_path, cluster: str = "vip: 10.0.0.100", hosts: str = HOSTS):
 
 
 def ctx_for(inv, name, os_release="debian-12", vrrp_password="s3cret99"):
-    run = OfflineRun(inv, list(inv.hosts.values()), Options(check=True, silent=True))
+    run = fresh_run(inv, (SPEC / "os-release" / os_release).read_text())
     run.secrets["vrrp_password"] = vrrp_password
-    host = inv.hosts[name]
-    facts = synthetic_facts((SPEC / "os-release" / os_release).read_text(), name, run.addresses[name])
-    run.facts = {name: facts}
-    return HostContext(run, host, facts)
+    return run.context(inv.hosts[name])
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -237,8 +233,6 @@ def test_health_rows_for_single_points_and_the_vip(tmp_path):
 def test_health_expects_keepalived_on_nginx_hosts_and_nginx_on_local_ones(tmp_path):
     inv = load(tmp_path)
     run = ctx_for(inv, "node1").run
-    for name in inv.hosts:
-        run.facts[name] = synthetic_facts((SPEC / "os-release" / "debian-12").read_text(), name)
     assert "keepalived" in health.expected_units(run, inv.hosts["node1"])
     assert "keepalived" not in health.expected_units(run, inv.hosts["node4"])
     assert "nginx" in health.expected_units(run, inv.hosts["node4"])
