@@ -8,57 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from invoke import Collection, task
+from invoke import Collection, Task, task
 
-from fabfile import dags as dags_mod
 from fabfile import drills as drills_mod
-from fabfile import health as health_mod
-from fabfile import stack as deploy_mod
+from fabfile.cli import HELP, collection, exit_with
 from lab.tasks import ns as lab_ns
-
-HELP = {
-    "hosts": "comma-separated inventory hosts (default: all)",
-    "check": "dry run: print the plan and file diffs, change nothing",
-    "verbose": "show every step and command output",
-    "quiet": "print only the recap",
-    "serial": "rolling: converge N hosts at a time",
-    "inventory": "inventory file (default hosts.yaml or $AIRFLOW_HA_INVENTORY)",
-    "parallel": "hosts worked on at once (default: inventory 'parallel')",
-}
-
-
-def _exit(code: int) -> None:
-    if code:
-        sys.exit(code)
-
-
-@task(help=HELP)
-def deploy(c, hosts=None, check=False, verbose=False, quiet=False, serial=0, inventory=None, parallel=0):
-    """Deploy the whole stack (packages, redis, postgres, airflow, dags, services, nginx, firewall)."""
-    _exit(deploy_mod.run(None, hosts, inventory, check, verbose, quiet, serial, parallel))
-
-
-@task(help={"hosts": HELP["hosts"], "json": "print JSON only", "inventory": HELP["inventory"],
-            "local": "only the hosts' own checks (no Redis/PostgreSQL/worker checks)"})
-def health(c, hosts=None, json=False, inventory=None, local=False):
-    """One verdict for the cluster: a table (or --json) of every check; exit 1 if anything failed."""
-    _exit(health_mod.run(hosts, inventory, as_json=json, local_only=local))
-
-
-def _component_task(component):
-    def component_deploy(c, hosts=None, check=False, verbose=False, quiet=False, serial=0, inventory=None,
-                         parallel=0):
-        _exit(deploy_mod.run([component], hosts, inventory, check, verbose, quiet, serial, parallel))
-    component_deploy.__doc__ = f"Converge only {component.NAME}.\n\n{component.__doc__}"
-    # a code object of its own: invoke dedupes tasks with equal code (`inv redis.deploy postgres.deploy`)
-    component_deploy.__code__ = component_deploy.__code__.replace(co_name=f"deploy_{component.NAME}")
-    return task(name="deploy", aliases=("install",), help=HELP)(component_deploy)
-
-
-@task(name="rollback", help={"hosts": HELP["hosts"], "inventory": HELP["inventory"]})
-def dags_rollback(c, hosts=None, inventory=None):
-    """Switch every host's DAG folder back to the previous release."""
-    _exit(deploy_mod.run([dags_mod.Rollback], hosts, inventory))
 
 
 @task(help={"k": "only tests matching this expression", "e2e": "include end-to-end tests on the lab (default)",
@@ -72,21 +26,27 @@ def test(c, k="", e2e=True, keep=False):
     c.run(" ".join([".venv/bin/pytest", *args]), env=env, pty=False)
 
 
-ns = Collection(deploy, health, test)
-for _component in deploy_mod.COMPONENTS:
-    _sub = Collection(_component.NAME, _component_task(_component))
-    if _component is dags_mod:
-        _sub.add_task(dags_rollback)
-    ns.add_collection(_sub)
+ns = collection()
+ns.add_task(test)
 ns.add_collection(lab_ns, "lab")
 
 
-def _drill_task(name):
-    def drill(c, inventory=None):
-        _exit(drills_mod.run([name], inventory))
-    drill.__doc__ = f"Failover drill: {drills_mod.DRILLS[name].__doc__.splitlines()[0]}"
-    drill.__code__ = drill.__code__.replace(co_name=f"drill_{name.replace('-', '_')}")
-    return task(name=name, help={"inventory": HELP["inventory"]})(drill)
+def _lab_power():
+    """The lab's power switch, for the drills that pull a host's plug (imported only when a drill runs)."""
+    from lab import Power
+    return Power()
+
+
+class DrillTask:
+    """`drill.<name>`: one failover drill. A callable object (see fabfile.cli.ComponentDeploy: invoke would
+    otherwise take every drill task for the same one)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.__doc__ = f"Failover drill: {drills_mod.DRILLS[name].__doc__.splitlines()[0]}"
+
+    def __call__(self, c, inventory=None):
+        exit_with(drills_mod.run([self.name], inventory, _lab_power()))
 
 
 @task(name="all", help={"inventory": HELP["inventory"], "skip": "comma-separated drills to leave out"})
@@ -98,20 +58,20 @@ def drill_all(c, inventory=None, skip=""):
         print(f"error: unknown drill {', '.join(sorted(unknown))}; drills: {', '.join(drills_mod.DRILLS)}",
               file=sys.stderr)
         sys.exit(2)
-    _exit(drills_mod.run([d for d in drills_mod.DRILLS if d not in left_out], inventory))
+    exit_with(drills_mod.run([d for d in drills_mod.DRILLS if d not in left_out], inventory, _lab_power()))
 
 
 @task(name="rolling-restart", help={"hosts": HELP["hosts"], "inventory": HELP["inventory"]})
 def rolling_restart(c, hosts=None, inventory=None):
     """Restart Airflow one host at a time: warm-stop the worker, restart, wait for health, next host."""
-    _exit(drills_mod.rolling_restart(inventory, hosts))
+    exit_with(drills_mod.rolling_restart(inventory, hosts))
 
 
 @task(help={"host": "the inventory host to take out", "inventory": HELP["inventory"]})
 def decommission(c, host, inventory=None):
     """Take hosts (HOST or HOST,HOST) out of the running cluster: fail Redis over, drain, stop, converge the rest."""
     from fabfile import decommission as decommission_mod
-    _exit(decommission_mod.run(host, inventory))
+    exit_with(decommission_mod.run(host, inventory))
 
 
 @task(help={"airflow_version": "target Airflow version"})
@@ -121,7 +81,8 @@ def upgrade(c, airflow_version=None):
     sys.exit(2)
 
 
-drill_ns = Collection("drill", drill_all, *[_drill_task(n) for n in drills_mod.DRILLS])
+drill_ns = Collection("drill", drill_all, *[Task(DrillTask(n), name=n, help={"inventory": HELP["inventory"]})
+                                            for n in drills_mod.DRILLS])
 ns.add_collection(drill_ns)
 ns.add_task(rolling_restart)
 ns.add_task(upgrade)
@@ -136,5 +97,5 @@ ns.add_task(decommission)
 def bench(c, runs=7, fresh_runs=3, six=True, rolling_runs=1, readme=False):
     """Benchmark on the lab, every figure a ratio to the SSH floor of the same run; bench/results/*.json."""
     from bench.bench import main
-    _exit(main(runs, fresh_runs, six, rolling_runs, readme))
+    exit_with(main(runs, fresh_runs, six, rolling_runs, readme))
 ns.add_task(bench)

@@ -7,8 +7,9 @@ tasks failed, verdict. `ha_load` has retries=0, so any lost task shows as failed
 drills use `ha_load_retry` instead: a task whose worker is SIGKILLed cannot finish; Airflow detects it
 after [scheduler] task_instance_heartbeat_timeout and retries it on another worker (README "HA").
 
-`drill.node` and `drill.vip` power a lab host off and on, so they need the lab (real servers have no power
-switch here). `drill.vip` pulls the plug on the VIP holder while a probe (<= 10 req/s) runs through the VIP.
+`drill.node`, `drill.vip` and the second half of `drill.postgres` power a host off and on: they need a
+`PowerSwitch`, which the caller passes in (`inv drill.*` passes the lab's; real servers have none here).
+`drill.vip` pulls the plug on the VIP holder while a probe (<= 10 req/s) runs through the VIP.
 `drill.postgres` (Patroni mode; single mode: NOT COVERED, with the reason) runs `ha_load_retry` twice: (a)
 SIGKILL the leader's postmaster, (b) pull the plug on the leader's host; it reports seconds until a write
 succeeds again through the multi-host URL, until the first task after the fault completes, the retries,
@@ -21,6 +22,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import health
 from .airflow_api import Airflow, http
@@ -44,13 +46,36 @@ class Row:
         return [self.drill, self.fault, self.recovery, self.failed, self.verdict]
 
 
-class Drill:
-    """Shared plumbing: SSH to any host, the REST API through a live nginx, health gates."""
+class PowerSwitch(Protocol):
+    """Turns a host off (the plug pulled: no clean shutdown) and on again, waiting until it is up."""
 
-    def __init__(self, inventory=None):
+    def off(self, host: str) -> None: ...
+
+    def on(self, host: str) -> None: ...
+
+
+class Drill:
+    """Shared plumbing: SSH to any host, the REST API through a live nginx, health gates, the power switch."""
+
+    def __init__(self, inventory=None, power: PowerSwitch | None = None):
         self.inv = inventory_mod.load(inventory)
         self.run = Run(self.inv, list(self.inv.hosts.values()), Options(quiet=True, silent=True))
+        self.power = power
         self.api = None
+
+    def power_off(self, host: str) -> None:
+        """Pull the plug on `host`; its connection is dropped (a new one is opened once it is back)."""
+        self._switch().off(host)
+        self.run.remotes.pop(host, None)
+
+    def power_on(self, host: str) -> None:
+        self._switch().on(host)
+        self.run.remotes.pop(host, None)
+
+    def _switch(self) -> PowerSwitch:
+        if self.power is None:
+            raise RuntimeError("this drill powers a host off: it needs a power switch (`inv drill.*` gives the lab's)")
+        return self.power
 
     def sh(self, host: str, script: str, timeout=60) -> str:
         return self.run.remote(host).sh(script, timeout=timeout).out
@@ -249,20 +274,18 @@ def node(d: Drill) -> Row:
     scheduler but not the database's primary: the single PostgreSQL host (single mode) or the Patroni
     leader; losing that is drill.postgres. A Patroni replica may go down with the node.
     """
-    import lab as labapi
     eligible = node_candidates(d.inv, pg_leader(d))
     host = move_master_to(d, eligible)
     run_id = d.start_load(LOAD_RETRY, avoid=(host,))
     t_off = time.time()
-    labapi.stop_node(host, hard=True)
-    d.run.remotes.pop(host, None)
+    d.power_off(host)
     state, failed, _ = d.finish(LOAD_RETRY, run_id, timeout=1200)
     took = time.time() - t_off
     r = Run(d.inv, list(d.inv.hosts.values()), Options(quiet=True, silent=True))
     r.connect()
     named = any(c.host == host and "unreachable" in c.detail for c in health.collect(r))
     r.close()
-    labapi.start_node(host)
+    d.power_on(host)
     t_on = time.time()
     d.wait_healthy(timeout=600)
     healed = time.time() - t_on
@@ -369,7 +392,6 @@ def _vip_off_single_points(d: Drill, holder: str) -> str | None:
 
 def vip(d: Drill) -> Row:
     """Pull the plug on the VIP holder under a probe through the VIP; it moves, nothing is lost, it stays put."""
-    import lab as labapi
     if not d.inv.cluster["vip"]:
         return Row("vip", "-", "no cluster.vip in the inventory", "-", "FAIL")
     holders = vip_holders(d)
@@ -383,15 +405,13 @@ def vip(d: Drill) -> Row:
     try:
         time.sleep(3)
         t_off = time.time()
-        labapi.stop_node(old, hard=True)
-        d.run.remotes.pop(old, None)
+        d.power_off(old)
         new, t_moved = wait_vip_moved(d, old)
         t_answer = probe.first_ok(t_off)
         state, failed, _ = d.finish(LOAD_RETRY, run_id)
         t_on = time.time()
         lost = probe.failed(t_off, t_on)
-        labapi.start_node(old)
-        d.run.remotes.pop(old, None)
+        d.power_on(old)
         d.wait_healthy(timeout=600)
         time.sleep(5)
         after = probe.failed(t_on)
@@ -477,7 +497,6 @@ def wait_some_success(d: Drill, dag_id, run_id, timeout=180) -> set:
 
 def pg_fault(d: Drill, power_off: bool) -> Row:
     """One fault on the Patroni leader under ha_load_retry; the verdict needs every figure to be measured."""
-    import lab as labapi
     old = pg_leader(d)
     if old is None:
         return Row("postgres", "-", "no Patroni leader before the fault", "-", "FAIL")
@@ -488,16 +507,14 @@ def pg_fault(d: Drill, power_off: bool) -> Row:
     before = wait_some_success(d, LOAD_RETRY, run_id)
     t0 = time.time()
     if power_off:
-        labapi.stop_node(old, hard=True)
-        d.run.remotes.pop(old, None)
+        d.power_off(old)
     else:
         d.sh(old, KILL_POSTMASTER, timeout=10)
     t_write = wait_writable(d, via, t0)
     first_done = _first_task_done_after(d, LOAD_RETRY, run_id, t0)
     state, failed, tis = d.finish(LOAD_RETRY, run_id, timeout=1200)
     if power_off:
-        labapi.start_node(old)
-        d.run.remotes.pop(old, None)
+        d.power_on(old)
     rejoin_s, rejoined = wait_rejoined(d, via, old, time.time())
     d.wait_healthy(timeout=600)
     new = pg_leader(d)
@@ -553,15 +570,15 @@ def ensure_load_dags(inventory=None) -> int:
     return execute(inv, list(inv.hosts.values()), [dags], Options(quiet=True))
 
 
-def run(names: list[str], inventory=None) -> int:
-    """Run the named drills in sequence and print the table; 1 if any drill failed."""
+def run(names: list[str], inventory=None, power: PowerSwitch | None = None) -> int:
+    """Run the named drills in sequence and print the table; 1 if any drill failed (`power`: see Drill)."""
     from tabulate import tabulate  # here, not at import: `inv` loads this module for every task
     if ensure_load_dags(inventory):
         print("drills: could not ship the load DAGs", flush=True)
         return 1
     rows = []
     for name in names:
-        d = Drill(inventory)
+        d = Drill(inventory, power)
         try:
             if not (name == "postgres" and not d.inv.patroni):
                 d.wait_healthy()

@@ -5,7 +5,7 @@ Public API (everything else is internal)::
 
     up(names=None, outsider=False, fresh=False) -> list[Node]
     down(); reset(); status() -> list[Node]
-    stop_node(name); start_node(name); is_running(name) -> bool
+    stop_node(name); start_node(name); is_running(name) -> bool; Power() (off/on, for failover drills)
     node_address(name) -> str; ssh_config_path() -> Path; OUTSIDER
 """
 
@@ -13,7 +13,8 @@ import importlib
 
 #: public name -> the module that defines it; loaded on first use, so `inv` (which mounts lab.tasks for every
 #: command) does not import the whole lab before a deploy (start-up time)
-_WHERE = {**dict.fromkeys(("down", "is_running", "reset", "start_node", "status", "stop_node", "up"), "lab.api"),
+_WHERE = {**dict.fromkeys(("Power", "down", "is_running", "reset", "start_node", "status", "stop_node", "up"),
+                          "lab.api"),
           **dict.fromkeys(("OUTSIDER", "inventory_names", "node_address", "node_names", "ssh_config_path"),
                           "lab.config"),
           "LabError": "lab.errors", "Node": "lab.nodes"}
@@ -30,6 +31,7 @@ def __getattr__(name: str):
 __all__ = [
     "OUTSIDER",
     "LabError",
+    "Power",
     "Node",
     "down",
     "inventory_names",

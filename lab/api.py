@@ -178,3 +178,13 @@ def stop_node(name: str, hard: bool = False) -> bool:
 def start_node(name: str) -> Node:
     """Power one host (back) on and wait until it is ready."""
     return up([name])[0]
+
+
+class Power:
+    """The lab's power switch for the failover drills (fabfile/drills.py PowerSwitch)."""
+
+    def off(self, host: str) -> None:
+        stop_node(host, hard=True)
+
+    def on(self, host: str) -> None:
+        start_node(host)
