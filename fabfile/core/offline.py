@@ -9,8 +9,8 @@ What a fresh host answers, on purpose:
   enforcing where the platform uses it, the inventory address on eth0);
 * probes: `fresh_state` per step kind: "absent" (nothing installed, no file, no command done), except
   where that word would mean something else: `service` answers what systemctl prints for a unit that does
-  not exist (nothing), `user` answers nothing (no such user), and `absent` answers "present" (files the
-  packages install, e.g. nginx's default site, are assumed there so their removal shows);
+  not exist (nothing), and `absent` answers "present" (files the packages install, e.g. nginx's default
+  site, are assumed there so their removal shows);
 * any other question (a Sentinel's master, a Patroni member's state, a file's current text): no output;
 * the control machine: placeholder secrets (`<fernet_key>`) and files (`<constraints-….txt>`), addresses
   only from the inventory's `address:` keys (spec inventories must set them).
@@ -35,7 +35,7 @@ from .runner import Options, Run, run_components
 from .secrets import GENERATORS
 
 #: probe answer per step kind on a fresh host (default "absent\n"), see the module docstring
-FRESH_STATE = {"service": "\n\n", "user": "", "absent": "present\n"}
+FRESH_STATE = {"service": "\n\n", "absent": "present\n"}
 
 
 def fresh_state(step) -> str:

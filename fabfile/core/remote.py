@@ -236,7 +236,7 @@ def _pipe(src, dst) -> None:
             if not data:
                 break
             dst.sendall(data)
-    except Exception:  # noqa: BLE001 - any failure means the connection is gone
+    except Exception:  # any failure means the connection is gone
         pass
     finally:
         for s in (src, dst):

@@ -287,7 +287,7 @@ class Run:
             with profile.span("steps (local: render, hash)", host.name):
                 ctx = self.context(host)
                 planned = [(i, c, c.steps(ctx)) for i, c in enumerate(components) if c.applies(self.inv, host)]
-        except Exception:  # noqa: BLE001 - let the normal path report it
+        except Exception:  # let the normal path report it
             return 0
         flat = [s for _, _, steps in planned for s in steps]
         if not flat:
@@ -676,7 +676,7 @@ def _warm_templates() -> None:
     try:
         with profile.span("warm templates (background)"):
             templates.warm()
-    except Exception:  # noqa: BLE001 - only a head start: a broken template fails where it is rendered
+    except Exception:  # only a head start: a broken template fails where it is rendered
         pass
 
 

@@ -20,7 +20,7 @@ import base64
 import hashlib
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 q = shlex.quote
 
@@ -373,43 +373,6 @@ class Service(Step):
         downtime = self.downtime if restart else ""
         desc = " + ".join(what) + (f" (DOWNTIME: {downtime})" if downtime else "")
         return Change(desc, "\n".join(cmds), notify=started, restart=restart, downtime=downtime)
-
-
-@dataclass
-class Sysctl(Step):
-    """A kernel setting; read-only /proc/sys (lab hosts, containers) gives a warning, not a failure."""
-
-    kind = "sysctl"
-    value: str = ""
-
-    def probe(self):
-        proc = "/proc/sys/" + self.target.replace(".", "/")
-        return (f"sysctl -n {q(self.target)} 2>/dev/null || echo unknown; "
-                f"[ -w {q(proc)} ] && echo rw || echo ro")
-
-    def plan(self, state, notified):
-        lines = (state.split() + ["unknown", "ro"])[:2]
-        if lines[0] == self.value:
-            return None
-        if lines[1] != "rw":
-            return Change(f"is {lines[0]}, wanted {self.value}: read-only here (container?), set it on the "
-                          "machine that runs this host", "", warning=True)
-        path = "/etc/sysctl.d/90-airflow-ha.conf"
-        line = f"{self.target} = {self.value}"
-        return Change(f"set to {self.value}",
-                      f"sed -i '/^{self.target} =/d' {path} 2>/dev/null; echo {q(line)} >> {path}\n"
-                      f"sysctl -q -w {q(self.target + '=' + self.value)}")
-
-
-@dataclass
-class Plan:
-    """The planned changes of one component on one host."""
-
-    steps: list = field(default_factory=list)         # (step, change or None)
-
-    @property
-    def changes(self):
-        return [(s, c) for s, c in self.steps if c is not None]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from fabfile.core.steps import Command, Directory, File, Line, Packages, Service, Sysctl
+from fabfile.core.steps import Command, Directory, File, Line, Packages, Service
 
 
 def test_file_unchanged_when_content_owner_mode_match():
@@ -66,13 +66,6 @@ def test_directory_and_line():
     line = Line(path="/etc/hosts", line="10.0.0.1 node1", replace=r"^\S+\s+node1$")
     assert line.plan("present", set()) is None
     assert "sed -i" in line.plan("absent", set()).script
-
-
-def test_sysctl_read_only_is_a_warning_not_a_change():
-    s = Sysctl("vm.overcommit_memory", value="1")
-    change = s.plan("0\nro\n", set())
-    assert change.warning and change.script == ""
-    assert s.plan("1\nro\n", set()) is None
 
 
 def test_service_marks_restarts_of_running_units_only():
