@@ -326,7 +326,7 @@ def machine() -> dict:
     for mod in ("fabric", "invoke", "paramiko"):
         try:
             versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
+        except Exception:
             versions[mod] = "?"
     return {"cores": os.cpu_count(), "mem_gb": round(mem_kb / 1024 / 1024, 1), "python": platform.python_version(),
             "kernel": platform.release(), **versions}

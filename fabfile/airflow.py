@@ -227,7 +227,7 @@ def steps(ctx) -> list:
         File(f"{ETC}/airflow.cfg", render("airflow/airflow.cfg.j2", **config_values(ctx)),
              owner="root", group="airflow", mode=0o644, notify=("airflow",)),
         File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
-             owner="root", group="airflow", mode=0o640, notify=("airflow",), secret=True),
+             owner="root", group="airflow", mode=0o640, notify=("airflow",)),
         File(CLI, render("airflow/airflow-cli.sh.j2", venv=VENV, airflow_home=HOME), mode=0o755),
         Directory(f"{HOME}/config", owner="root", group="airflow", mode=0o755),
         File(f"{HOME}/config/airflow_ha_celery_config.py", static("airflow/airflow_ha_celery_config.py"),
@@ -244,7 +244,7 @@ def finalize(run, hosts) -> None:
     host = candidates[0]
     try:
         run.converge(host, NAME, finalize_steps(run))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         run.fail_host(host, NAME, f"db migrate: {exc}")
 
 

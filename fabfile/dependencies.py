@@ -46,7 +46,7 @@ def _is_up(run, host, role) -> str:
             run.facts[host.name] = parse_facts(rem.sh(FACTS_SCRIPT, timeout=30).out)
         unit = _unit(role, run.facts[host.name].platform, run.inv.patroni)
         state = rem.sh(f"systemctl is-active {unit}", timeout=30).out.strip() or "unknown"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable", reported below
+    except Exception as exc:  # any failure means "not usable", reported below
         return f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"
     return "" if state == "active" else f"{unit} {state}"
 

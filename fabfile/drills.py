@@ -119,7 +119,7 @@ class Drill:
         for name in asking:
             try:
                 out = self.sh(name, ask_master_script(self.run, [self.inv.hosts[name]]), timeout=5).split()
-            except Exception:  # noqa: BLE001 - a dead host does not vote
+            except Exception:  # a dead host does not vote
                 continue
             views.add(out[0] if out else None)
         return views.pop() if len(views) == 1 else None
@@ -364,7 +364,7 @@ def vip_holders(d: Drill, skip=()) -> list[str]:
         try:
             if f" {vip}/" in d.sh(h.name, "ip -o -4 addr show", timeout=5):
                 out.append(h.name)
-        except Exception:  # noqa: BLE001 - a dead host holds nothing
+        except Exception:  # a dead host holds nothing
             pass
     return out
 
@@ -450,7 +450,7 @@ def wait_writable(d: Drill, via: str, since: float, timeout=180) -> float | None
         try:
             if d.run.remote(via).sh(write_probe(d), timeout=10).ok:
                 return t
-        except Exception:  # noqa: BLE001 - the probing host itself hiccups: try again
+        except Exception:  # the probing host itself hiccups: try again
             pass
         time.sleep(0.5)
     return None
@@ -461,7 +461,7 @@ def member_state(d: Drill, via: str, name: str) -> tuple[str, str] | None:
     from . import patroni
     try:
         body = d.sh(via, f"curl -s -m 3 {patroni.api_url(d.run, d.inv.hosts[via], 'cluster')}", timeout=10)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     m = next((m for m in patroni.members(body) if m.get("name") == name), None)
     return (m.get("role"), m.get("state")) if m else None
@@ -584,7 +584,7 @@ def run(names: list[str], inventory=None, power: PowerSwitch | None = None) -> i
                 d.wait_healthy()
             result = DRILLS[name](d)
             new = result if isinstance(result, list) else [result]
-        except Exception as exc:  # noqa: BLE001 - a broken drill is a failed row, the others still run
+        except Exception as exc:  # a broken drill is a failed row, the others still run
             new = [Row(name, "-", f"error: {type(exc).__name__}: {str(exc)[:120]}", "-", "FAIL")]
         finally:
             d.close()

@@ -202,7 +202,7 @@ def check_redis(run) -> list[Check]:
                                      + (f", {usable.group(1).decode()} usable sentinels" if usable else "")))
                 except redislib.ResponseError as exc:
                     out.append(Check(host.name, "sentinel quorum", "fail", str(exc)[:80]))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out.append(Check(host.name, "sentinel", "fail", f"unreachable: {type(exc).__name__}"))
     views = set(masters.values())
     by_addr = {a: n for n, a in run.addresses.items()}
@@ -220,7 +220,7 @@ def check_redis(run) -> list[Check]:
                 info = r.info("replication")
             out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1,
                                           run.addresses[host.name], run.data.get("redis_master")))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out.append(Check(host.name, "redis", "fail", f"down: {type(exc).__name__}: {str(exc)[:60]}"))
     return out
 
@@ -371,12 +371,12 @@ def check_postgres(run) -> list[Check]:
                 try:
                     ports[stack.enter_context(run.remote(h.name).forward(
                         run.addresses[h.name], inv.cluster["ports"]["postgres"]))] = h.name
-                except Exception:  # noqa: BLE001 - that member is named by its own rows
+                except Exception:  # that member is named by its own rows
                     continue
             if not ports:
                 return [Check("cluster", "postgres", "fail", "no SSH forward to any postgres host")]
             out += _query_primary(run, ports)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         name = next(iter(ports.values()), hosts[0].name) if not inv.patroni else "cluster"
         out.append(Check(name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
     return out
@@ -417,7 +417,7 @@ def _schedulers(run, cur) -> list[Check]:
         cur.execute("SELECT hostname, max(extract(epoch FROM now() - latest_heartbeat)) FROM job "
                     "WHERE job_type = 'SchedulerJob' AND state = 'running' GROUP BY hostname")
         beats = {h: age for h, age in cur.fetchall()}
-    except Exception as exc:  # noqa: BLE001 - before the first migrate
+    except Exception as exc:  # before the first migrate
         return [Check("cluster", "schedulers", "fail", f"no job table: {str(exc)[:60]}")]
     out = []
     for host in run.inv.with_role("scheduler"):
@@ -449,7 +449,7 @@ def check_workers(run) -> list[Check]:
                 if expected <= {_celery_host(k) for k in workers} or attempt == 2:
                     break
                 time.sleep(1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return [Check(host.name, "celery workers", "fail", f"flower: {type(exc).__name__}: {str(exc)[:60]}")]
     return [_worker_check(h.name, workers, inv.var(h, "worker_queues")) for h in inv.with_role("worker")]
 
@@ -495,7 +495,7 @@ def collect(run, local_only=False) -> list[Check]:
                 checks += fut.result(timeout=timeout)
             except FutureTimeout:
                 checks.append(Check(name, "timeout", "fail", f"no answer within {timeout}s"))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 checks.append(Check(name, "error", "fail", f"{type(exc).__name__}: {str(exc)[:80]}"))
     clock = run.data.get("clock", {})
     if len(clock) > 1:

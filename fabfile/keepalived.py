@@ -96,7 +96,7 @@ def steps(ctx) -> list:
         Command(f"user {SCRIPT_USER}", unless=f"getent passwd {SCRIPT_USER}",
                 script=f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {SCRIPT_USER}"),
         File(CHECK, check_script(ctx.inv), mode=0o755),
-        File(CONF, config(ctx), mode=0o600, notify=(unit,), secret=True),
+        File(CONF, config(ctx), mode=0o600, notify=(unit,)),
         Command(unit, desc="keepalived --config-test", script=CONFIG_TEST, only_if_notified=True),
         *selinux.steps_for_keepalived(ctx),
         Service(unit, reload_only=True),

@@ -144,7 +144,7 @@ def _redis(ctx) -> list:
             f"-redis.password-file={REDIS_PASSWORDS}")
     return [
         File(REDIS_PASSWORDS, json.dumps(redis_password_map(ctx), indent=1, sort_keys=True) + "\n",
-             owner="root", group="prometheus", mode=0o640, notify=(unit,), secret=True),
+             owner="root", group="prometheus", mode=0o640, notify=(unit,)),
         _defaults(ctx, unit, args),
         Service(unit),
     ]
@@ -230,7 +230,7 @@ def _prometheus(ctx) -> list:
         out.append(File(PROM_RULES_PATRONI, patroni_rules(ctx.inv), notify=(config,)))
     if values["flower"]:
         out.append(File(FLOWER_PASSWORD, ctx.secrets["flower_password"], owner="root", group="prometheus",
-                        mode=0o640, notify=(config,), secret=True))
+                        mode=0o640, notify=(config,)))
     out += [
         _defaults(ctx, unit, f"--config.file={PROM_CONFIG} --web.listen-address={listen(ctx, 'prometheus')}"),
         Command(config, desc="promtool check config + rules", only_if_notified=True,

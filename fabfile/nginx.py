@@ -76,7 +76,7 @@ def steps(ctx) -> list:
                 owner="root", group=web_user, mode=0o640, notify=(unit,))]
     if tls["enabled"] and tls["cert"]:
         out += [File(f"/etc/nginx/{_name(cert)}", _read(inv, cert), notify=(unit,)),
-                File(f"/etc/nginx/{_name(key)}", _read(inv, key), mode=0o600, notify=(unit,), secret=True)]
+                File(f"/etc/nginx/{_name(key)}", _read(inv, key), mode=0o600, notify=(unit,))]
         out += _cert_warning(ctx, _read(inv, cert))
     elif tls["enabled"]:
         out.append(_self_signed(ctx, unit))

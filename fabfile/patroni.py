@@ -132,7 +132,7 @@ def steps(ctx) -> list:
         ]
     out += [
         Directory("/etc/patroni", owner="root", group=user, mode=0o750),
-        File(conf, config(ctx), owner=user, group=user, mode=0o600, notify=(unit,), secret=True),
+        File(conf, config(ctx), owner=user, group=user, mode=0o600, notify=(unit,)),
         # Debian's unit says Restart=no ("inspect the database on failure"); a dead Patroni leaves its
         # PostgreSQL unmanaged (no failover, no demotion): bring it back
         File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf",
@@ -223,7 +223,7 @@ def prepare(run, hosts) -> None:
                                      old=plat.units["postgres_instance"])
         try:
             out = run.remote(host.name).sh(script, timeout=30).out
-        except Exception:  # noqa: BLE001 - an unreachable host is reported by the component itself
+        except Exception:  # an unreachable host is reported by the component itself
             continue
         states[host.name] = dict(line.split("=", 1) for line in out.split() if "=" in line)
     plan = conversion_plan(run.inv, states)
@@ -264,7 +264,7 @@ def leader(run):
     for probe in (h for h in run.inv.with_role("postgres") if h.name not in run.failed):
         try:
             rem = run.remote(probe.name)
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         for host in run.inv.with_role("postgres"):
             code = rem.sh(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, host, 'primary')}",
@@ -329,7 +329,7 @@ def finalize(run, hosts) -> None:
         return
     try:
         run.converge(host, "postgres", finalize_steps(run, host))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         run.fail_host(host, "postgres", f"finalize on the leader: {exc}")
 
 

@@ -9,7 +9,7 @@ and the deploy ships that directory. On the host::
     /opt/airflow/venv/bin/uv pip install --python /opt/airflow/venv/bin/python --no-index \
         --find-links /opt/airflow/wheelhouse -c constraints.txt 'apache-airflow[...]==X' ...
 
-(see :func:`install_command`). Why these choices:
+(fabfile/airflow.py writes those steps). Why these choices:
 
 * Cross-download: wheels are selected for the *target* interpreter (``--python-version``,
   ``--implementation cp``, ``--abi``) and explicit manylinux tags up to ``max_glibc``, with
@@ -72,22 +72,6 @@ def platforms(max_glibc: str = "2.34", arch: str = "x86_64") -> list[str]:
     top = int(max_glibc.split(".")[1])
     tags = [f"manylinux_2_{minor}_{arch}" for minor in range(top, 4, -1)]
     return tags + [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
-
-
-def install_command(venv: str = "/opt/airflow/venv", wheelhouse: str = "/opt/airflow/wheelhouse",
-                    constraints: str = "/opt/airflow/constraints.txt", airflow_version: str = "3.3.2",
-                    extras=DEFAULT_EXTRAS, extra_packages=DEFAULT_EXTRA_PACKAGES, use_uv: bool = True) -> str:
-    """Shell command installing the set from the wheelhouse into an existing venv, without network."""
-    reqs = " ".join(f"'{r}'" for r in requirements(airflow_version, extras, extra_packages)
-                    if r.split("=")[0].split(">")[0] not in ("pip", "setuptools", "wheel"))
-    offline = f"--no-index --find-links {wheelhouse} -c {constraints}"
-    pip = f"{venv}/bin/python -m pip install -q {offline} {reqs}"
-    if not use_uv:
-        return pip
-    uv = f"{venv}/bin/uv pip install -q --python {venv}/bin/python {offline} {reqs}"
-    # uv comes from the wheelhouse itself; any failure of the uv path falls back to plain pip.
-    return (f"{{ {venv}/bin/python -m pip install -q --no-index --find-links {wheelhouse} -c {constraints} uv "
-            f"&& {uv}; }} || {pip}")
 
 
 def _sha256(path: Path) -> str:

@@ -193,7 +193,6 @@ class File(Step):
     group: str = "root"
     mode: int = 0o644
     notify: tuple = ()
-    secret: bool = False
 
     @property
     def data(self) -> bytes:

