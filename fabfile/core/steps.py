@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,9 +243,9 @@ class Line(Step):
             return None
         drop = f"sed -i -E {q('/' + self.replace.replace('/', chr(92) + '/') + '/d')} {q(self.path)}\n" \
             if self.replace else ""
+        create = f"mkdir -p {q(posixpath.dirname(self.path))}\ntouch {q(self.path)}\n"  # before the package
         return Change(f"add line to {self.path}",
-                      f"touch {q(self.path)}\n{drop}printf '%s\\n' {q(self.line)} >> {q(self.path)}",
-                      notify=self.notify)
+                      f"{create}{drop}printf '%s\\n' {q(self.line)} >> {q(self.path)}", notify=self.notify)
 
 
 @dataclass
