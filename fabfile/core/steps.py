@@ -135,7 +135,7 @@ class Packages(Step):
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\n"
                 f"{no_start}[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
-                f"|| timeout 600 apt-get -q {opts} update\n"
+                f"|| timeout 150 apt-get -q {opts} update || timeout 450 apt-get -q {opts} update\n"  # a stall: retry
                 f"timeout 1200 apt-get install -y -q --no-install-recommends {opts} "
                 f"-o Dpkg::Options::=--force-confold {pkgs}")
         else:
