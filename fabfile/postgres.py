@@ -25,6 +25,8 @@ from .core.templates import render
 NAME = "postgres"
 DB = "airflow"
 USER = "airflow"
+#: on the database host: pg_dump -Fc files taken before a migration (0700 dir, 0600 files, owner postgres)
+BACKUP_DIR = "/var/backups/airflow-ha"
 
 
 def applies(inv, host) -> bool:
@@ -140,3 +142,53 @@ def gate(run, host) -> str | None:
     port = run.inv.cluster["ports"]["postgres"]
     res = run.remote(host.name).sh(f"pg_isready -q -t 3 -h {run.addresses[host.name]} -p {port}", timeout=15)
     return None if res.ok else f"pg_isready: exit {res.rc} (not accepting connections)"
+
+
+# -- backups before a schema migration (issue 16) ---------------------------------------------------------
+
+
+def backup_host(run):
+    """Where a backup runs: the single database host, or the Patroni leader (REST /primary); None = no leader."""
+    if not run.inv.patroni:
+        return run.inv.with_role("postgres")[0]
+    from . import patroni
+    return patroni.leader(run)
+
+
+def backup_glob(rev: str, version: str = "*") -> str:
+    """The backup files of the schema revision `rev` taken before migrating to Airflow `version`."""
+    return f"{BACKUP_DIR}/airflow-*-rev-{rev}-before-{version}.dump"
+
+
+def backup_steps(run, rev: str, version: str) -> list:
+    """pg_dump -Fc of the airflow database at schema `rev`, once per (rev, version): a timestamped file
+    in BACKUP_DIR, written by postgres with umask 077 (0600); its path is printed."""
+    port = run.inv.cluster["ports"]["postgres"]
+    dump = (f"umask 077; pg_dump -Fc -p {port} -d {DB} -f \"$f.partial\" && mv \"$f.partial\" \"$f\"")
+    return [Command("db backup", desc=f"pg_dump -Fc {DB} (schema {rev}) before Airflow {version} migrates it",
+                    unless=f"ls {backup_glob(rev, version)} >/dev/null 2>&1",
+                    script=(f"install -d -o postgres -g postgres -m 0700 {BACKUP_DIR}\n"
+                            f"f={BACKUP_DIR}/airflow-$(date -u +%Y%m%dT%H%M%SZ)-rev-{rev}-before-{version}.dump\n"
+                            f"runuser -u postgres -- sh -c {shlex.quote(dump)} sh\n"
+                            "echo \"backup: $f ($(du -h \"$f\" | cut -f1))\""))]
+
+
+def latest_backup(run, host, rev: str, version: str = "*") -> str:
+    """The newest backup file on `host` matching (rev, version), or ""."""
+    res = run.remote(host.name).sh(f"ls -t {backup_glob(rev, version)} 2>/dev/null | head -n 1", timeout=20)
+    return res.out.strip()
+
+
+def restore_command(path: str) -> str:
+    """How to put a backup back (every Airflow unit stopped first, as root on the database host)."""
+    return f"runuser -u postgres -- pg_restore --clean --if-exists -d {DB} {path}"
+
+
+def db_revision(run, host) -> str | None:
+    """The database's alembic revision asked from `host` ("" = no Airflow schema yet, None = no answer)."""
+    psql = (f"PGPASSWORD={shlex.quote(run.secrets['postgres_password'])} PGCONNECT_TIMEOUT=5 "
+            f"psql {psql_target(run)} -tA")
+    script = (f"t=$({psql} -c \"select to_regclass('public.alembic_version')\") || exit 3\n"
+              f"[ -n \"$t\" ] || exit 0\n{psql} -c 'select version_num from alembic_version'")
+    res = run.remote(host.name).sh(script, timeout=30)
+    return res.out.strip() if res.ok else None

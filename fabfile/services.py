@@ -3,13 +3,21 @@
 Type=simple (Airflow never calls sd_notify), Restart=always, secrets via EnvironmentFile. A unit
 restarts when its own file, airflow.cfg, airflow.env or the install changed (notification "airflow"
 from the airflow component). A role removed from a host stops and disables its unit.
+
+Versions (issue 16): every unit runs /opt/airflow/venvs/current; the first step here points `current`
+at the inventory's `airflow_version` venv. It is applied with the host's restarts, so on a running
+cluster it flips host by host, each host just before its units restart, in Airflow's upgrade order
+(`roll_order`): api-server hosts first (drained from every nginx), then triggerers/dag-processors,
+workers (a restart is Celery's warm shutdown: running tasks finish), schedulers; each health-gated.
+A host is placed by its earliest role in that order (a host with an api-server and a worker rolls with
+the api-servers).
 """
 
 from __future__ import annotations
 
 from . import nginx
-from .airflow import ROLES, VENV
-from .core.steps import Command, File, Service
+from .airflow import INSTALL_STAMP, ROLES, VENV, venv_dir
+from .core.steps import Command, File, Link, Service
 from .core.templates import render
 
 NAME = "services"
@@ -45,18 +53,37 @@ def unit_values(ctx) -> dict:
 
 
 #: what every Airflow process reads at start; a change on the host restarts them (even across runs)
-GENERATION_INPUTS = ("/etc/airflow/airflow.cfg", "/etc/airflow/airflow.env", f"{VENV}/.airflow-ha-install",
+GENERATION_INPUTS = ("/etc/airflow/airflow.cfg", "/etc/airflow/airflow.env",
                      "/var/lib/airflow/config/airflow_ha_celery_config.py")
 GENERATION_STAMP = "/var/lib/airflow/.airflow-ha-generation"
+#: Airflow's upgrade order (installation/upgrading.rst): a host rolls with the first group it has a role of
+ROLL_TIERS = (("api_server",), ("triggerer", "dag_processor"), ("worker",), ("scheduler",))
 
 
-def generation_step() -> Command:
+def tier(host) -> int:
+    return next((i for i, roles in enumerate(ROLL_TIERS) if host.has(*roles)), len(ROLL_TIERS))
+
+
+def roll_order(run, hosts) -> list:
+    """api-server hosts, then triggerer/dag-processor hosts, workers, schedulers (inventory order within)."""
+    return sorted(hosts, key=tier)
+
+
+def venv_step(version: str) -> Link:
+    """`current` -> this version's venv; flipping it restarts every Airflow unit of the host."""
+    return Link(VENV, source=venv_dir(version), notify=("airflow",))
+
+
+def generation_step(version: str = "") -> Command:
     """Notifies "airflow" when the config/install the running services started with differs from the files.
 
     A stamp on the host (not a flag in memory) so that `inv airflow.deploy` followed later by
-    `inv services.deploy`, or a run that failed between the two, still restarts the services.
+    `inv services.deploy`, or a run that failed between the two, still restarts the services. The install
+    read is the one of `version`'s venv (what `current` points at once this component ran).
     """
-    digest = f"cat {' '.join(GENERATION_INPUTS)} 2>/dev/null | sha256sum | cut -c1-64"
+    cfg, env, celery = GENERATION_INPUTS    # the install second-last: the digest of earlier releases' order
+    inputs = [cfg, env, f"{venv_dir(version) if version else VENV}/{INSTALL_STAMP}", celery]
+    digest = f"cat {' '.join(inputs)} 2>/dev/null | sha256sum | cut -c1-64"
     return Command("config generation", desc="config or install changed since the services started",
                    unless=f"[ \"$(cat {GENERATION_STAMP} 2>/dev/null)\" = \"$({digest})\" ]",
                    script=f"{digest} > {GENERATION_STAMP}", notify=("airflow",))
@@ -64,7 +91,8 @@ def generation_step() -> Command:
 
 def steps(ctx) -> list:
     values = unit_values(ctx)
-    files, services = [generation_step()], []
+    version = ctx.inv.cluster["airflow_version"]
+    files, services = [venv_step(version), generation_step(version)], []
     for role, unit in UNITS.items():
         if ctx.host.has(role):
             files.append(File(f"/etc/systemd/system/{unit}.service",
