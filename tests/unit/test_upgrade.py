@@ -1,0 +1,240 @@
+"""`inv upgrade` (issue 16): the plan, the rollback's choice and refusal, venv adoption and pruning, the
+roll order (real runner, fake hosts), the inventory edit. No host, no database."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fabfile import airflow, nginx, postgres, services, upgrade
+from fabfile.core import inventory, runner
+from fabfile.core.errors import PreconditionError
+from fabfile.core.runner import Options, execute
+from tests.unit import test_rolling as rolling
+
+SPEC = Path(__file__).resolve().parents[1] / "spec"
+TIERED = """cluster:
+  vip: 192.0.2.100
+hosts:
+  s1: {address: 192.0.2.21, roles: [scheduler, redis, sentinel]}
+  w1: {address: 192.0.2.22, roles: [worker, redis, sentinel, postgres]}
+  t1: {address: 192.0.2.23, roles: [triggerer, dag_processor, redis, sentinel, nginx]}
+  a1: {address: 192.0.2.24, roles: [api_server, nginx]}
+  a2: {address: 192.0.2.25, roles: [api_server, nginx]}
+"""
+
+
+def sh(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", f"( set -e\n{script}\n)"], capture_output=True, text=True)
+
+
+@pytest.fixture
+def venvs(tmp_path, monkeypatch):
+    """airflow's venv paths moved under tmp_path."""
+    monkeypatch.setattr(airflow, "VENVS", str(tmp_path / "venvs"))
+    monkeypatch.setattr(airflow, "VENV", str(tmp_path / "venvs" / "current"))
+    monkeypatch.setattr(airflow, "LEGACY_VENV", str(tmp_path / "venv"))
+    (tmp_path / "venvs").mkdir()
+    return tmp_path
+
+
+def fake_venv(path: Path, version: str, head: str = "") -> None:
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "python").write_text(f"#!/bin/sh\necho {version}\n")
+    (path / "bin" / "python").chmod(0o755)
+    if head:
+        (path / airflow.SCHEMA_HEAD_NAME).write_text(f"install-id\n{head}\n")
+
+
+def run_step(step) -> None:
+    assert sh(step.probe()).stdout.strip() == "run", "the step has something to do"
+    res = sh(step.script)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sh(step.probe()).stdout.strip() == "done", "idempotent: nothing left to do"
+
+
+# -- venvs: adoption of the single venv, pruning to N = 2 ---------------------------------------------------
+def test_legacy_venv_is_adopted_in_place_and_current_points_at_it(venvs):
+    fake_venv(venvs / "venv", "3.3.1", head="aaaaaaaaaaaa")
+    run_step(airflow.adopt_legacy_step())
+    assert (venvs / "venv" / "bin" / "python").is_file(), "not moved: running processes keep their paths"
+    assert Path(airflow.VENV).resolve() == (venvs / "venv").resolve()
+    assert Path(airflow.venv_dir("3.3.1")).resolve() == (venvs / "venv").resolve()
+
+
+def test_prune_keeps_the_running_venv_and_the_target(venvs):
+    for v in ("3.2.0", "3.3.1", "3.3.2"):
+        fake_venv(venvs / "venvs" / v, v)
+    (venvs / "venvs" / "current").symlink_to(venvs / "venvs" / "3.3.1")
+    run_step(airflow.prune_step("3.3.2"))
+    assert sorted(p.name for p in (venvs / "venvs").iterdir()) == ["3.3.1", "3.3.2", "current"]
+
+
+def test_prune_removes_an_adopted_legacy_venv_with_its_link(venvs):
+    fake_venv(venvs / "venv", "3.3.0")
+    run_step(airflow.adopt_legacy_step())
+    fake_venv(venvs / "venvs" / "3.3.1", "3.3.1")
+    Path(airflow.VENV).unlink()
+    Path(airflow.VENV).symlink_to(venvs / "venvs" / "3.3.1")       # 3.3.1 runs now
+    run_step(airflow.prune_step("3.3.2"))
+    assert not (venvs / "venv").exists() and not (venvs / "venvs" / "3.3.0").is_symlink()
+    assert (venvs / "venvs" / "3.3.1").is_dir()
+
+
+def test_host_state_lists_current_and_installed_venvs(venvs):
+    fake_venv(venvs / "venvs" / "3.3.1", "3.3.1", head="aaaaaaaaaaaa")
+    fake_venv(venvs / "venvs" / "3.3.2", "3.3.2", head="bbbbbbbbbbbb")
+    (venvs / "venvs" / "current").symlink_to(venvs / "venvs" / "3.3.2")
+    state = upgrade.parse_state(sh(upgrade.state_script()).stdout)
+    assert state.current == "3.3.2" and state.heads == {"3.3.1": "aaaaaaaaaaaa", "3.3.2": "bbbbbbbbbbbb"}
+
+
+def test_host_state_of_a_legacy_install(venvs):
+    fake_venv(venvs / "venv", "3.3.1", head="aaaaaaaaaaaa")
+    state = upgrade.parse_state(sh(upgrade.state_script()).stdout)
+    assert state.current == "3.3.1" and state.heads == {"3.3.1": "aaaaaaaaaaaa"}
+
+
+# -- rollback: which version, and when it is refused --------------------------------------------------------
+def _states(**hosts):
+    return {n: upgrade.HostVenvs(cur, dict.fromkeys(vs, "h")) for n, (cur, vs) in hosts.items()}
+
+
+def test_rollback_goes_to_the_other_installed_version():
+    states = _states(node1=("3.3.2", ["3.3.1", "3.3.2"]), node2=("3.3.2", ["3.3.1", "3.3.2"]))
+    assert upgrade.previous_version(states) == "3.3.1"
+
+
+@pytest.mark.parametrize("states", [
+    _states(node1=("3.3.2", ["3.3.2"])),                                              # nothing to go back to
+    _states(node1=("3.3.2", ["3.3.1", "3.3.2"]), node2=("3.3.1", ["3.3.1", "3.3.2"])),  # upgrade half done
+])
+def test_rollback_without_one_previous_version_is_refused(states):
+    with pytest.raises(PreconditionError, match="no single previous version"):
+        upgrade.previous_version(states)
+
+
+def test_rollback_is_allowed_while_the_schema_is_unchanged():
+    upgrade.check_rollback("3.3.1", "aaaaaaaaaaaa", "aaaaaaaaaaaa", "", "node3")
+
+
+def test_rollback_after_a_migration_is_refused_naming_the_backup_and_pg_restore():
+    backup = "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump"
+    with pytest.raises(PreconditionError) as err:
+        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", backup, "node3")
+    msg = err.value.message
+    assert "cannot roll back to Airflow 3.2.1: the database schema is at bbbbbbbbbbbb" in msg
+    assert backup in msg and "on node3" in msg
+    assert f"runuser -u postgres -- pg_restore --clean --if-exists -d airflow {backup}" in msg
+    assert msg.count("\n") == 1, "one clear error: what, then how to fix"
+
+
+def test_rollback_refusal_without_a_backup_says_so():
+    with pytest.raises(PreconditionError, match="no backup of schema aaaaaaaaaaaa found in /var/backups/airflow-ha"):
+        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", "", "node3")
+
+
+# -- the plan -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("db_rev", "head", "starts"), [
+    ("aaaaaaaaaaaa", "aaaaaaaaaaaa", "no: schema already at aaaaaaaaaaaa"),
+    ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "yes: schema aaaaaaaaaaaa -> bbbbbbbbbbbb"),
+    ("", "bbbbbbbbbbbb", "yes: empty database"),
+    (None, "bbbbbbbbbbbb", "unknown: the database did not answer"),
+])
+def test_migrate_is_decided_from_the_db_revision_and_the_new_schema_head(db_rev, head, starts):
+    assert upgrade.migrate_verdict(db_rev, head).startswith(starts)
+
+
+def test_plan_prints_versions_migrate_backup_and_host_order():
+    inv = inventory.load(SPEC / "hosts.yaml")
+    order = services.roll_order(None, list(inv.hosts.values()))
+    lines = upgrade.plan_lines(["3.3.1"], "3.3.2", upgrade.migrate_verdict("a" * 12, "a" * 12),
+                               upgrade._backup_line(inv.hosts["node3"], "no: schema already at x", "a" * 12, "3.3.2"),
+                               order)
+    text = "\n".join(lines)
+    assert lines[0] == "upgrade plan: Airflow 3.3.1 -> 3.3.2"
+    assert "migrate:  no: schema already at aaaaaaaaaaaa" in text and "backup:   none (no schema change)" in text
+    assert "order:    node1 (api_server scheduler triggerer worker) -> node2 (api_server scheduler dag_processor " \
+           "triggerer worker) -> node3 (worker flower)" in text
+
+
+def test_plan_names_the_backup_when_the_schema_changes():
+    inv = inventory.load(SPEC / "hosts.yaml")
+    line = upgrade._backup_line(inv.hosts["node3"], "yes: schema a -> b", "aaaaaaaaaaaa", "3.3.2")
+    assert line == ("pg_dump -Fc on node3 -> /var/backups/airflow-ha/airflow-*-rev-aaaaaaaaaaaa-before-3.3.2.dump "
+                    "(0600, owner postgres)")
+
+
+def test_backup_step_writes_a_private_timestamped_dump_once():
+    run = type("R", (), {"inv": inventory.load(SPEC / "hosts.yaml")})()
+    [step] = postgres.backup_steps(run, "aaaaaaaaaaaa", "3.3.2")
+    assert "install -d -o postgres -g postgres -m 0700 /var/backups/airflow-ha" in step.script
+    assert "umask 077; pg_dump -Fc -p 5432 -d airflow" in step.script and "runuser -u postgres" in step.script
+    assert "$(date -u +%Y%m%dT%H%M%SZ)-rev-aaaaaaaaaaaa-before-3.3.2.dump" in step.script
+    assert step.unless == "ls /var/backups/airflow-ha/airflow-*-rev-aaaaaaaaaaaa-before-3.3.2.dump >/dev/null 2>&1"
+
+
+def test_schema_head_is_read_from_the_wheel(tmp_path):
+    with zipfile.ZipFile(tmp_path / "apache_airflow_core-9.9.9-py3-none-any.whl", "w") as z:
+        z.writestr("airflow/migrations/versions/0001_a.py", 'revision = "aaaaaaaaaaaa"\ndown_revision = None\n')
+        z.writestr("airflow/migrations/versions/0002_b.py", "revision = 'bbbbbbbbbbbb'\ndown_revision = 'aaaaaaaaaaaa'\n")
+        z.writestr("airflow/__init__.py", "")
+    assert airflow.schema_head_of_wheelhouse(tmp_path) == "bbbbbbbbbbbb"
+    assert airflow.schema_head_of_wheelhouse(tmp_path / "nothing-here") is None
+
+
+def test_set_inventory_version_keeps_comments_and_layout():
+    text = "# top\ncluster:\n  name: airflow\n  airflow_version: 3.3.2   # pinned\nhosts: {}\n"
+    assert upgrade.set_inventory_version(text, "3.3.1") == text.replace("3.3.2   #", "3.3.1   #")
+    assert upgrade.set_inventory_version("cluster:\n  name: a\nhosts: {}\n", "3.3.1") == \
+        "cluster:\n  airflow_version: 3.3.1\n  name: a\nhosts: {}\n"
+
+
+# -- the roll: Airflow's order, `current` flipped in the host's own apply --------------------------------------
+def test_services_roll_in_airflow_upgrade_order(tmp_path):
+    (tmp_path / "hosts.yaml").write_text(TIERED)
+    inv = inventory.load(tmp_path / "hosts.yaml")
+    order = [h.name for h in services.roll_order(None, list(inv.hosts.values()))]
+    assert order == ["a1", "a2", "t1", "w1", "s1"]
+
+
+def test_an_upgrade_flips_current_per_host_just_before_its_restarts(monkeypatch):
+    """The real services component over fake running hosts: hosts roll api-servers first, one at a time,
+    each host's apply flips `current` and then restarts its units, each api-server drained around it."""
+    log, scripts = [], {}
+
+    class Recording(rolling.FakeHost):
+        def sh(self, script, timeout=0):
+            if "@@begin" in script:
+                scripts[self.name] = script
+            return super().sh(script, timeout)
+
+    monkeypatch.setattr(nginx, "set_drained", lambda run, host, drained: log.append(
+        ("drain" if drained else "undrain", host.name)))
+    inv = inventory.load(SPEC / "hosts.yaml")
+    rolling.HOSTS.clear()
+    rolling.HOSTS.update({n: Recording(n, log) for n in ("node3", "node1", "node2")})
+    monkeypatch.setattr(runner, "Run", rolling.FakeRun)
+    hosts = [inv.hosts[n] for n in ("node3", "node1", "node2")]     # not the inventory's own order
+    assert execute(inv, hosts, [services], Options(gate_timeout=0.05, gate_interval=0.01)) == 0
+    events = [e for e in log if e[0] in ("apply", "drain", "undrain")]
+    assert events == [("drain", "node1"), ("apply", "node1"), ("undrain", "node1"),
+                      ("drain", "node2"), ("apply", "node2"), ("undrain", "node2"), ("apply", "node3")]
+    for name, script in scripts.items():
+        flip = script.index("ln -sfn /opt/airflow/venvs/3.3.2 /opt/airflow/venvs/current")
+        first_restart = script.index("systemctl restart airflow-")
+        assert flip < first_restart, name
+
+
+def test_a_version_without_constraints_is_refused_before_any_host_is_reached(tmp_path, monkeypatch, capsys):
+    (tmp_path / "hosts.yaml").write_text((SPEC / "hosts.yaml").read_text())
+    monkeypatch.setattr(upgrade, "Run", lambda *a, **k: pytest.fail("no connection may be opened"))
+    with pytest.raises(SystemExit) as exc:
+        upgrade.run("9.9.9", inventory=tmp_path / "hosts.yaml")
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "no constraints file for Airflow 9.9.9 on Python 3.11" in err and err.count("error:") == 1
+    assert "airflow_version: 3.3.2" in (tmp_path / "hosts.yaml").read_text(), "the inventory is left alone"
