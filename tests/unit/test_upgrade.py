@@ -238,3 +238,82 @@ def test_a_version_without_constraints_is_refused_before_any_host_is_reached(tmp
     err = capsys.readouterr().err
     assert "no constraints file for Airflow 9.9.9 on Python 3.11" in err and err.count("error:") == 1
     assert "airflow_version: 3.3.2" in (tmp_path / "hosts.yaml").read_text(), "the inventory is left alone"
+
+
+class StateHost:
+    """Answers `inv upgrade`'s questions: the venvs (`current` and installed), the database revision."""
+
+    def __init__(self, current, heads, db_rev):
+        self.current, self.heads, self.db_rev, self.round_trips = current, heads, db_rev, 0
+
+    def close(self):
+        pass
+
+    def sh(self, script, timeout=0):
+        from fabfile.core.remote import Result
+        if "@@current" in script:
+            return Result(0, f"@@current {self.current}\n" + "".join(f"@@venv {v} {h}\n" for v, h in self.heads.items()), "")
+        if "alembic_version" in script:
+            return Result(0, f"{self.db_rev}\n", "")
+        if "ls -t /var/backups/airflow-ha" in script:
+            return Result(0, "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump\n", "")
+        return Result(0, "", "")
+
+
+@pytest.fixture
+def wired(tmp_path, monkeypatch):
+    """`upgrade.run` over fake hosts, a fake local wheelhouse (schema head bbbbbbbbbbbb), stack.run recorded."""
+    (tmp_path / "hosts.yaml").write_text((SPEC / "hosts.yaml").read_text())
+    inv = inventory.load(tmp_path / "hosts.yaml")
+    host = StateHost("3.3.2", {"3.3.1": "bbbbbbbbbbbb", "3.3.2": "bbbbbbbbbbbb"}, "bbbbbbbbbbbb")
+
+    def make_run(inv_, hosts, opts):
+        r = rolling.FakeRun(inv_, hosts, opts)
+        r.remote = lambda name: host
+        return r
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "apache_airflow_core-3.3.1-py3-none-any.whl", "w") as z:
+        z.writestr("airflow/migrations/versions/b.py", 'revision = "bbbbbbbbbbbb"\ndown_revision = None\n')
+    calls = []
+    monkeypatch.setattr(upgrade, "Run", make_run)
+    monkeypatch.setattr(airflow, "ensure_wheelhouse_local", lambda inv_: wheels)
+    monkeypatch.setattr(upgrade.stack, "run", lambda *a, **k: calls.append((a, k)) or 0)
+    return tmp_path / "hosts.yaml", host, calls, inv
+
+
+def test_check_prints_the_plan_and_changes_nothing(wired, capsys):
+    path, _, calls, _ = wired
+    assert upgrade.run("3.3.1", inventory=path, check=True) == 0
+    out = capsys.readouterr().out
+    assert "upgrade plan: Airflow 3.3.2 -> 3.3.1" in out and "migrate:  no: schema already at bbbbbbbbbbbb" in out
+    assert calls == [((None, None, path), {"check": True, "verbose": False, "overrides": {"airflow_version": "3.3.1"}})]
+    assert "airflow_version: 3.3.2" in path.read_text()
+
+
+def test_upgrade_writes_the_version_then_deploys(wired):
+    path, _, calls, _ = wired
+    assert upgrade.run("3.3.1", inventory=path) == 0
+    assert "airflow_version: 3.3.1" in path.read_text()
+    assert calls == [((None, None, path), {"verbose": False})], "the same as `inv deploy`"
+
+
+def test_rollback_deploys_the_other_installed_version(wired):
+    path, host, calls, _ = wired
+    host.current = "3.3.2"
+    assert upgrade.run(rollback=True, inventory=path) == 0
+    assert "airflow_version: 3.3.1" in path.read_text() and calls
+
+
+def test_rollback_after_a_migration_exits_with_the_restore_command(wired, capsys):
+    path, host, calls, _ = wired
+    host.heads, host.db_rev = {"3.3.1": "aaaaaaaaaaaa", "3.3.2": "bbbbbbbbbbbb"}, "bbbbbbbbbbbb"
+    with zipfile.ZipFile(next((path.parent / "wheels").iterdir()), "w") as z:     # 3.3.1's head: aaaa...
+        z.writestr("airflow/migrations/versions/a.py", 'revision = "aaaaaaaaaaaa"\ndown_revision = None\n')
+    with pytest.raises(SystemExit) as exc:
+        upgrade.run(rollback=True, inventory=path)
+    assert exc.value.code == 2 and not calls
+    err = capsys.readouterr().err
+    assert "cannot roll back to Airflow 3.3.1" in err and "pg_restore --clean --if-exists -d airflow " \
+        "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump" in err
+    assert "airflow_version: 3.3.2" in path.read_text()
