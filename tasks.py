@@ -119,8 +119,8 @@ def decommission(c, host, inventory=None):
             "check": "print the upgrade plan and the deploy's --check, change nothing",
             "verbose": HELP["verbose"], "inventory": HELP["inventory"]})
 def upgrade(c, airflow_version=None, rollback=False, check=False, verbose=False, inventory=None):
-    """Set airflow_version in the inventory and deploy: new venv beside the old, backup, db migrate once,
-    hosts rolled api-servers -> triggerers/dag-processors -> workers -> schedulers (README "Upgrades")."""
+    """Set airflow_version in the inventory and deploy: new venv beside the old, backup, db migrate once, then
+    per role across hosts: api-servers -> triggerers/dag-processors -> workers -> schedulers (README "Upgrades")."""
     from fabfile import upgrade as upgrade_mod
     _exit(upgrade_mod.run(airflow_version, rollback, inventory, check, verbose))
 

@@ -9,9 +9,9 @@ Secrets (fernet key, api secret, jwt secret, connection strings) live in /etc/ai
 
 Venvs (issue 16): each Airflow version has its own venv, /opt/airflow/venvs/<version>, and every unit runs
 /opt/airflow/venvs/current/bin/airflow (`current` is a symlink). A new version is installed beside the
-running one; the services component flips `current` host by host just before that host's units restart
-(fabfile/services.py); two versions are kept (the running one and the one installed), older ones are
-pruned. A pre-venvs install (/opt/airflow/venv) is adopted in place, not moved (a running process keeps
+running one; the services component flips `current` on a host with its first restart, rolling per role
+across hosts (fabfile/services.py); two versions are kept (the running one and the one installed), older
+ones are pruned. A pre-venvs install (/opt/airflow/venv) is adopted in place, not moved (a running process keeps
 its import paths): venvs/<its version> becomes a link to it and `current` points there; it is deleted
 when pruned. When the schema changes, `finalize` first takes a pg_dump backup on the database host
 (fabfile/postgres.py `backup_steps`), then migrates with the new version's venv.

@@ -8,15 +8,15 @@ comes before: the checks, the plan (`--check`), and the rollback's choice and re
 2. installs X into /opt/airflow/venvs/X beside the running venv on every host, keeps 2 venvs (airflow.py);
 3. when X's schema head differs from the database's revision: `pg_dump -Fc` on the database host (the
    single postgres host or the Patroni leader), then `airflow db migrate` once, with X's venv;
-4. flips each host's `current` link just before its units restart, one host at a time, health-gated:
-   api-server hosts (drained from nginx), triggerers/dag-processors, workers (warm shutdown), schedulers
-   (services.py `roll_order`).
+4. rolls per role across hosts, one host at a time within each phase, each health-gated: every api-server
+   (drained from nginx), then triggerers and dag-processors, workers (warm shutdown), schedulers, Flower;
+   a host's `current` link flips with its first restart (services.py `roll_plans`).
 
 `--rollback` is the same deploy towards the other installed version, allowed only while the database
 schema is what that version expects (patch releases); otherwise it refuses and says how to restore the
 backup. Airflow supports live upgrades only without schema changes (installation/upgrading.rst): with a
-migration, processes of the old version run against the new schema until their host rolls; the plan
-says so.
+migration, processes of the old version run against the new schema until their phase restarts them; the
+plan says so.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def migrate_verdict(db_rev: str | None, head: str | None) -> str:
     if db_rev == head:
         return f"no: schema already at {head}"
     return (f"yes: schema {db_rev} -> {head}; processes of the old version run against the new schema until "
-            "their host rolls (Airflow supports live upgrades only without migrations: expect errors or downtime)")
+            "their phase restarts them (Airflow supports live upgrades only without migrations: expect errors or "
+            "downtime)")
 
 
 def check_rollback(target: str, db_rev: str | None, expected: str, backup: str, db_host: str) -> None:
@@ -114,16 +115,18 @@ def check_rollback(target: str, db_rev: str | None, expected: str, backup: str, 
         f"database on {db_host}", found)
 
 
-def plan_lines(froms: list[str], target: str, migrate: str, backup: str, order: list) -> list[str]:
+def plan_lines(froms: list[str], target: str, migrate: str, backup: str, hosts: list) -> list[str]:
     """The upgrade plan, as `--check` prints it (and every run, before the deploy)."""
-    roles = [" ".join(r for r in services.UNITS if h.has(r)) for h in order]
+    phases = [(roles, on) for roles, on in services.phase_hosts(hosts) if on]
     return [
         f"upgrade plan: Airflow {', '.join(froms) or 'none'} -> {target}",
         f"  install:  /opt/airflow/venvs/{target} beside the running venv on every Airflow host (2 venvs kept)",
         f"  migrate:  {migrate}",
         f"  backup:   {backup}",
-        "  order:    " + " -> ".join(f"{h.name} ({r})" for h, r in zip(order, roles, strict=True)),
-        "            one host at a time, health-gated; `current` flips just before the host's units restart",
+        "  order:    per role, one host at a time, each health-gated (api-servers drained from nginx, workers",
+        "            warm-stopped); a host's `current` flips just before its first restart",
+        *(f"            {i}. {services.phase_label(roles)}: {' -> '.join(h.name for h in on)}"
+          for i, (roles, on) in enumerate(phases, 1)),
     ]
 
 
@@ -179,8 +182,7 @@ def prepare(inv, target: str, rollback: bool):
             check_rollback(target, db_rev, head, backup, db.name if db else "the Patroni leader")
         migrate = migrate_verdict(db_rev, head)
         froms = sorted({s.current for s in states.values() if s.current})
-        lines = plan_lines(froms, target, migrate, _backup_line(db, migrate, db_rev, target),
-                           services.roll_order(r, hosts))
+        lines = plan_lines(froms, target, migrate, _backup_line(db, migrate, db_rev, target), hosts)
         return target, lines
     finally:
         r.close()

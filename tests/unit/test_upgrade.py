@@ -1,8 +1,10 @@
 """`inv upgrade` (issue 16): the plan, the rollback's choice and refusal, venv adoption and pruning, the
-roll order (real runner, fake hosts), the inventory edit. No host, no database."""
+roll order (real runner, fake hosts: per role on a version change, per host otherwise), the inventory edit.
+No host, no database."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -148,17 +150,17 @@ def test_migrate_is_decided_from_the_db_revision_and_the_new_schema_head(db_rev,
     assert upgrade.migrate_verdict(db_rev, head).startswith(starts)
 
 
-def test_plan_prints_versions_migrate_backup_and_host_order():
-    inv = inventory.load(SPEC / "hosts.yaml")
-    order = services.roll_order(None, list(inv.hosts.values()))
+def test_plan_prints_versions_migrate_backup_and_the_per_role_order():
+    inv = inventory.load(SPEC / "hosts-patroni.yaml")       # the default layout: every host runs several roles
     lines = upgrade.plan_lines(["3.3.1"], "3.3.2", upgrade.migrate_verdict("a" * 12, "a" * 12),
                                upgrade._backup_line(inv.hosts["node3"], "no: schema already at x", "a" * 12, "3.3.2"),
-                               order)
+                               list(inv.hosts.values()))
     text = "\n".join(lines)
     assert lines[0] == "upgrade plan: Airflow 3.3.1 -> 3.3.2"
     assert "migrate:  no: schema already at aaaaaaaaaaaa" in text and "backup:   none (no schema change)" in text
-    assert "order:    node1 (api_server scheduler triggerer worker) -> node2 (api_server scheduler dag_processor " \
-           "triggerer worker) -> node3 (worker flower)" in text
+    assert [line.strip() for line in lines[-5:]] == [
+        "1. api-server: node1 -> node2", "2. triggerer, dag-processor: node1 -> node2",
+        "3. worker: node1 -> node2 -> node3", "4. scheduler: node1 -> node2", "5. flower: node3"]
 
 
 def test_plan_names_the_backup_when_the_schema_changes():
@@ -193,40 +195,119 @@ def test_set_inventory_version_keeps_comments_and_layout():
         "cluster:\n  airflow_version: 3.3.1\n  name: a\nhosts: {}\n"
 
 
-# -- the roll: Airflow's order, `current` flipped in the host's own apply --------------------------------------
-def test_services_roll_in_airflow_upgrade_order(tmp_path):
+# -- the roll: per role across hosts on a version change, per host otherwise -------------------------------
+class RollHost(rolling.FakeHost):
+    """A running fake host that logs each apply's restarted units; `flips`: `current` is not at the target."""
+
+    def __init__(self, name, log, flips):
+        super().__init__(name, log)
+        self.flips, self.scripts = flips, []
+
+    def sh(self, script, timeout=0):
+        if "@@begin" in script:
+            self.scripts.append(script)
+            self.log.append(("restart", self.name, *re.findall(r"systemctl restart (airflow-[a-z-]+)", script)))
+        return super().sh(script, timeout)
+
+    def _state(self, probe):
+        if "readlink /opt/airflow/venvs/current" in probe and not self.flips:
+            return "/opt/airflow/venvs/3.3.2\n"
+        return super()._state(probe)
+
+
+def roll(monkeypatch, inv, flips=True, check=False, failing=()) -> list:
+    """The real services component over running fake hosts whose files all differ: restarts, drains, gates
+    (a `failing` host's gate never passes)."""
+    log = []
+    monkeypatch.setattr(nginx, "set_drained", lambda run, host, drained: log.append(
+        ("drain" if drained else "undrain", host.name)))
+    monkeypatch.setattr(services, "gate", lambda run, host: log.append(("gate", host.name)) or (
+        "not answering" if host.name in failing else None))
+    monkeypatch.setattr(runner, "Run", rolling.FakeRun)
+    rolling.HOSTS.clear()
+    rolling.HOSTS.update({n: RollHost(n, log, flips) for n in inv.hosts})
+    opts = Options(check=check, gate_timeout=0.05, gate_interval=0.01)
+    assert execute(inv, list(inv.hosts.values()), [services], opts) == (1 if failing else 0)
+    return [e for e in log if e[0] in ("restart", "drain", "undrain", "gate")]
+
+
+def drained(name, *units):
+    return [("drain", name), ("restart", name, *units), ("gate", name), ("undrain", name)]
+
+
+def gated(name, *units):
+    return [("restart", name, *units), ("gate", name)]
+
+
+def test_a_version_change_on_colocated_hosts_rolls_per_role_across_hosts(monkeypatch):
+    """Default layout (every host runs several roles): all api-servers first, drained one at a time, then
+    triggerers/dag-processors, workers, schedulers, Flower; one host at a time, each restart gated."""
+    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"))
+    assert events == [
+        *drained("node1", "airflow-api-server"), *drained("node2", "airflow-api-server"),
+        *gated("node1", "airflow-triggerer"), *gated("node2", "airflow-dag-processor", "airflow-triggerer"),
+        *gated("node1", "airflow-worker"), *gated("node2", "airflow-worker"), *gated("node3", "airflow-worker"),
+        *gated("node1", "airflow-scheduler"), *gated("node2", "airflow-scheduler"),
+        *gated("node3", "airflow-flower")]
+
+
+def test_a_version_change_on_a_split_layout_rolls_role_hosts_in_airflow_order(tmp_path, monkeypatch):
+    (tmp_path / "hosts.yaml").write_text(TIERED)
+    events = roll(monkeypatch, inventory.load(tmp_path / "hosts.yaml"))
+    assert events == [*drained("a1", "airflow-api-server"), *drained("a2", "airflow-api-server"),
+                      *gated("t1", "airflow-dag-processor", "airflow-triggerer"), *gated("w1", "airflow-worker"),
+                      *gated("s1", "airflow-scheduler")]
+
+
+def test_current_flips_with_a_hosts_first_restart_and_each_unit_stamps_with_its_own(monkeypatch):
+    """`current` flips in the host's first apply, before its restart; a unit's generation stamp is written
+    in the apply that restarts it (a roll stopped earlier leaves it to restart on the next run)."""
+    roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"))
+    for host in rolling.HOSTS.values():
+        first, *later = host.scripts
+        assert first.index("ln -sfn /opt/airflow/venvs/3.3.2 /opt/airflow/venvs/current") < \
+            first.index("systemctl restart airflow-"), host.name
+        assert not any("ln -sfn" in script for script in later), host.name
+        for script in host.scripts:
+            assert set(re.findall(r"\.airflow-ha-generation\.(airflow-[a-z-]+)", script)) == \
+                set(re.findall(r"systemctl restart (airflow-[a-z-]+)", script)), host.name
+
+
+def test_a_roll_stopped_in_the_api_server_phase_restarts_nothing_else(monkeypatch, capsys):
+    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), failing=("node2",))
+    restarts = [e for e in events if e[0] == "restart"]
+    assert restarts == [("restart", "node1", "airflow-api-server"), ("restart", "node2", "airflow-api-server")]
+    out = capsys.readouterr().out
+    assert out.count("rolling restart: skipped") == 8, "every later part of every host"
+    assert "node3      services   warn         rolling restart: skipped, 10 change(s) not applied (roll stopped " \
+           "at node2 (api-server): not answering)" in out, "node3's first part: `current` not flipped there"
+
+
+def test_a_config_change_rolls_per_host(monkeypatch):
+    """No version change: all of a host's restarts in one apply and one gate, api-server hosts first."""
+    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), flips=False)
+    both = ("airflow-api-server", "airflow-scheduler")
+    assert events == [*drained("node1", *both, "airflow-triggerer", "airflow-worker"),
+                      *drained("node2", *both, "airflow-dag-processor", "airflow-triggerer", "airflow-worker"),
+                      *gated("node3", "airflow-worker", "airflow-flower")]
+
+
+def test_check_lists_the_per_role_order(monkeypatch, capsys):
+    assert roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), check=True) == []
+    out = capsys.readouterr().out
+    assert "services   would restart one host at a time: node1 (api-server) -> node2 (api-server) -> " \
+           "node1 (triggerer) -> node2 (triggerer, dag-processor) -> node1 (worker) -> node2 (worker) -> " \
+           "node3 (worker) -> node1 (scheduler) -> node2 (scheduler) -> node3 (flower)" in out
+    listed = [" ".join(line.split()) for line in out[out.index("restarts (in this order):"):].splitlines()]
+    assert "node2 services restart airflow-dag-processor (rolling 4/10)" in listed
+    assert "node3 services restart airflow-flower (rolling 10/10)" in listed
+
+
+def test_config_changes_roll_hosts_by_their_earliest_role(tmp_path):
     (tmp_path / "hosts.yaml").write_text(TIERED)
     inv = inventory.load(tmp_path / "hosts.yaml")
     order = [h.name for h in services.roll_order(None, list(inv.hosts.values()))]
     assert order == ["a1", "a2", "t1", "w1", "s1"]
-
-
-def test_an_upgrade_flips_current_per_host_just_before_its_restarts(monkeypatch):
-    """The real services component over fake running hosts: hosts roll api-servers first, one at a time,
-    each host's apply flips `current` and then restarts its units, each api-server drained around it."""
-    log, scripts = [], {}
-
-    class Recording(rolling.FakeHost):
-        def sh(self, script, timeout=0):
-            if "@@begin" in script:
-                scripts[self.name] = script
-            return super().sh(script, timeout)
-
-    monkeypatch.setattr(nginx, "set_drained", lambda run, host, drained: log.append(
-        ("drain" if drained else "undrain", host.name)))
-    inv = inventory.load(SPEC / "hosts.yaml")
-    rolling.HOSTS.clear()
-    rolling.HOSTS.update({n: Recording(n, log) for n in ("node3", "node1", "node2")})
-    monkeypatch.setattr(runner, "Run", rolling.FakeRun)
-    hosts = [inv.hosts[n] for n in ("node3", "node1", "node2")]     # not the inventory's own order
-    assert execute(inv, hosts, [services], Options(gate_timeout=0.05, gate_interval=0.01)) == 0
-    events = [e for e in log if e[0] in ("apply", "drain", "undrain")]
-    assert events == [("drain", "node1"), ("apply", "node1"), ("undrain", "node1"),
-                      ("drain", "node2"), ("apply", "node2"), ("undrain", "node2"), ("apply", "node3")]
-    for name, script in scripts.items():
-        flip = script.index("ln -sfn /opt/airflow/venvs/3.3.2 /opt/airflow/venvs/current")
-        first_restart = script.index("systemctl restart airflow-")
-        assert flip < first_restart, name
 
 
 def test_a_version_without_constraints_is_refused_before_any_host_is_reached(tmp_path, monkeypatch, capsys):
