@@ -359,8 +359,8 @@ def backup_before_migrate(run, host) -> bool:
         run.fail_host(host, NAME, f"backup on {db.name} failed: db migrate not run")
         return False
     if not run.opts.check:
-        where = postgres.latest_backup(run, db, rev, version)
-        run.say(f"{db.name:<10} postgres   backup {where} (restore: {postgres.restore_command(where)})", always=True)
+        backup = postgres.find_backup(run, rev, version)
+        run.say(f"{backup.host:<10} postgres   backup {backup.path} (restore: {backup.restore()})", always=True)
     return True
 
 

@@ -97,18 +97,18 @@ def migrate_verdict(db_rev: str | None, head: str | None) -> str:
             "downtime)")
 
 
-def check_rollback(target: str, db_rev: str | None, expected: str, backup: str, db_host: str) -> None:
+def check_rollback(target: str, db_rev: str | None, expected: str, backup: postgres.Backup, db_host: str) -> None:
     """A rollback runs only while the schema is what `target` expects; else one error: how to restore."""
     if db_rev is not None and expected and db_rev == expected:
         return
     if db_rev is None:
         raise PreconditionError("the database did not answer: its schema cannot be checked",
                                 f"database on {db_host}", "check `inv health`, then try again")
-    found = (f"restore the backup taken before the upgrade, {backup}: stop every Airflow unit "
-             f"(systemctl stop 'airflow-*' on each host), then as root on {db_host}: "
-             f"{postgres.restore_command(backup)}; then run `inv upgrade --rollback` again") if backup else (
-        f"no backup of schema {expected or '?'} found in {postgres.BACKUP_DIR} on {db_host}: restore your own, "
-        "or stay on this version")
+    found = (f"restore the backup taken before the upgrade, {backup.path}: stop every Airflow unit "
+             f"(systemctl stop 'airflow-*' on each host), then as root on {backup.host}: "
+             f"{backup.restore()}; then run `inv upgrade --rollback` again") if backup.path else (
+        f"no backup of schema {expected or '?'} found in {postgres.BACKUP_DIR} on the postgres hosts: restore "
+        "your own, or stay on this version")
     raise PreconditionError(
         f"cannot roll back to Airflow {target}: the database schema is at {db_rev}, Airflow {target} expects "
         f"{expected or 'an unknown revision'} (the upgrade migrated it; `airflow db downgrade` restores no data)",
@@ -178,7 +178,7 @@ def prepare(inv, target: str, rollback: bool):
         db_rev = postgres.db_revision(r, hosts[0])
         db = postgres.backup_host(r)
         if rollback:
-            backup = postgres.latest_backup(r, db, head) if db and head else ""
+            backup = postgres.find_backup(r, head) if head else postgres.Backup()
             check_rollback(target, db_rev, head, backup, db.name if db else "the Patroni leader")
         migrate = migrate_verdict(db_rev, head)
         froms = sorted({s.current for s in states.values() if s.current})

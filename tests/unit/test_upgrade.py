@@ -119,24 +119,47 @@ def test_rollback_without_one_previous_version_is_refused(states):
         upgrade.previous_version(states)
 
 
+DUMP = "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump"
+BACKUP = postgres.Backup("node2", DUMP, "/usr/pgsql-15/bin")
+
+
 def test_rollback_is_allowed_while_the_schema_is_unchanged():
-    upgrade.check_rollback("3.3.1", "aaaaaaaaaaaa", "aaaaaaaaaaaa", "", "node3")
+    upgrade.check_rollback("3.3.1", "aaaaaaaaaaaa", "aaaaaaaaaaaa", postgres.Backup(), "node3")
 
 
 def test_rollback_after_a_migration_is_refused_naming_the_backup_and_pg_restore():
-    backup = "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump"
     with pytest.raises(PreconditionError) as err:
-        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", backup, "node3")
+        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", BACKUP, "node1")
     msg = err.value.message
     assert "cannot roll back to Airflow 3.2.1: the database schema is at bbbbbbbbbbbb" in msg
-    assert backup in msg and "on node3" in msg
-    assert f"runuser -u postgres -- pg_restore --clean --if-exists -d airflow {backup}" in msg
+    assert DUMP in msg and "as root on node2" in msg, "where the backup lies (a former Patroni leader)"
+    assert f"runuser -u postgres -- /usr/pgsql-15/bin/pg_restore --clean --if-exists -d airflow {DUMP}" in msg
     assert msg.count("\n") == 1, "one clear error: what, then how to fix"
 
 
 def test_rollback_refusal_without_a_backup_says_so():
     with pytest.raises(PreconditionError, match="no backup of schema aaaaaaaaaaaa found in /var/backups/airflow-ha"):
-        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", "", "node3")
+        upgrade.check_rollback("3.2.1", "bbbbbbbbbbbb", "aaaaaaaaaaaa", postgres.Backup(), "node3")
+
+
+class BackupHost:
+    """A postgres host that answers find_backup's question: its newest dump (if any) and the server's bin dir."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def sh(self, script, timeout=0):
+        from fabfile.core.remote import Result
+        assert "ls -t /var/backups/airflow-ha/airflow-*-rev-aaaaaaaaaaaa-before-*.dump" in script
+        return Result(0, f"path={self.path}\nbindir=/usr/lib/postgresql/15/bin\n", "")
+
+
+def test_the_newest_backup_is_found_on_whichever_member_holds_it():
+    """Patroni: each backup lies on the member that led when it was taken; the newest one wins."""
+    older = DUMP.replace("20261130T010000Z", "20261001T010000Z")
+    answers = {"node1": BackupHost(""), "node2": BackupHost(DUMP), "node3": BackupHost(older)}
+    run = type("R", (), {"inv": inventory.load(SPEC / "hosts-patroni.yaml"), "remote": lambda self, n: answers[n]})()
+    assert postgres.find_backup(run, "aaaaaaaaaaaa") == postgres.Backup("node2", DUMP, "/usr/lib/postgresql/15/bin")
 
 
 # -- the plan -------------------------------------------------------------------------------------------------
@@ -174,9 +197,31 @@ def test_backup_step_writes_a_private_timestamped_dump_once():
     run = type("R", (), {"inv": inventory.load(SPEC / "hosts.yaml")})()
     [step] = postgres.backup_steps(run, "aaaaaaaaaaaa", "3.3.2")
     assert "install -d -o postgres -g postgres -m 0700 /var/backups/airflow-ha" in step.script
-    assert "umask 077; pg_dump -Fc -p 5432 -d airflow" in step.script and "runuser -u postgres" in step.script
+    assert "umask 077; b=$(psql -p 5432 -tAc" in step.script and "runuser -u postgres" in step.script
+    assert '"$b/pg_dump" -Fc -p 5432 -d airflow' in step.script, "the server's own pg_dump (EL9: PGDG's)"
     assert "$(date -u +%Y%m%dT%H%M%SZ)-rev-aaaaaaaaaaaa-before-3.3.2.dump" in step.script
     assert step.unless == "ls /var/backups/airflow-ha/airflow-*-rev-aaaaaaaaaaaa-before-3.3.2.dump >/dev/null 2>&1"
+
+
+def test_backup_script_dumps_with_the_servers_pg_dump(tmp_path, monkeypatch):
+    """The script run for real, with stubs: runuser (runs the command as is), psql (the server's BINDIR),
+    pg_dump (writes its -f file), install (mkdir)."""
+    stubs, bindir = tmp_path / "stubs", tmp_path / "pgsql-15" / "bin"
+    for name, body in {stubs / "runuser": 'shift 3; exec "$@"', stubs / "psql": f"echo {bindir}",
+                       stubs / "install": 'for a; do d=$a; done; mkdir -p "$d"',
+                       bindir / "pg_dump": 'while [ $# -gt 1 ]; do [ "$1" = -f ] && echo dump > "$2"; shift; done'}.items():
+        name.parent.mkdir(parents=True, exist_ok=True)
+        name.write_text(f"#!/bin/sh\n{body}\n")
+        name.chmod(0o755)
+    monkeypatch.setattr(postgres, "BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("PATH", f"{stubs}:/usr/bin:/bin")
+    run = type("R", (), {"inv": inventory.load(SPEC / "hosts.yaml")})()
+    [step] = postgres.backup_steps(run, "aaaaaaaaaaaa", "3.3.2")
+    res = sh(step.script)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [dump] = (tmp_path / "backups").iterdir()
+    assert re.fullmatch(r"airflow-\d{8}T\d{6}Z-rev-aaaaaaaaaaaa-before-3\.3\.2\.dump", dump.name)
+    assert dump.read_text() == "dump\n" and f"backup: {dump}" in res.stdout
 
 
 def test_schema_head_is_read_from_the_wheel(tmp_path):
@@ -337,7 +382,7 @@ class StateHost:
         if "alembic_version" in script:
             return Result(0, f"{self.db_rev}\n", "")
         if "ls -t /var/backups/airflow-ha" in script:
-            return Result(0, "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump\n", "")
+            return Result(0, f"path={DUMP}\nbindir=/usr/lib/postgresql/15/bin\n", "")
         return Result(0, "", "")
 
 
@@ -395,6 +440,5 @@ def test_rollback_after_a_migration_exits_with_the_restore_command(wired, capsys
         upgrade.run(rollback=True, inventory=path)
     assert exc.value.code == 2 and not calls
     err = capsys.readouterr().err
-    assert "cannot roll back to Airflow 3.3.1" in err and "pg_restore --clean --if-exists -d airflow " \
-        "/var/backups/airflow-ha/airflow-20261130T010000Z-rev-aaaaaaaaaaaa-before-3.3.2.dump" in err
+    assert "cannot roll back to Airflow 3.3.1" in err and f"pg_restore --clean --if-exists -d airflow {DUMP}" in err
     assert "airflow_version: 3.3.2" in path.read_text()
