@@ -114,17 +114,31 @@ def decommission(c, host, inventory=None):
     _exit(decommission_mod.run(host, inventory))
 
 
-@task(help={"airflow_version": "target Airflow version"})
-def upgrade(c, airflow_version=None):
-    """Not yet: see README "Upgrades" (a rolling upgrade needs the new wheelhouse and db migrate first)."""
-    print("inv upgrade is not implemented yet: see README, section 'Upgrades'.", file=sys.stderr)
-    sys.exit(2)
+@task(help={"airflow_version": "target Airflow version (a constraints file for it must exist)",
+            "rollback": "back to the other installed version (only while the schema is unchanged)",
+            "check": "print the upgrade plan and the deploy's --check, change nothing",
+            "verbose": HELP["verbose"], "inventory": HELP["inventory"]})
+def upgrade(c, airflow_version=None, rollback=False, check=False, verbose=False, inventory=None):
+    """Set airflow_version in the inventory and deploy: new venv beside the old, backup, db migrate once, then
+    per role across hosts: api-servers -> triggerers/dag-processors -> workers -> schedulers (README "Upgrades")."""
+    from fabfile import upgrade as upgrade_mod
+    _exit(upgrade_mod.run(airflow_version, rollback, inventory, check, verbose))
+
+
+@task(help={"hosts": HELP["hosts"], "check": "list the pending updates per host, change nothing",
+            "inventory": HELP["inventory"], "no_reboot": "never reboot (report hosts that need one)"})
+def patch(c, hosts=None, check=False, inventory=None, no_reboot=False):
+    """OS package updates one host at a time: drained (Redis master failed over, api-server out of nginx,
+    worker warm shutdown), upgraded, rebooted if the OS says so, health-gated, next host."""
+    from fabfile import patch as patch_mod
+    _exit(patch_mod.run(hosts, inventory, check, reboot=not no_reboot))
 
 
 drill_ns = Collection("drill", drill_all, *[_drill_task(n) for n in drills_mod.DRILLS])
 ns.add_collection(drill_ns)
 ns.add_task(rolling_restart)
 ns.add_task(upgrade)
+ns.add_task(patch)
 ns.add_task(decommission)
 
 

@@ -40,12 +40,15 @@ BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 
 def run(components=None, hosts=None, inventory=None, check=False, verbose=False, quiet=False,
-        serial=0, parallel=0) -> int:
-    """Validate the inventory (before any connection), then converge `components` on `hosts`."""
+        serial=0, parallel=0, overrides: dict | None = None) -> int:
+    """Validate the inventory (before any connection), then converge `components` on `hosts`.
+
+    `overrides`: cluster keys used instead of the file's (`inv upgrade --check`: the target version)."""
     profile.started()
     try:
         with profile.span("inventory (local)"):
             inv = inventory_mod.load(inventory)
+            inv.cluster.update(overrides or {})
             selected = inv.select(hosts)
         comps = components or COMPONENTS
         with profile.span("local artifacts (constraints, wheelhouse, DAG bundle)"):
