@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from . import etcd
+from . import backup, etcd
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
 
@@ -83,7 +83,7 @@ def config(ctx) -> str:
         replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
         rewind_password=s["patroni_rewind_password"], db_name=DB, db_user=USER,
         pg_peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("postgres")],
-        peers=sorted(run.addresses.items()))
+        peers=sorted(run.addresses.items()), archive=backup.archive_settings(inv))
 
 
 def seed(run):

@@ -81,7 +81,8 @@ def test_spec_plan_is_complete(plans, name):
     comps = {s.component for steps in plan.values() for s in steps}
     # monitoring is off in the spec inventory: it plans nothing on a fresh host (tests/spec/test_spec_monitoring.py);
     # etcd runs only in Patroni mode (tests/spec/test_spec_patroni.py), this layout has one postgres host
-    assert {c.NAME for c in stack.COMPONENTS} - {"monitoring", "etcd"} <= comps and "monitoring" not in comps
+    # backup plans only with a repository (tests/spec/test_spec_backup.py)
+    assert {c.NAME for c in stack.COMPONENTS} - {"monitoring", "etcd", "backup"} <= comps and "monitoring" not in comps
     assert "etcd" not in comps
     text = scripts(plan)
     assert "192.0.2.11" in text and "<fernet_key>" in text
