@@ -102,9 +102,9 @@ def runs_backups(inv, host) -> bool:
     return host.has("backup") if mode(inv) == "host" else host.has("postgres")
 
 
-def owner(inv, plat) -> str:
-    """The OS user that runs pgBackRest for backups on this kind of host."""
-    return REPO_USER if mode(inv) == "host" else plat.users["postgres"]
+def owner(inv) -> str:
+    """The OS user that runs backups: `pgbackrest` on a repo host, else postgres (its name on every platform)."""
+    return REPO_USER if mode(inv) == "host" else "postgres"
 
 
 def archive_settings(inv) -> list[tuple[str, str]]:
@@ -165,7 +165,7 @@ def config(ctx) -> str:
     glob, stanza = config_opts(ctx.inv, ctx.host, ctx.platform, ctx.run.addresses, ctx.secrets)
     role = ("repository host" if ctx.host.has("backup") and mode(ctx.inv) == "host"
             else f"database host (repository: {mode(ctx.inv)})")
-    return render("pgbackrest/pgbackrest.conf.j2", role=role, group=owner(ctx.inv, ctx.platform)
+    return render("pgbackrest/pgbackrest.conf.j2", role=role, group=owner(ctx.inv)
                   if runs_backups(ctx.inv, ctx.host) else ctx.platform.users["postgres"],
                   secret=any(k == "repo1-cipher-pass" for k, _ in glob), global_opts=glob, stanza=STANZA,
                   stanza_opts=stanza)
@@ -288,9 +288,7 @@ def timer_steps(ctx, user: str) -> list:
 
 def stanza_steps(run, host) -> list:
     """stanza-create when `info` says missing, then `check` after a config change (on `host`, as `user`)."""
-    plat = run.facts[host.name].platform if host.name in run.facts else None
-    user = owner(run.inv, plat) if plat else "postgres"
-    as_user = f"runuser -u {user} -- pgbackrest --stanza={STANZA}"
+    as_user = f"runuser -u {owner(run.inv)} -- pgbackrest --stanza={STANZA}"
     missing = "|".join(str(c) for c in MISSING_STANZA)
     return [
         Command("stanza", desc=f"pgbackrest stanza-create (stanza {STANZA} missing)",
@@ -298,6 +296,10 @@ def stanza_steps(run, host) -> list:
                 script=f"{as_user} --log-level-console=info stanza-create", notify=("pgbackrest-check",)),
         Command("pgbackrest-check", desc="pgbackrest check (a WAL switch archived end to end)",
                 only_if_notified=True, script=f"{as_user} --log-level-console=warn check"),
+        # the restore window starts with a backup, and health fails without one: take the first one now
+        Command("first backup", desc="first full backup (the repository holds none)",
+                unless=f"{as_user} --output=json info | grep -q '\"backup\":\\[{{'",
+                script=f"systemctl start {SERVICE}full.service"),
     ]
 
 
@@ -471,9 +473,7 @@ def health_rows(run) -> list:
 
 
 def info_from(run, host) -> dict:
-    plat = run.facts[host.name].platform if host.name in run.facts else None
-    user = owner(run.inv, plat) if plat else "postgres"
-    res = run.remote(host.name).sh(f"runuser -u {user} -- pgbackrest --stanza={STANZA} --output=json info",
+    res = run.remote(host.name).sh(f"runuser -u {owner(run.inv)} -- pgbackrest --stanza={STANZA} --output=json info",
                                    timeout=60)
     if not res.ok:
         raise UserError(f"pgbackrest info on {host.name}: exit {res.rc}: {res.err.strip()[-200:]}", "", "")
