@@ -262,9 +262,38 @@ def steps(ctx) -> list:
         out.append(Directory(repo_path(inv), owner=user, group=user, mode=0o750))
     if mode(inv) == "host":
         out += _ssh_steps(ctx, user, REPO_HOME if is_repo else plat.paths["pg_home"])
-    if runs_backups(inv, host):
-        out += timer_steps(ctx, user)
-    return out
+    units = (timer_steps(ctx, user) if runs_backups(inv, host) else []) + \
+        (metrics_steps(ctx) if inv.cluster["monitoring"] else [])
+    # unit files before the first service action: the runner's one daemon-reload comes right before it
+    return out + [s for s in units if not isinstance(s, Service)] + [s for s in units if isinstance(s, Service)]
+
+
+METRICS_SCRIPT = "/usr/local/lib/airflow-ha/pgbackrest-metrics.sh"
+METRICS_UNIT = "airflow-ha-backup-metrics"
+
+
+def metrics_steps(ctx) -> list:
+    """With monitoring: a 5-minute timer writes backup age / WAL archiving for node_exporter's textfile collector."""
+    inv, host = ctx.inv, ctx.host
+    script = render("pgbackrest/metrics.sh.j2", backups=runs_backups(inv, host), owner=owner(inv), stanza=STANZA,
+                    database=host.has("postgres"), port=inv.cluster["ports"]["postgres"])
+    service = (f"# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics for "
+               f"node_exporter\n\n[Service]\nType=oneshot\nExecStart={METRICS_SCRIPT}\n")
+    timer = ("# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics every "
+             "5 minutes\n\n[Timer]\nOnBootSec=2min\nOnUnitActiveSec=5min\n\n[Install]\nWantedBy=timers.target\n")
+    return [
+        File(METRICS_SCRIPT, script, mode=0o755),
+        File(f"/etc/systemd/system/{METRICS_UNIT}.service", service, notify=("daemon-reload",)),
+        File(f"/etc/systemd/system/{METRICS_UNIT}.timer", timer, notify=("daemon-reload", f"{METRICS_UNIT}.timer")),
+        Service(f"{METRICS_UNIT}.timer"),
+    ]
+
+
+def alert_rules(inv) -> str:
+    """files/monitoring/alerts-backup.yml.j2 with the health thresholds (expected + slack, twice that)."""
+    warn = expected_hours(inv) + SLACK_HOURS
+    return render("monitoring/alerts-backup.yml.j2", warn_hours=warn, fail_hours=2 * warn,
+                  archive_timeout=ARCHIVE_TIMEOUT)
 
 
 def timer_steps(ctx, user: str) -> list:
@@ -279,7 +308,6 @@ def timer_steps(ctx, user: str) -> list:
              notify=("daemon-reload",)),
     ]
     timers = {kind: f"airflow-ha-backup-{kind}.timer" for kind in ("full", "diff")}
-    # every unit file before the first service action (the runner's one daemon-reload comes before it)
     out += [File(f"/etc/systemd/system/{unit}", render("pgbackrest/airflow-ha-backup.timer.j2", type=kind,
                                                       schedule=b[f"{kind}_schedule"]), notify=("daemon-reload", unit))
             for kind, unit in timers.items() if b[f"{kind}_schedule"]]

@@ -129,3 +129,25 @@ def test_el9_names(inv):
     t = text(plan, component="backup")
     assert "dnf install -y -q pgbackrest" in t and "pg1-path=/var/lib/pgsql/data" in t
     assert "/var/lib/pgsql/.ssh/id_ed25519" in t
+
+
+def test_monitoring_rules_and_metrics_timer(inv):
+    """With monitoring on: the Prometheus host gets the backup rules (valid YAML, thresholds from health),
+    every pgBackRest host a metrics timer for node_exporter's textfile collector."""
+    import yaml
+
+    from fabfile import monitoring
+    hosts = dict(inv.hosts)
+    hosts["node1"] = dataclasses.replace(hosts["node1"], roles=hosts["node1"].roles | {"monitoring"})
+    mon = dataclasses.replace(inv, cluster={**inv.cluster, "monitoring": True}, hosts=hosts)
+    plan = plan_offline(mon, os_release("debian-12"))
+    prom = text(plan, "node1", "monitoring")
+    assert f"- {monitoring.PROM_RULES_BACKUP}" in prom and monitoring.PROM_RULES_BACKUP in prom.split("promtool")[-1]
+    rules = [r for g in yaml.safe_load(backup.alert_rules(mon))["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} == {"BackupMissing", "BackupTooOld", "BackupTooOldCritical",
+                                           "WalArchivingFailing", "WalArchivingStalled"}
+    assert all(r["labels"]["severity"] in ("warning", "critical") and r["expr"] for r in rules)
+    assert "> 30 * 3600" in backup.alert_rules(mon) and "> 60 * 3600" in backup.alert_rules(mon)
+    repo, db = text(plan, "node4", "backup"), text(plan, "node3", "backup")
+    assert "airflow_ha_backup_last_success_timestamp_seconds" in repo and "pg_stat_archiver" not in repo
+    assert "pg_stat_archiver" in db and "airflow-ha-backup-metrics.timer" in db
