@@ -599,6 +599,15 @@ def restore_plan(inv, info: dict, target: str | None, leader: str | None) -> lis
     return lines
 
 
+def backup_set(info: dict, target: str | None) -> str | None:
+    """The newest successful backup that ended before the target (None: pgBackRest's default, the latest)."""
+    if not target:
+        return None
+    epoch = target_epoch(target)
+    done = [b for b in info["backups"] if not b.error and b.stop and b.stop <= epoch]
+    return max(done, key=lambda b: b.stop).label if done else None
+
+
 def restore(inventory=None, target: str | None = None, yes: bool = False) -> int:
     """`inv restore`: the plan without --yes; with it, the whole restore (see restore_plan)."""
     from .core.runner import fail
@@ -618,7 +627,7 @@ def restore(inventory=None, target: str | None = None, yes: bool = False) -> int
             print("nothing done: run again with --yes to restore")
             return 0
         t0 = time.monotonic()
-        Restore(run, leader, target).run()
+        Restore(run, leader, target, backup_set(info, target)).execute()
         print(f"restore done in {time.monotonic() - t0:.0f}s")
         return 0
     except UserError as exc:
@@ -665,8 +674,8 @@ print("FERNET_BAD " + ",".join(sorted(set(bad))) if bad else "FERNET_OK")
 class Restore:
     """The restore itself: stop Airflow, restore the primary, re-create replicas, check, start, health."""
 
-    def __init__(self, run, leader: str, target: str | None):
-        self.run, self.inv, self.leader, self.target = run, run.inv, leader, target
+    def __init__(self, run, leader: str, target: str | None, label: str | None = None):
+        self.run, self.inv, self.leader, self.target, self.label = run, run.inv, leader, target, label
 
     def say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
@@ -684,7 +693,7 @@ class Restore:
     def pgbackrest(self, host: str) -> str:
         return f"runuser -u {self.plat(host).users['postgres']} -- pgbackrest --stanza={STANZA}"
 
-    def run(self) -> None:
+    def execute(self) -> None:
         self.archive_current_wal()
         self.stop_airflow()
         if self.inv.patroni:
@@ -717,11 +726,16 @@ class Restore:
     def _restore_cmd(self, host: str) -> str:
         target = (f"--type=time {shlex.quote('--target=' + self.target)} --target-action=promote"
                   if self.target else "--type=default")
+        target += f" --set={self.label}" if self.label else ""
         return f"{self.pgbackrest(host)} --delta {target} --log-level-console=info restore"
 
-    def _wait_promoted(self, host: str, psql: str, timeout: int = 1800) -> None:
-        self.sh(host, f"for i in $(seq {timeout // 2}); do [ \"$({psql} -c 'select pg_is_in_recovery()' 2>/dev/null)\" "
-                      "= f ] && exit 0; sleep 2; done; echo 'still in recovery'; exit 1",
+    def _wait_promoted(self, host: str, psql: str, timeout: int = 900) -> None:
+        """Until the server left recovery (promoted at the target); a server that stopped (target not reached:
+        PostgreSQL ends recovery with FATAL) fails after 60 s without an answer, pointing at its log."""
+        self.sh(host, f"down=0; for i in $(seq {timeout // 2}); do r=$({psql} -c 'select pg_is_in_recovery()' "
+                      "2>/dev/null); [ \"$r\" = f ] && exit 0; if [ -z \"$r\" ]; then down=$((down + 2)); else down=0; fi; "
+                      "[ $down -ge 60 ] && { echo 'PostgreSQL stopped during recovery (target after the end of the "
+                      "archive?): see its log'; exit 1; }; sleep 2; done; echo 'still in recovery'; exit 1",
                 timeout=timeout + 30, what="wait for recovery to end")
 
     def _reset_recovery(self, psql: str) -> str:

@@ -168,3 +168,16 @@ def test_generated_ssh_key_gives_a_public_line():
     assert backup.public_key(key).startswith("ssh-ed25519 AAAA")
     assert backup.public_key("<pgbackrest_ssh_key>") == "ssh-ed25519 <pgbackrest_ssh_key.pub>"
     assert len(secrets.GENERATORS["pgbackrest_cipher_pass"]()) >= 64
+
+
+def test_backup_set_is_the_newest_before_the_target():
+    info = backup.parse_info(json.dumps(INFO))
+    assert backup.backup_set(info, None) is None
+    assert backup.backup_set(info, "2026-06-01 12:00:00") == "20260601-010002F"
+    assert backup.backup_set(info, "2026-06-03 00:00:00") == "20260601-010002F_20260602-010001D"
+    assert backup.backup_set(info, "2026-05-01 00:00:00") is None
+
+
+def test_restore_is_not_shadowed_by_its_run():
+    r = backup.Restore(type("R", (), {"inv": None})(), "node3", None)
+    assert callable(r.execute) and not callable(getattr(r, "run", None))
