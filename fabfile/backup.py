@@ -599,6 +599,13 @@ def restore_plan(inv, info: dict, target: str | None, leader: str | None) -> lis
     return lines
 
 
+def with_offset(target: str | None) -> str | None:
+    """The target as PostgreSQL reads it: without an offset it would be the server's timezone; we mean UTC."""
+    if target and not re.search(r"[+-]\d{2}(:?\d{2})?$", target):
+        return target + "+00"
+    return target
+
+
 def backup_set(info: dict, target: str | None) -> str | None:
     """The newest successful backup that ended before the target (None: pgBackRest's default, the latest)."""
     if not target:
@@ -627,7 +634,7 @@ def restore(inventory=None, target: str | None = None, yes: bool = False) -> int
             print("nothing done: run again with --yes to restore")
             return 0
         t0 = time.monotonic()
-        Restore(run, leader, target, backup_set(info, target)).execute()
+        Restore(run, leader, with_offset(target), backup_set(info, target)).execute()
         print(f"restore done in {time.monotonic() - t0:.0f}s")
         return 0
     except UserError as exc:

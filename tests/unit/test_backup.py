@@ -181,3 +181,9 @@ def test_backup_set_is_the_newest_before_the_target():
 def test_restore_is_not_shadowed_by_its_run():
     r = backup.Restore(type("R", (), {"inv": None})(), "node3", None)
     assert callable(r.execute) and not callable(getattr(r, "run", None))
+
+
+def test_target_without_offset_is_sent_as_utc():
+    assert backup.with_offset("2026-06-01 01:00:00") == "2026-06-01 01:00:00+00"
+    assert backup.with_offset("2026-06-01 01:00:00+02") == "2026-06-01 01:00:00+02"
+    assert backup.with_offset(None) is None
