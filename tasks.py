@@ -118,7 +118,7 @@ def _drill_task(name):
 
 @task(name="all", help={"inventory": HELP["inventory"], "skip": "comma-separated drills to leave out"})
 def drill_all(c, inventory=None, skip=""):
-    """Run every failover drill in sequence and print the table (postgres: NOT COVERED in single mode)."""
+    """Run every failover drill in sequence and print the table (postgres: NOT COVERED with one database)."""
     left_out = {s.strip() for s in skip.split(",") if s.strip()}
     unknown = left_out - set(drills_mod.DRILLS)
     if unknown:

@@ -5,7 +5,8 @@ deploy of an inventory that no longer lists a host cannot reach it to drain it. 
 inventory (several hosts at once when they must leave together, e.g. two of five Sentinels):
 
 1. refuse, before anything changes, when the cluster without HOST would be invalid (the last host of a
-   required role, the database host, an even number of Sentinels: the inventory validator's error);
+   required role, the database host, an even number of Sentinels: the inventory validator's error), and
+   in Patroni mode any postgres or etcd member (their membership is not changed here);
 2. if HOST holds the Redis master, `SENTINEL FAILOVER` moves it away first (the leaving hosts' Redis get
    `replica-priority 0` before, so the master never moves to another leaving host);
 3. drain HOST: its Celery worker gets a warm shutdown (running tasks finish), then its other Airflow
@@ -31,7 +32,22 @@ from .services import UNITS
 
 
 def without(inv: Inventory, names: list[str]) -> Inventory:
-    """The inventory minus `names`, validated (an InventoryError says why the cluster would break)."""
+    """The inventory minus `names`, validated (an InventoryError says why the cluster would break).
+
+    Patroni mode: a host with the `postgres` or `etcd` role is refused whatever remains. Patroni members and
+    etcd members are not drained by this command (their membership is fixed: `etcdctl member remove`,
+    Patroni's member key), and leaving one postgres host would silently switch the rest to single mode.
+    """
+    if inv.patroni:
+        members = [f"{h.name} ({', '.join(r for r in ('postgres', 'etcd') if h.has(r))})"
+                   for h in inv.select(names) if h.has("postgres", "etcd")]
+        if members:
+            raise PreconditionError(
+                f"cannot decommission {', '.join(names)}: {'; '.join(members)} "
+                f"{'is a member' if len(members) == 1 else 'are members'} of the Patroni/etcd cluster, whose "
+                "membership this command does not change", f"{inv.path}: hosts",
+                "keep the host, or move its postgres/etcd role by hand (README \"High availability\": etcdctl "
+                "member remove, patronictl remove) before decommissioning it")
     rest = Inventory(path=inv.path, cluster=inv.cluster,
                      hosts={n: h for n, h in inv.hosts.items() if n not in names})
     try:

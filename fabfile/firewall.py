@@ -81,7 +81,7 @@ def steps(ctx) -> list:
         raise PlatformError(f"{fw} is not packaged for {ctx.platform.name}", f"firewall (host {ctx.host.name})",
                             f"use firewall: {ctx.platform.firewall} (or auto) for this host")
     other = "firewalld" if fw == "ufw" else "ufw"
-    out = [Packages(target=fw, names=tuple(ctx.platform.packages[fw]), manager=ctx.platform.pkg)]
+    out = [Packages(target=fw, names=tuple(ctx.platform.packages[fw]), manager=ctx.platform.pkg, may_start=True)]
     if other in ctx.facts.active_firewalls:
         out.append(Command(f"disable {other}", script=_disable(other),
                            unless=f"! systemctl is-active -q {other}"))
@@ -135,7 +135,8 @@ def _firewalld(ctx) -> list:
                 unless=(f"[ \"$({fc} --zone={ZONE} --list-sources 2>/dev/null | sed 's/^/sources: /')|"
                         f"$({fc} --zone={ZONE} --list-ports | sed 's/^/ports: /')|"
                         f"rich: $({fc} --zone={ZONE} --list-rich-rules | sort | paste -sd ';')\" = '{want_zone}' ]"),
-                script=(f"{fc} --get-zones | grep -qw {ZONE} || {fc} --new-zone={ZONE}\n"
+                script=("for i in $(seq 90); do firewall-cmd --state >/dev/null 2>&1 && break; sleep 1; done\n"
+                        f"{fc} --get-zones | grep -qw {ZONE} || {fc} --new-zone={ZONE}\n"
                         f"for s in $({fc} --zone={ZONE} --list-sources); do {fc} --zone={ZONE} --remove-source=$s; done\n"
                         f"for p in $({fc} --zone={ZONE} --list-ports); do {fc} --zone={ZONE} --remove-port=$p; done\n"
                         f"{fc} --zone={ZONE} --list-rich-rules | while read -r r; do "

@@ -95,8 +95,14 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             "monitoring_redis": ["prometheus-redis-exporter"],
             "monitoring_postgres": ["prometheus-postgres-exporter"],
             "monitoring_prometheus": ["prometheus"],
-            # Patroni mode: python3-etcd is the client library Patroni's etcd/etcd3 DCS modules import
-            "patroni": ["postgresql", "postgresql-client", "patroni", "python3-etcd"],
+            # Patroni mode: python3-etcd is the client library Patroni's etcd/etcd3 DCS modules import.
+            # The server is pinned to the release's major (postgresql-15 / postgresql-16), not the
+            # `postgresql` metapackage: bin_dir, data and config paths below name that major, and a PGDG apt
+            # source would otherwise bring a newer one. Debian 12: patroni 3.0.2, etcd-server 3.4.23,
+            # python3-etcd 0.4.5 (main). Ubuntu 24.04: patroni 3.2.2, etcd-server/etcd-client 3.4.30,
+            # python3-etcd 0.4.5, all in `universe` (enabled on Ubuntu's server and cloud images); the
+            # Debian patroni package layout (patroni@.service, /etc/patroni/<major>-main.yml) is the same.
+            "patroni": [f"postgresql-{pg}", "postgresql-client", "patroni", "python3-etcd"],
             "etcd": ["etcd-server", "etcd-client"],
             "pgbackrest": ["pgbackrest"],   # Debian 12: 2.45 (DESIGN.md §6); every host runs the same version
         },

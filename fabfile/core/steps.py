@@ -99,12 +99,14 @@ class Packages(Step):
     exist (redis-sentinel listens on every address). A `policy-rc.d` answering 101 ("action forbidden",
     Debian policy 9.3.3) keeps every service installed here stopped; its component starts it later, after
     the firewall converged, with its own config. An existing policy-rc.d is left alone. RPMs never start
-    services on install.
+    services on install. `may_start` exempts the firewall's own package (firewalld starts with a default
+    zone that admits SSH only, and must be up before the zone commands of the same apply).
     """
 
     kind = "packages"
     names: tuple = ()
     manager: str = "apt"
+    may_start: bool = False
 
     def __post_init__(self):
         self.target = self.target or " ".join(self.names)
@@ -126,11 +128,12 @@ class Packages(Step):
         pkgs = " ".join(q(n) for n in missing)
         if self.manager == "apt":
             opts = "-o Acquire::http::Timeout=30 -o Acquire::Retries=3 -o DPkg::Lock::Timeout=120"
+            no_start = ("" if self.may_start else
+                        f"[ -e {POLICY_RC_D} ] || {{ printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D}; "
+                        f"chmod 755 {POLICY_RC_D}; trap 'rm -f {POLICY_RC_D}' EXIT; }}\n")
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\n"
-                f"[ -e {POLICY_RC_D} ] || {{ printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D}; "
-                f"chmod 755 {POLICY_RC_D}; trap 'rm -f {POLICY_RC_D}' EXIT; }}\n"
-                f"[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
+                f"{no_start}[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
                 f"|| timeout 600 apt-get -q {opts} update\n"
                 f"timeout 1200 apt-get install -y -q --no-install-recommends {opts} "
                 f"-o Dpkg::Options::=--force-confold {pkgs}")

@@ -15,14 +15,16 @@ import shutil
 import pytest
 import yaml
 
+from tests.e2e.test_health import wait_healthy
 from tests.e2e.util import NODES, ROOT, address, http_status_from, inv, ssh
 
 pytestmark = pytest.mark.e2e
 
-#: ports node3 serves to peers only (redis, sentinel, postgres, flower, worker log) plus the api port it
-#: does not serve at all (8080: refused either way, listed because an open 8080 would be a policy hole)
-PEER_ONLY = (6379, 26379, 5432, 5555, 8793, 8080)
-PEER_SERVED = (6379, 26379, 5432, 5555, 8793)
+#: ports node3 serves to peers only (redis, sentinel, postgres, flower, worker log; the Patroni layout adds
+#: etcd client 2379 / peer 2380 and Patroni's REST API 8008) plus the api port it does not serve at all
+#: (8080: refused either way, listed because an open 8080 would be a policy hole)
+PEER_ONLY = (6379, 26379, 5432, 5555, 8793, 2379, 2380, 8008, 8080)
+PEER_SERVED = (6379, 26379, 5432, 5555, 8793, 2379, 2380, 8008)
 
 
 def tcp(src: str, dst: str, port: int) -> str:
@@ -102,6 +104,7 @@ def test_switch_node3_to_firewalld_and_back(deployed, lab, tmp_path):
         assert leftover in ("", "0"), "firewalld left its nftables table behind"
         again = firewall_deploy(None, hosts="node3")
         assert re.search(r", 0 changed,", again), again
+        wait_healthy()     # etcd quorum, Patroni leader and sync standby survived both switches
     finally:
         inv("firewall.deploy", "--hosts", "node3", timeout=900)   # never leave node3 on firewalld
         labapi.stop_node("outsider")

@@ -1,4 +1,9 @@
-"""End-to-end: `inv health` gives one verdict and specific failures (issue 6)."""
+"""End-to-end: `inv health` gives one verdict and specific failures (issue 6).
+
+The default hosts.yaml is the Patroni layout: the database row belongs to whichever member leads, and
+there are Patroni rows (a member row per postgres host, "patroni leader", "replication lag", "sync
+standby") and etcd rows (one per member, "etcd quorum"); fabfile/health.py names them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.util import NODES, inv, ssh
+from tests.e2e.util import NODES, inv, pg_leader, postgres_hosts, ssh
 
 pytestmark = pytest.mark.e2e
 
@@ -38,9 +43,21 @@ def test_healthy_cluster_json_and_table(deployed):
     for node in NODES:
         assert (node, "ssh") in checks and (node, "disk /") in checks
     for expected in [("cluster", "sentinels agree on master"), ("cluster", "clock skew"),
-                     ("node3", "postgres"), ("node1", "api-server health"), ("node1", "health via nginx"),
-                     ("node1", "scheduler alive"), ("node2", "scheduler alive"), ("node3", "celery worker online")]:
+                     ("node1", "api-server health"), ("node1", "health via nginx"),
+                     ("node1", "scheduler alive"), ("node2", "scheduler alive"), ("node3", "celery worker online"),
+                     ("cluster", "patroni leader"), ("cluster", "replication lag"), ("cluster", "sync standby"),
+                     ("cluster", "etcd quorum")]:
         assert expected in checks, expected
+    for node in postgres_hosts():
+        for row in ("patroni member", "etcd", "unit patroni@15-main", "unit etcd"):
+            assert (node, row) in checks, (node, row)
+    # the database row: the writable member, reached through the multi-host conninfo
+    db = [c for c in data["checks"] if c["check"] == "postgres"]
+    assert len(db) == 1 and db[0]["host"] in postgres_hosts() and "writable member" in db[0]["detail"], db
+    leader = next(c for c in data["checks"] if c["check"] == "patroni leader")
+    assert leader["detail"] == db[0]["host"], (leader, db)
+    spof = [c["detail"] for c in data["checks"] if c["check"] == "single point of failure"]
+    assert not any(d.startswith(("database", "etcd")) for d in spof), spof
     table = inv("health")
     assert table.returncode == 0 and "HEALTHY" in table.stdout.splitlines()[-1]
 
@@ -67,6 +84,25 @@ def test_stopped_scheduler_is_named(deployed):
     finally:
         ssh("node2", "systemctl start airflow-scheduler", check=True)
     wait_healthy()
+
+
+def test_stopped_patroni_replica_is_named_leader_untouched(deployed):
+    """A replica's Patroni stopped (it stops its PostgreSQL): that member fails, the leader row stays ok."""
+    wait_healthy()
+    leader = pg_leader()
+    replica = next(n for n in postgres_hosts() if n != leader)
+    ssh(replica, "systemctl stop patroni@15-main", check=True)
+    try:
+        rc, data = health_json()
+        assert rc == 1 and data["ok"] is False
+        bad = {c["check"] for c in fails(data, replica)}
+        assert {"patroni member", "unit patroni@15-main"} & bad, fails(data)
+        row = next(c for c in data["checks"] if c["check"] == "patroni leader")
+        assert row["status"] in ("ok", "warn") and row["detail"].startswith(leader), row
+        assert next(c for c in data["checks"] if c["check"] == "postgres")["status"] == "ok"
+    finally:
+        ssh(replica, "systemctl start patroni@15-main", check=True)
+    wait_healthy(timeout=300)
 
 
 def test_stopped_redis_master_then_failover_names_new_master(deployed):

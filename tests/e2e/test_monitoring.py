@@ -5,7 +5,9 @@ An inventory copy switches monitoring on and gives node1 the `monitoring` role (
 node2 (a cluster host, as Prometheus would): the StatsD bridge shows Airflow's scheduler heartbeat and a
 dagrun duration, the redis exporter `redis_up 1` (and each Sentinel through /scrape), the postgres exporter
 `pg_up 1`, the node exporter node_* metrics; Prometheus reports every target up; `inv health` has one ok
-row per exporter; a second deploy changes nothing. Finally the normal inventory (monitoring off) is
+row per exporter; a second deploy changes nothing. In the default (Patroni) layout every postgres member
+runs a postgres exporter, Prometheus also scrapes each member's Patroni REST /metrics (job `patroni`) and
+loads the Patroni alert rules. Finally the normal inventory (monitoring off) is
 deployed again, which stops and disables every exporter.
 """
 
@@ -144,8 +146,10 @@ def test_no_secret_on_exporter_command_lines(monitored):
 
 
 def test_prometheus_scrapes_every_target_up(dag_ran):
+    patroni = len(hosts_with("postgres")) >= 2          # one target per member in job `patroni`
     expected = (1 + len(NODES) + len(hosts_with(*AIRFLOW_ROLES)) + len(hosts_with("redis"))
-                + len(hosts_with("postgres")) + len(hosts_with("sentinel")) + len(hosts_with("flower")))
+                + len(hosts_with("postgres")) * (2 if patroni else 1) + len(hosts_with("sentinel"))
+                + len(hosts_with("flower")))
 
     def check():
         try:
@@ -156,11 +160,15 @@ def test_prometheus_scrapes_every_target_up(dag_ran):
         summary = sorted((t["labels"]["job"], t["labels"].get("host"), t["health"], t.get("lastError", ""))
                          for t in targets)
         return len(targets) == expected and all(t["health"] == "up" for t in targets), summary
-    wait_for(check, 90, f"all {expected} Prometheus targets up")
+    summary = wait_for(check, 90, f"all {expected} Prometheus targets up")
+    if patroni:
+        assert sorted(h for job, h, _, _ in summary if job == "patroni") == sorted(hosts_with("postgres")), summary
 
     rules = json.loads(scrape("node1", PORTS["prometheus"], "/api/v1/rules"))
     names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
     assert {"AirflowNoSchedulerHeartbeat", "RedisSentinelsDisagree", "DiskAlmostFull"} <= names
+    if patroni:
+        assert {"PatroniNoLeader", "PatroniSplitBrain", "PatroniNoSyncStandby", "PatroniReplicaLag"} <= names, names
 
 
 def test_health_has_an_ok_row_per_exporter(dag_ran, monitored):

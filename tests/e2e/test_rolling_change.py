@@ -8,8 +8,11 @@
    fails the master over and the old master restarts last.
 
 Each with a probe through the VIP (5 req/s) and load DAG runs triggered all through the deploy: 0 failed
-probe requests, 0 failed tasks. `postgres.max_connections` is pinned to its current value so PostgreSQL
-itself does not restart (that one is a DOWNTIME item, shown by --check). The default inventory is
+probe requests, 0 failed tasks. `postgres.max_connections` (derived from api_workers) is pinned to its
+current value, read on node3 (any Patroni member answers SHOW), so PostgreSQL itself does not restart: in
+the default Patroni layout a new value goes to the DCS and `patronictl restart --pending` restarts every
+member, the leader included; with one database (hosts-single.yaml) it is a DOWNTIME item in --check.
+Neither change here touches a Patroni or etcd file, so the plan shows no DOWNTIME. The default inventory is
 deployed again after each (another rolling change, the way back).
 """
 

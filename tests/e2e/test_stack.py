@@ -1,4 +1,8 @@
-"""End-to-end: `inv deploy` on the 3-node lab gives a working, secure, idempotent cluster (issue 5)."""
+"""End-to-end: `inv deploy` on the 3-node lab gives a working, secure, idempotent cluster (issue 5).
+
+The default hosts.yaml is the Patroni layout: PostgreSQL on node1-3 under `patroni@15-main` (Debian's
+postgresql@15-main stays inactive: Patroni runs the postmaster), etcd on the Sentinel hosts (node1-3).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,34 @@ import shutil
 import time
 
 import pytest
-import yaml
 
-from tests.e2e.util import NODES, ROOT, Airflow, address, http, http_status_from, inv, secrets, ssh
+from tests.e2e.util import (
+    NODES,
+    ROOT,
+    Airflow,
+    address,
+    http,
+    http_status_from,
+    inv,
+    inventory,
+    postgres_hosts,
+    secrets,
+    ssh,
+)
 
 pytestmark = pytest.mark.e2e
 
 ROLE_UNITS = {
-    "redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql", "nginx": "nginx",
+    "redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "patroni@15-main", "etcd": "etcd",
+    "nginx": "nginx",
     "api_server": "airflow-api-server", "scheduler": "airflow-scheduler", "dag_processor": "airflow-dag-processor",
     "triggerer": "airflow-triggerer", "worker": "airflow-worker", "flower": "airflow-flower",
 }
 
 
 def roles():
-    data = yaml.safe_load((ROOT / "hosts.yaml").read_text())
-    return {name: set(spec["roles"]) for name, spec in data["hosts"].items()}
+    """host -> roles as the deploy sees them (the `etcd` role follows the Sentinels)."""
+    return {h.name: set(h.roles) for h in inventory().hosts.values()}
 
 
 def redis_cli(host, port, args, password_key):
@@ -59,15 +75,24 @@ def test_unauthenticated_redis_is_refused(deployed):
 
 
 def test_postgres_accepts_airflow_from_cluster_hosts_only(deployed):
+    """Every node reaches the writable member through the multi-host URL; each member's Patroni-written
+    pg_hba admits airflow from 127.0.0.1 and the inventory hosts only, replication/rewind/postgres from the
+    members only, all scram-sha-256."""
     pw = secrets()["postgres_password"]
-    db = next(n for n, r in roles().items() if "postgres" in r)
+    members = postgres_hosts()
+    url = (f"host={','.join(address(m) for m in members)} port=5432 user=airflow dbname=airflow "
+           "target_session_attrs=read-write connect_timeout=5")
     for node in NODES:
-        res = ssh(node, f"PGPASSWORD='{pw}' psql -h {address(db)} -U airflow -d airflow -tAc 'select 1'")
-        assert res.stdout.strip() == "1", (node, res.stderr)
-    hba = ssh(db, "cat /etc/postgresql/15/main/pg_hba.conf").stdout
-    hosts = [ln.split()[3] for ln in hba.splitlines() if ln.startswith("host")]
-    assert sorted(hosts) == sorted(["127.0.0.1/32"] + [f"{address(n)}/32" for n in NODES])
-    assert all("scram-sha-256" in ln for ln in hba.splitlines() if ln.startswith("host"))
+        res = ssh(node, f"PGPASSWORD='{pw}' psql '{url}' -tAc 'select pg_is_in_recovery()'")
+        assert res.stdout.strip() == "f", (node, res.stdout, res.stderr)
+    for db in members:
+        hba = ssh(db, "cat /etc/postgresql/15/main/pg_hba.conf").stdout
+        rows = [ln.split() for ln in hba.splitlines() if ln.startswith("host")]
+        airflow = [r[3] for r in rows if r[1:3] == ["airflow", "airflow"]]
+        assert sorted(airflow) == sorted(["127.0.0.1/32"] + [f"{address(n)}/32" for n in NODES]), (db, hba)
+        internal = {r[3] for r in rows if r[1:3] != ["airflow", "airflow"]}
+        assert internal == {f"{address(m)}/32" for m in members}, (db, hba)
+        assert all(r[-1] == "scram-sha-256" for r in rows), (db, hba)
 
 
 def test_shared_keys_identical_on_every_node_and_file_modes(deployed):
@@ -89,6 +114,9 @@ def test_every_expected_unit_active_exactly_on_its_hosts(deployed):
                 assert state == "active", (node, unit, state)
             elif unit.startswith("airflow-"):
                 assert state != "active", (node, unit, state)
+        # Patroni runs the postmaster itself: Debian's own instance unit must never start it as well
+        if "postgres" in rs:
+            assert ssh(node, "systemctl is-active postgresql@15-main").stdout.strip() != "active", node
 
 
 def test_health_through_nginx_and_both_api_servers_serve(deployed):
@@ -131,8 +159,10 @@ def test_firewall_outsider_refused_peers_allowed(deployed, lab):
     import lab as labapi
     labapi.up(outsider=True)
     try:
-        for port in (6379, 26379, 5432, 8080, 5555):
-            target = address("node3") if port in (5432, 5555) else address("node1")
+        # node3: the database (every member listens), flower, and the Patroni layout's etcd client/peer and
+        # Patroni REST ports; node1: redis, sentinel, api-server
+        for port in (6379, 26379, 5432, 8080, 5555, 2379, 2380, 8008):
+            target = address("node3") if port in (5432, 5555, 2379, 2380, 8008) else address("node1")
             res = ssh("outsider", f"timeout 3 bash -c '</dev/tcp/{target}/{port}' && echo open || echo closed")
             assert res.stdout.strip() == "closed", (port, res.stdout)
             peer = ssh("node2", f"timeout 3 bash -c '</dev/tcp/{target}/{port}' && echo open || echo closed")
@@ -143,7 +173,7 @@ def test_firewall_outsider_refused_peers_allowed(deployed, lab):
 
 
 def _pids():
-    script = ("for u in redis-server redis-sentinel postgresql@15-main nginx airflow-api-server airflow-scheduler "
+    script = ("for u in redis-server redis-sentinel patroni@15-main etcd nginx airflow-api-server airflow-scheduler "
               "airflow-dag-processor airflow-triggerer airflow-worker airflow-flower; do "
               "echo $u=$(systemctl show -p MainPID --value $u 2>/dev/null); done")
     return {n: ssh(n, script).stdout for n in NODES}

@@ -3,6 +3,10 @@ node5 [redis, sentinel] join a running 3-host cluster in ONE `inv deploy` — a 
 Redis+Sentinel hosts, so the Sentinel count stays odd (3 -> 5). Every peer's firewall and the
 api-servers' trusted proxies take them in before their services start, api-servers restart one at a
 time, and the five Sentinels agree. Then both leave together: `inv decommission node4,node5`.
+
+The default layout is Patroni, where etcd follows the Sentinels when no host names it: the copy names
+`etcd` on node1-3 explicitly, so etcd keeps its 3 members (etcd membership is fixed at the first start;
+growing it needs `etcdctl member add`, which the deploy does not do) and node4/node5 stay out of it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def five_hosts(deployed, tmp_path_factory):
     data = yaml.safe_load((ROOT / "hosts.yaml").read_text())
     data["cluster"].update(secrets=str(ROOT / ".secrets" / "hosts.yaml"), ssh_config=str(ROOT / ".lab" / "ssh_config"),
                            dags_dir=str(ROOT / "files" / "dags"))
+    for name in ("node1", "node2", "node3"):          # etcd stays where it runs (3 members)
+        data["hosts"][name]["roles"].append("etcd")
     data["hosts"].update({name: {"roles": roles} for name, roles in NEW.items()})
     path = tmp_path_factory.mktemp("topology5") / "hosts-5.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -70,6 +76,9 @@ def test_scale_out_worker_nginx_host_and_two_sentinel_hosts_in_one_run(five_host
     assert any(c["check"] == "redis" and "4/4 replicas" in c["detail"] for c in checks), checks
     assert any(c["host"] == "node4" and c["check"] == "celery worker online" and c["status"] == "ok" for c in checks)
     assert inv("deploy", "-q", inventory=five_hosts).stdout.count(" 0 changed,") == 1
+    etcd = {c["host"] for c in checks if c["check"] == "etcd"}
+    assert etcd == {"node1", "node2", "node3"}, etcd
+    assert next(c for c in checks if c["check"] == "etcd quorum")["detail"].startswith("3/3 healthy"), checks
 
 
 def test_two_sentinel_hosts_leave_together(five_hosts):

@@ -6,11 +6,14 @@ runner over all -H hosts on its first call (README "Usage"), which is what this 
 lab's outsider (on the bridge, not in the inventory) tries every internal port of every node about once
 a second; it must never connect. Right after the deploy returns, `inv health` passes on its first call
 (every Celery worker answers flower's ping: no stale broker connection from a late firewall).
+hosts.yaml is the Patroni layout, so this is also a fresh Patroni bootstrap (etcd first, then one member
+initializes, the others clone), and the outsider tries etcd's 2379/2380 and Patroni's 8008 as well.
 Runs last because it resets the lab (named test_zz_ for that).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -67,3 +70,5 @@ def test_fab_deploy_on_fresh_hosts_is_healthy_and_never_open_to_outsiders(deploy
     opened = [line for line in log if " open " in line]
     assert not opened, f"internal ports reachable from outside during the deploy: {opened[:10]}"
     assert health.returncode == 0, health.stdout[-3000:]
+    assert re.search(r"^cluster\s+patroni leader\s+ok", health.stdout, re.M), health.stdout[-3000:]
+    assert re.search(r"^cluster\s+etcd quorum\s+ok\s+3/3 healthy", health.stdout, re.M), health.stdout[-3000:]

@@ -45,6 +45,31 @@ def address(host: str) -> str:
     raise KeyError(host)
 
 
+def inventory():
+    """The default inventory as the deploy sees it (etcd follows the Sentinels when no host names it)."""
+    from fabfile.core import inventory as inventory_mod
+    return inventory_mod.load(ROOT / "hosts.yaml")
+
+
+def postgres_hosts() -> list[str]:
+    return [h.name for h in inventory().with_role("postgres")]
+
+
+def pg_leader(timeout: float = 60) -> str:
+    """The Patroni member answering GET /primary with 200 (asked on its own REST port, from itself)."""
+    import time
+    port = inventory().cluster["ports"]["patroni_api"]
+    deadline = time.monotonic() + timeout
+    while True:
+        for node in postgres_hosts():
+            code = ssh(node, f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' http://{address(node)}:{port}/primary")
+            if code.stdout.strip() == "200":
+                return node
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Patroni member answers /primary 200 within {timeout}s")
+        time.sleep(3)
+
+
 def Airflow(node="node1"):  # noqa: N802 - reads like the class it returns
     """The REST API through nginx on a lab node, logged in as the admin user."""
     return airflow_api.Airflow(f"http://{address(node)}", "admin", secrets()["admin_password"])

@@ -1,6 +1,7 @@
-"""Spec tests of the no-single-point layout (tests/spec/hosts-patroni.yaml): PostgreSQL under Patroni on 3
-hosts, etcd on the Sentinel hosts. Golden plans for Debian 12 and EL9 (regenerate with UPDATE_GOLDEN=1 and
-review), plus targeted assertions on what a wrong name would break."""
+"""Spec tests of the no-single-point layout (tests/spec/hosts-patroni.yaml, the default hosts.yaml's layout):
+PostgreSQL under Patroni on 3 hosts, etcd on the Sentinel hosts. Golden plans for Debian 12, Ubuntu 24.04
+and EL9 (regenerate with UPDATE_GOLDEN=1 and review), plus targeted assertions on what a wrong name would
+break."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from fabfile.core.offline import format_plan, plan_offline
 pytestmark = pytest.mark.spec
 
 HERE = Path(__file__).resolve().parent
-GOLDEN = {"debian-12": HERE / "golden" / "patroni-debian-12.txt", "almalinux-9": HERE / "golden" / "patroni-el9.txt"}
+GOLDEN = {"debian-12": HERE / "golden" / "patroni-debian-12.txt",
+          "ubuntu-24.04": HERE / "golden" / "patroni-ubuntu-24.04.txt",
+          "almalinux-9": HERE / "golden" / "patroni-el9.txt"}
 
 
 def os_release(name: str) -> str:
@@ -57,7 +60,7 @@ def test_etcd_defaults_to_the_sentinel_hosts(inv):
 def test_debian_patroni_names(plans):
     plan = plans["debian-12"]
     t = text(plan)
-    assert "patroni python3-etcd" in t and "etcd-server etcd-client" in t
+    assert "postgresql-15 patroni python3-etcd" in t and "etcd-server etcd-client" in t
     assert "write /etc/patroni/15-main.yml (postgres:postgres 600)" in t
     assert "systemctl restart patroni@15-main" in t
     assert "write /etc/default/etcd" in t and 'ETCD_DATA_DIR="/var/lib/etcd/airflow-ha"' in t
@@ -70,8 +73,23 @@ def test_debian_patroni_names(plans):
 
 
 def test_ubuntu_patroni_names(plans):
-    t = text(plans["ubuntu-24.04"])
-    assert "/etc/patroni/16-main.yml" in t and "patroni@16-main" in t and "/usr/lib/postgresql/16/bin" in t
+    """Ubuntu 24.04 (noble, universe): postgresql-16, patroni 3.2, python3-etcd, etcd-server/-client 3.4."""
+    plan = plans["ubuntu-24.04"]
+    t = text(plan)
+    assert "postgresql-16 patroni python3-etcd etcd-server etcd-client" in t
+    assert "postgresql-15" not in t and " postgresql patroni" not in t      # the major is pinned
+    assert "write /etc/patroni/16-main.yml (postgres:postgres 600)" in t
+    assert "systemctl restart patroni@16-main" in t and "systemctl enable patroni@16-main" in t
+    assert "systemctl disable --now postgresql@16-main" in t
+    for key, want in (("data_dir", "/var/lib/postgresql/16/main"), ("bin_dir", "/usr/lib/postgresql/16/bin"),
+                      ("config_dir", "/etc/postgresql/16/main"), ("pgpass", "/var/lib/postgresql/16-main.pgpass")):
+        assert f"  {key}: {want}\n" in t, key
+    assert "write /etc/postgresql/16/main/start.conf" in t and "create_main_cluster = false" in t
+    assert "write /etc/default/etcd" in t and 'ETCD_DATA_DIR="/var/lib/etcd/airflow-ha"' in t
+    assert "/etc/systemd/system/etcd.service.d/airflow-ha.conf" in t
+    assert "ufw allow from 192.0.2.12 to any port 2379,2380,5432,5555,6379,8008,8080,8793,26379 proto tcp" in t
+    assert "ufw allow 2379" not in t and "ufw allow 8008" not in t
+    assert "/15/" not in text(plan, component="postgres")
 
 
 def test_el9_patroni_names(plans):

@@ -20,7 +20,7 @@ def fake(monkeypatch):
         probed.append((host.name, role))
         return answers.get(host.name, "")
     monkeypatch.setattr(dependencies, "_is_up", is_up)
-    inv = load("hosts.yaml")
+    inv = load("hosts-single.yaml")    # one database on node3: the case a subset can miss
     return SimpleNamespace(run=SimpleNamespace(inv=inv), inv=inv, answers=answers, probed=probed)
 
 
@@ -58,3 +58,16 @@ def test_sentinel_majority_is_enough(fake):
     fake.answers.update(node2="unreachable", node3="unreachable")
     with pytest.raises(UserError, match="sentinel"):
         dependencies.check(fake.run, selected, [airflow, services])
+
+
+def test_patroni_subset_holding_a_member_needs_no_other_member(fake):
+    """hosts.yaml (Patroni): node1 and node2 are members themselves; node3's Patroni being down is no reason."""
+    inv = load("hosts.yaml")
+    run = SimpleNamespace(inv=inv)
+    fake.answers["node3"] = "patroni@15-main inactive"
+    dependencies.check(run, [inv.hosts["node1"], inv.hosts["node2"]], [airflow, services])
+    assert ("node3", "postgres") not in fake.probed
+    fake.answers.update(node1="unreachable", node2="unreachable")
+    with pytest.raises(UserError, match="node1 \\(sentinel: unreachable") as err:
+        dependencies.check(run, [inv.hosts["node3"]], [airflow, services])
+    assert "postgres" not in err.value.message      # node3 is a member itself: the database is selected

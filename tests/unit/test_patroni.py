@@ -70,8 +70,8 @@ def test_patroni_layout_has_no_database_spof(tmp_path):
 
 
 def test_shipped_layouts_load():
-    assert inventory.load("hosts-patroni.yaml").patroni
-    assert not inventory.load("hosts.yaml").patroni      # the default stays single until the lab validates
+    assert inventory.load("hosts.yaml").patroni               # the default: no single point of failure
+    assert not inventory.load("hosts-single.yaml").patroni    # one database, for the conversion and small setups
 
 
 def test_conversion_plan_keeps_the_data_host(tmp_path):
