@@ -10,7 +10,9 @@ Where the repository is (`mode`), from the inventory:
   key pair (generated on the control machine into the secrets file, `pgbackrest_ssh_key`) is installed for
   both users, 0600; authorized_keys entries are `restrict`ed to the peers' addresses, and known_hosts pins
   each peer's host key (read from /etc/ssh/ssh_host_ed25519_key.pub in `prepare`): no trust on first use.
-  Patroni mode: the repo host knows every member and backs up from a standby (`backup-standby=y`).
+  Patroni mode: the repo host knows every member and backs up from a standby (`backup-standby=y`; in 2.45
+  the option is y/n, so a backup fails while no standby runs). The other modes back up from the primary
+  (a database host's pgBackRest knows only its own PostgreSQL).
 * "local": the `backup` role on the single PostgreSQL host: `repo_path` (default /var/lib/pgbackrest) on
   that host (no SSH; the repository shares the host's fate: copy it elsewhere, README "Backups").
 * "path": no `backup` host, `backup.repo_path` set: a path on every PostgreSQL host; in Patroni mode it
@@ -18,11 +20,14 @@ Where the repository is (`mode`), from the inventory:
 * "s3": `backup.s3_bucket` (+ endpoint, region, uri style; key and secret from the secrets file).
 * "none": no repository. Allowed; `inv health` and `deploy --check` warn "no backups".
 
-WAL archiving (only with a repository, so layouts without one plan exactly what they did before):
+WAL archiving (only with a repository; a single-database layout without one plans what it did before, a
+Patroni layout only gains the member's archive_mode check, which keeps it off):
 `archive_mode=on`, `archive_command='pgbackrest --stanza=airflow archive-push %p'`, `archive_timeout=300`
 (at most 5 minutes of WAL not yet in the repository), in the PostgreSQL include file (single mode) or in
 Patroni's `postgresql.parameters` (every member: with archive_mode=on only the primary archives, so
-archiving follows the primary). Turning it on restarts PostgreSQL (archive_mode is a server-start setting).
+archiving follows the primary). Turning it on or off restarts PostgreSQL (archive_mode is a server-start
+setting): single mode through the include file's notification, Patroni mode member by member
+(`patroni.archive_mode_step`: `patronictl restart --pending` once Patroni has applied the reloaded file).
 
 Encryption: `repo1-cipher-type=aes-256-cbc`, `repo1-cipher-pass` generated into the secrets file; it lives
 only where the repository is written from (the repo host, or every DB host without one), in a 0640
@@ -341,30 +346,10 @@ def _offline_runner(inv):
     return repo_host(inv) if mode(inv) == "host" else inv.with_role("postgres")[0]
 
 
-def archive_restart_steps(run, leader) -> list:
-    """Patroni mode: members restart once so archive_mode=on (a server-start setting) takes effect."""
-    from . import patroni
-    plat = run.facts[leader.name].platform
-    conf = patroni.conf_path(plat)
-    port = run.inv.cluster["ports"]["postgres"]
-    show = f"runuser -u {plat.users['postgres']} -- psql -XAtq -p {port} -c 'show archive_mode'"
-    return [Command("archive_mode", desc="patronictl restart --pending (archive_mode on: server restart)",
-                    unless=f"[ \"$({show})\" = on ]",
-                    script=(f"patronictl -c {conf} restart --force --pending {patroni.scope(run.inv)} >/dev/null\n"
-                            f"for i in $(seq 60); do [ \"$({show} 2>/dev/null)\" = on ] && exit 0; sleep 2; done\n"
-                            "echo 'archive_mode still off after the restart'; exit 1"))]
-
-
 def finalize(run, hosts) -> None:
     if run.opts.check or not hosts or not enabled(run.inv):
         return
     try:
-        if run.inv.patroni:
-            from . import patroni
-            leader = patroni.leader(run)
-            if leader is None:
-                raise UserError("no Patroni leader", "", "see `inv health`")
-            run.converge(leader, NAME, archive_restart_steps(run, leader))
         host = backup_runner(run)
         run.converge(host, NAME, stanza_steps(run, host))
     except Exception as exc:  # noqa: BLE001
@@ -593,7 +578,8 @@ def restore_plan(inv, info: dict, target: str | None, leader: str | None) -> lis
     if inv.patroni:
         others = [p for p in pg if p != leader]
         lines += [f"DESTROY the data dirs of {', '.join(others)}: they are re-created from {leader} (pg_basebackup)",
-                  "Patroni's cluster state in etcd is removed; Patroni takes the restored data dir over"]
+                  "Patroni's cluster state in etcd is reset (dynamic configuration kept); Patroni takes the restored "
+                  "data dir over"]
     lines += ["then: airflow db check, the fernet key decrypts connections/variables, Airflow starts host by host, "
               "health"]
     return lines
@@ -768,12 +754,32 @@ class Restore:
         self.say(f"{host}: PostgreSQL promoted and writable")
 
     def restore_patroni(self) -> None:
-        from . import etcd, patroni
-        members = [h.name for h in self.inv.with_role("postgres")]
-        unit = {m: self.plat(m).units["patroni"] for m in members}
-        for m in [m for m in members if m != self.leader] + [self.leader]:
-            self.sh(m, f"systemctl stop {unit[m]}", timeout=180, what="stop Patroni")
-        self.say(f"Patroni stopped on {', '.join(members)}")
+        """Patroni stopped everywhere; the leader restored and promoted outside Patroni; the DCS forgets the old
+        cluster (its dynamic config kept); Patroni takes the restored data dir over; replicas are re-cloned."""
+        self.stop_patroni()
+        self.restore_outside_patroni()
+        self.reset_dcs()
+        self.start_patroni_leader()
+        self.recreate_replicas()
+
+    def members(self) -> list[str]:
+        return [h.name for h in self.inv.with_role("postgres")]
+
+    def replicas(self) -> list[str]:
+        return [m for m in self.members() if m != self.leader]
+
+    def patroni_unit(self, host: str) -> str:
+        return self.plat(host).units["patroni"]
+
+    def stop_patroni(self) -> None:
+        """Replicas first, the leader last (it removes its leader key on a clean stop)."""
+        for m in self.replicas() + [self.leader]:
+            self.sh(m, f"systemctl stop {self.patroni_unit(m)}", timeout=180, what="stop Patroni")
+        self.say(f"Patroni stopped on {', '.join(self.members())}")
+
+    def restore_outside_patroni(self) -> None:
+        """pgbackrest restore, then PostgreSQL replays WAL to the target and promotes under pg_ctl; stopped again
+        without pgBackRest's recovery settings, a clean primary for Patroni to take over."""
         plat = self.plat(self.leader)
         data, conf_dir = plat.paths["pg_patroni_data"], plat.paths["pg_patroni_conf_dir"]
         pg_ctl = f"runuser -u {plat.users['postgres']} -- {plat.paths['pg_bin']}/pg_ctl -D {data} -w -t 3600"
@@ -785,23 +791,28 @@ class Restore:
         self._wait_promoted(self.leader, self.psql(self.leader))
         self.sh(self.leader, self._reset_recovery(self.psql(self.leader)) + f"\n{pg_ctl} -m fast stop",
                 timeout=300, what="reset recovery settings + stop")
-        # Patroni's cluster state (leader, initialize key with the old system id, members) lives under
-        # <namespace>/<scope>/ in etcd: without it Patroni takes the restored data dir over as the leader
-        etcd_host = self.inv.with_role("etcd")[0].name
-        self.sh(etcd_host, f"ETCDCTL_API=3 etcdctl --endpoints={','.join('http://' + e for e in etcd.endpoints(self.run))} "
-                           f"del --prefix /service/{patroni.scope(self.inv)}/", what="remove Patroni's DCS state")
-        self.sh(self.leader, f"systemctl start {unit[self.leader]}", what="start Patroni")
+
+    def reset_dcs(self) -> None:
+        from . import etcd, patroni
+        host = self.inv.with_role("etcd")[0].name
+        self.sh(host, dcs_reset_script(etcd.endpoints(self.run), patroni.scope(self.inv)), timeout=60,
+                what="reset Patroni's cluster state in etcd")
+
+    def start_patroni_leader(self) -> None:
+        from . import patroni
+        self.sh(self.leader, f"systemctl start {self.patroni_unit(self.leader)}", what="start Patroni")
         self.sh(self.leader, f"for i in $(seq 90); do {patroni.any_leader(self.run)} && exit 0; sleep 2; done; exit 1",
                 timeout=200, what="wait for the restored leader")
         self.say(f"{self.leader}: Patroni leads the restored database")
-        for m in members:
-            if m == self.leader:
-                continue
-            d = self.plat(m).paths["pg_patroni_data"]
-            self.sh(m, f"find {shlex.quote(d)} -mindepth 1 -delete && systemctl start {unit[m]}",
+
+    def recreate_replicas(self) -> None:
+        """Only once the restored leader runs: emptied data dirs make Patroni clone them from it (pg_basebackup)."""
+        for m in self.replicas():
+            data = shlex.quote(self.plat(m).paths["pg_patroni_data"])
+            self.sh(m, f"find {data} -mindepth 1 -delete && systemctl start {self.patroni_unit(m)}",
                     what="re-create the replica")
-        self.sh(self.leader, self._members_streaming(members), timeout=1900, what="wait for the replicas")
-        self.say(f"replicas {', '.join(m for m in members if m != self.leader)} re-created from {self.leader}")
+        self.sh(self.leader, self._members_streaming(self.members()), timeout=1900, what="wait for the replicas")
+        self.say(f"replicas {', '.join(self.replicas())} re-created from {self.leader}")
 
     def _members_streaming(self, members: list[str]) -> str:
         from . import patroni
@@ -837,6 +848,18 @@ class Restore:
         finally:
             d.close()
         self.say("cluster healthy")
+
+
+def dcs_reset_script(endpoints: list[str], scope: str) -> str:
+    """Shell (etcd v3): remove Patroni's state of the old cluster under /service/<scope>/ (leader, initialize with
+    the system id, members, status/optime with the last LSN a restored leader would be "lagging" behind, sync,
+    history, failover), keeping /config, the dynamic configuration (synchronous_mode, max_connections, ...)."""
+    prefix = f"/service/{scope}/"
+    ctl = f"etcdctl --endpoints={','.join('http://' + e for e in endpoints)}"
+    return (f"set -e\nexport ETCDCTL_API=3\n"
+            f"config=$({ctl} get --print-value-only {prefix}config)\n"
+            f"{ctl} del --prefix {prefix} >/dev/null\n"
+            f"[ -z \"$config\" ] || printf '%s' \"$config\" | {ctl} put {prefix}config >/dev/null")
 
 
 def fernet_verdict(out: str) -> str | None:

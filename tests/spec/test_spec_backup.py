@@ -122,6 +122,9 @@ def test_patroni_repo_host_knows_every_member_and_uses_a_standby():
     assert all(f"pg{i}-host=192.0.2.1{i}" in repo for i in (1, 2, 3)) and "backup-standby=y" in repo
     assert "archive_command: 'pgbackrest --stanza=airflow archive-push %p'" in text(plan, "node1", "postgres")
     assert "archive_mode: 'on'" in text(plan, "node2", "postgres")
+    for member in ("node1", "node2", "node3"):    # each member restarts once its Patroni applied archive_mode
+        assert '[ "$v" = on ] && exit 0' in text(plan, member, "postgres")
+        assert f"restart --force --pending airflow {member}" in text(plan, member, "postgres")
 
 
 def test_el9_names(inv):
