@@ -5,7 +5,6 @@ Layouts without a repository plan exactly what they planned before (their golden
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from fabfile.core import inventory
 from fabfile.core.errors import UserError
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan, plan_offline
+from tests.spec.golden_files import assert_matches_golden
 
 pytestmark = pytest.mark.spec
 
@@ -53,11 +53,7 @@ def test_backup_plan_matches_golden(inv, name):
     got = format_plan(plan_offline(inv, os_release(name)),
                       f"{plat.name} backup layout ({plat.family}, {plat.pkg}, {plat.firewall})")
     path = GOLDEN[name]
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(got)
-        if os.environ.get("UPDATE_GOLDEN") != "1":
-            pytest.fail(f"{path} did not exist: written, review it and run again")
-    assert got == path.read_text(), f"plan differs from {path}: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(got, path)
 
 
 def test_host_mode_config_and_ssh(inv):
