@@ -72,12 +72,39 @@ def test(c, k="", e2e=True, keep=False):
     c.run(" ".join([".venv/bin/pytest", *args]), env=env, pty=False)
 
 
+@task(name="now", help={"type": "full | diff | incr (default full)", "inventory": HELP["inventory"]})
+def backup_now(c, type="full", inventory=None):  # noqa: A002 - the documented flag is --type
+    """Take a pgBackRest backup now (on the repo host, or the primary), then list the backups."""
+    from fabfile import backup as backup_mod
+    _exit(backup_mod.backup_now(inventory, type))
+
+
+@task(name="list", help={"inventory": HELP["inventory"]})
+def backup_list(c, inventory=None):
+    """The backups in the repository: type, start, stop, size, WAL range (pgbackrest info --output=json)."""
+    from fabfile import backup as backup_mod
+    _exit(backup_mod.list_backups(inventory))
+
+
+@task(help={"time": "target 'YYYY-MM-DD HH:MM:SS[+HH]' (UTC without an offset); default: the latest",
+            "yes": "really restore (without it: show what would be destroyed, change nothing)",
+            "inventory": HELP["inventory"]})
+def restore(c, time=None, yes=False, inventory=None):
+    """Point-in-time restore of the metadata database: stops Airflow, restores, re-creates replicas, checks."""
+    from fabfile import backup as backup_mod
+    _exit(backup_mod.restore(inventory, time, yes))
+
+
 ns = Collection(deploy, health, test)
 for _component in deploy_mod.COMPONENTS:
     _sub = Collection(_component.NAME, _component_task(_component))
     if _component is dags_mod:
         _sub.add_task(dags_rollback)
+    if _component.NAME == "backup":   # `inv backup [--type diff]` runs a backup; backup.deploy converges
+        _sub.add_task(backup_now, default=True)
+        _sub.add_task(backup_list)
     ns.add_collection(_sub)
+ns.add_task(restore)
 ns.add_collection(lab_ns, "lab")
 
 

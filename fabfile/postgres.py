@@ -19,7 +19,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from . import selinux
+from . import backup, selinux
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
@@ -114,7 +114,8 @@ def steps(ctx) -> list:
     out += selinux.steps_for_postgres(ctx)   # port label before the unit starts on it
     out += [
         File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
-                                              max_connections=max_connections(inv)),
+                                              max_connections=max_connections(inv),
+                                              archive=backup.archive_settings(inv)),
              owner=user, group=user, mode=0o644, notify=(unit,)),
         File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),

@@ -297,6 +297,7 @@ class Command(Step):
     only_if_notified: bool = False
     desc: str = ""
     preview: Preview | None = None
+    restart: bool = False             # it restarts a running service: the runner rolls it, gated, like Service
 
     def probe(self):
         if not self.unless:
@@ -308,7 +309,7 @@ class Command(Step):
             return None
         if not self.only_if_notified and state.strip() == "done":
             return None
-        return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview)
+        return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview, restart=self.restart)
 
 
 @dataclass
