@@ -17,9 +17,9 @@ first backup) + runs ~1 min + restore ~3-4 min (Airflow stop, restore + WAL repl
 two pg_basebackup clones, db/fernet checks, Airflow start, health) + new run ~1 min: about 8 min.
 
 No teardown deploy: the cluster is left in the backup layout (node4 running, archiving to it), a healthy
-state; test_zy_patroni.py, next in the alphabetical order, starts with `lab.reset()` (node4 included) and
-test_zz_fab_fresh.py resets again. A later session reusing the lab deploys hosts.yaml, which turns
-archiving off member by member (patroni.archive_mode_step); node4 then idles until `lab.down`/`lab.reset`.
+state; test_zy_patroni.py, next in the alphabetical order, starts with `lab.reset()` (node4 included).
+A later session reusing the lab deploys hosts.yaml, which turns archiving off
+member by member (patroni.archive_mode_step); node4 then idles until `lab.down`/`lab.reset`.
 """
 
 from __future__ import annotations
