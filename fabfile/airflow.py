@@ -272,6 +272,9 @@ def steps(ctx) -> list:
     ] + selinux.steps_for_airflow(ctx)
 
 
+NICE = "nice -n 19"   # an upgrade installs beside the running version: serving processes keep the CPU
+
+
 def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
     """Create `venv` and install `spec` into it offline (nothing running uses it yet); record its schema head.
 
@@ -285,14 +288,14 @@ def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
                 script=f"rm -rf {venv}\n{python} -m venv {venv}"),
         Command("install", desc=f"install {spec} into {venv}",
                 unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = {install_id} ]",
-                script=(f"{venv}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
-                        f"if [ -x {venv}/bin/uv ]; then {venv}/bin/uv pip install -q --python {venv}/bin/python "
-                        f"{find} {quoted}\nelse {venv}/bin/pip install -q {find} {quoted}; fi\n"
-                        f"{venv}/bin/airflow version >/dev/null\n"
+                script=(f"{NICE} {venv}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
+                        f"if [ -x {venv}/bin/uv ]; then {NICE} {venv}/bin/uv pip install -q --python "
+                        f"{venv}/bin/python {find} {quoted}\nelse {NICE} {venv}/bin/pip install -q {find} {quoted}; fi\n"
+                        f"{NICE} {venv}/bin/airflow version >/dev/null\n"
                         f"echo {install_id} > {stamp}")),
         Command("schema head", desc="record the installed Airflow's schema (alembic head) revision",
                 unless=f"[ \"$(sed -n 1p {head} 2>/dev/null)\" = {install_id} ]",
-                script=(f"h=$({venv}/bin/python - <<'__PY__'\n{SCHEMA_HEAD_PY}__PY__\n)\n"
+                script=(f"h=$({NICE} {venv}/bin/python - <<'__PY__'\n{SCHEMA_HEAD_PY}__PY__\n)\n"
                         f"[ -n \"$h\" ]\nprintf '%s\\n%s\\n' {install_id} \"$h\" > {head}")),
     ]
 
