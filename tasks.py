@@ -26,8 +26,35 @@ def test(c, k="", e2e=True, keep=False):
     c.run(" ".join([".venv/bin/pytest", *args]), env=env, pty=False)
 
 
+@task(name="now", help={"type": "full | diff | incr (default full)", "inventory": HELP["inventory"]})
+def backup_now(c, type="full", inventory=None):  # noqa: A002 - the documented flag is --type
+    """Take a pgBackRest backup now (on the repo host, or the primary), then list the backups."""
+    from fabfile import backup as backup_mod
+    exit_with(backup_mod.backup_now(inventory, type))
+
+
+@task(name="list", help={"inventory": HELP["inventory"]})
+def backup_list(c, inventory=None):
+    """The backups in the repository: type, start, stop, size, WAL range (pgbackrest info --output=json)."""
+    from fabfile import backup as backup_mod
+    exit_with(backup_mod.list_backups(inventory))
+
+
+@task(help={"time": "target 'YYYY-MM-DD HH:MM:SS[+HH]' (UTC without an offset); default: the latest",
+            "yes": "really restore (without it: show what would be destroyed, change nothing)",
+            "inventory": HELP["inventory"]})
+def restore(c, time=None, yes=False, inventory=None):
+    """Point-in-time restore of the metadata database: stops Airflow, restores, re-creates replicas, checks."""
+    from fabfile import backup as backup_mod
+    exit_with(backup_mod.restore(inventory, time, yes))
+
+
 ns = collection()
 ns.add_task(test)
+# `inv backup [--type diff]` runs a backup, `inv backup.list` lists them; backup.deploy (shared with fab) converges
+ns.collections["backup"].add_task(backup_now, default=True)
+ns.collections["backup"].add_task(backup_list)
+ns.add_task(restore)
 ns.add_collection(lab_ns, "lab")
 
 
@@ -74,11 +101,24 @@ def decommission(c, host, inventory=None):
     exit_with(decommission_mod.run(host, inventory))
 
 
-@task(help={"airflow_version": "target Airflow version"})
-def upgrade(c, airflow_version=None):
-    """Not yet: see README "Upgrades" (a rolling upgrade needs the new wheelhouse and db migrate first)."""
-    print("inv upgrade is not implemented yet: see README, section 'Upgrades'.", file=sys.stderr)
-    sys.exit(2)
+@task(help={"airflow_version": "target Airflow version (a constraints file for it must exist)",
+            "rollback": "back to the other installed version (only while the schema is unchanged)",
+            "check": "print the upgrade plan and the deploy's --check, change nothing",
+            "verbose": HELP["verbose"], "inventory": HELP["inventory"]})
+def upgrade(c, airflow_version=None, rollback=False, check=False, verbose=False, inventory=None):
+    """Set airflow_version in the inventory and deploy: new venv beside the old, backup, db migrate once, then
+    per role across hosts: api-servers -> triggerers/dag-processors -> workers -> schedulers (README "Upgrades")."""
+    from fabfile import upgrade as upgrade_mod
+    exit_with(upgrade_mod.run(airflow_version, rollback, inventory, check, verbose))
+
+
+@task(help={"hosts": HELP["hosts"], "check": "list the pending updates per host, change nothing",
+            "inventory": HELP["inventory"], "no_reboot": "never reboot (report hosts that need one)"})
+def patch(c, hosts=None, check=False, inventory=None, no_reboot=False):
+    """OS package updates one host at a time: drained (Redis master failed over, api-server out of nginx,
+    worker warm shutdown), upgraded, rebooted if the OS says so, health-gated, next host."""
+    from fabfile import patch as patch_mod
+    exit_with(patch_mod.run(hosts, inventory, check, reboot=not no_reboot))
 
 
 drill_ns = Collection("drill", drill_all, *[Task(DrillTask(n), name=n, help={"inventory": HELP["inventory"]})
@@ -86,6 +126,7 @@ drill_ns = Collection("drill", drill_all, *[Task(DrillTask(n), name=n, help={"in
 ns.add_collection(drill_ns)
 ns.add_task(rolling_restart)
 ns.add_task(upgrade)
+ns.add_task(patch)
 ns.add_task(decommission)
 
 

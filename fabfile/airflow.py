@@ -6,6 +6,15 @@ the one `cluster.constraints_url` names, fetched once: fabfile/constraints.py).
 Secrets (fernet key, api secret, jwt secret, connection strings) live in /etc/airflow/airflow.env
 (0640 root:airflow) and are identical on every node; airflow.cfg holds none.
 `finalize` runs `airflow db migrate` exactly once per run (on one host) and creates the admin user once.
+
+Venvs (issue 16): each Airflow version has its own venv, /opt/airflow/venvs/<version>, and every unit runs
+/opt/airflow/venvs/current/bin/airflow (`current` is a symlink). A new version is installed beside the
+running one; the services component flips `current` on a host with its first restart, rolling per role
+across hosts (fabfile/services.py); two versions are kept (the running one and the one installed), older
+ones are pruned. A pre-venvs install (/opt/airflow/venv) is adopted in place, not moved (a running process keeps
+its import paths): venvs/<its version> becomes a link to it and `current` points there; it is deleted
+when pruned. When the schema changes, `finalize` first takes a pg_dump backup on the database host
+(fabfile/postgres.py `backup_steps`), then migrates with the new version's venv.
 """
 
 from __future__ import annotations
@@ -24,15 +33,18 @@ from .core.templates import FILES, render, static
 
 NAME = "airflow"
 ROLES = AIRFLOW_ROLES
-VENV = "/opt/airflow/venv"
+VENVS = "/opt/airflow/venvs"
+VENV = f"{VENVS}/current"          # what every unit and the CLI run: a link to venvs/<version>
+LEGACY_VENV = "/opt/airflow/venv"  # the single venv of earlier releases (adopted, see the docstring)
 WHEELHOUSE = "/opt/airflow/wheelhouse"
 HOME = "/var/lib/airflow"
 LOGS = "/var/log/airflow"
 ETC = "/etc/airflow"
 CLI = "/usr/local/bin/airflow-ha-cli"
 DAGS_CURRENT = f"{HOME}/dags/current"
-#: the alembic head revision of the installed Airflow (first line: the install it belongs to)
-SCHEMA_HEAD = f"{VENV}/.airflow-ha-schema-head"
+#: in each venv: the alembic head revision of its Airflow (first line: the install it belongs to)
+SCHEMA_HEAD_NAME = ".airflow-ha-schema-head"
+INSTALL_STAMP = ".airflow-ha-install"
 #: prints the head revision from the installed package's migration files (no `import airflow`: fast, no config)
 SCHEMA_HEAD_PY = r"""import glob, importlib.util, os, re
 pkg = importlib.util.find_spec("airflow").submodule_search_locations[0]
@@ -47,6 +59,34 @@ heads = revs - downs
 assert len(heads) == 1, f"expected one alembic head, found {sorted(heads)}"
 print(heads.pop())
 """
+
+
+def venv_dir(version: str) -> str:
+    """The venv of one Airflow version (a real directory, or a link to the adopted LEGACY_VENV)."""
+    return f"{VENVS}/{version}"
+
+
+def schema_head(version: str) -> str:
+    return f"{venv_dir(version)}/{SCHEMA_HEAD_NAME}"
+
+
+def schema_head_of_wheelhouse(wheels: Path) -> str | None:
+    """The alembic head of the Airflow in a local wheelhouse (read from the wheel's migration files, the
+    same way SCHEMA_HEAD_PY does on a host); None when no wheel there carries migrations."""
+    import re
+    import zipfile
+    revs, downs = set(), set()
+    for whl in sorted(wheels.glob("apache_airflow*.whl")):
+        with zipfile.ZipFile(whl) as z:
+            for name in z.namelist():
+                if re.fullmatch(r"airflow/migrations/versions/[^/]+\.py", name):
+                    text = z.read(name).decode(errors="replace")
+                    rev = re.search(r"^revision\s*=\s*[\"']([0-9a-f]+)[\"']", text, re.M)
+                    down = re.search(r"^down_revision\s*=\s*(.*)$", text, re.M)
+                    revs.update([rev.group(1)] if rev else [])
+                    downs.update(re.findall(r"[0-9a-f]{12}", down.group(1)) if down else [])
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
 
 
 def applies(inv, host) -> bool:
@@ -100,17 +140,20 @@ class Wheelhouse(Step):
 
     kind = "wheelhouse"
 
-    def __init__(self, local: Path, manifest: bytes | None = None):
+    def __init__(self, local: Path, manifest: bytes | None = None, installed: tuple[str, str] = ("", "")):
         super().__init__(WHEELHOUSE)
         self.local = local
-        # `manifest` given: the offline planner (fabfile/core/offline.py) plans without a local wheelhouse
+        # `manifest` given: read through the run's state source (a fresh plan has no local wheelhouse)
         self.manifest = manifest if manifest is not None else (local / "MANIFEST.sha256").read_bytes()
+        self.installed = installed   # (install stamp path, install id): that install done = no wheels needed
 
     def probe(self):
-        return f"sha256sum < {WHEELHOUSE}/MANIFEST.sha256 2>/dev/null | cut -c1-64"
+        stamp, install_id = self.installed
+        done = f"[ \"$(cat {stamp} 2>/dev/null)\" = {install_id} ] && echo installed || " if stamp else ""
+        return f"{done}sha256sum < {WHEELHOUSE}/MANIFEST.sha256 2>/dev/null | cut -c1-64"
 
     def plan(self, state, notified):
-        if state.strip() == hashlib.sha256(self.manifest).hexdigest():
+        if state.strip() in ("installed", hashlib.sha256(self.manifest).hexdigest()):
             return None
         unpack = (f"rm -rf {WHEELHOUSE}.new && mkdir -p {WHEELHOUSE}.new && "
                          f"tar -xf - -C {WHEELHOUSE}.new && rm -rf {WHEELHOUSE} && "
@@ -196,9 +239,8 @@ def steps(ctx) -> list:
     constraints, manifest = _local_inputs(ctx)
     install_id = hashlib.sha256("\n".join([
         install_spec(inv), constraints, manifest.decode()]).encode()).hexdigest()
-    spec = install_spec(inv)
-    find = f"--no-index --find-links {WHEELHOUSE} -c /opt/airflow/constraints.txt"
-    quoted = " ".join(shlex.quote(s) for s in spec.split())
+    version = inv.cluster["airflow_version"]
+    venv = venv_dir(version)
     return [
         Command("group airflow", unless="getent group airflow", script="groupadd --system airflow"),
         Command("user airflow", unless="getent passwd airflow",
@@ -208,22 +250,14 @@ def steps(ctx) -> list:
         Directory(LOGS, owner="airflow", group="airflow", mode=0o755),
         Directory(ETC, owner="root", group="airflow", mode=0o750),
         Directory("/opt/airflow", mode=0o755),
-        Wheelhouse(wheels, manifest),
+        Directory(VENVS, mode=0o755),
+        adopt_legacy_step(),
+        prune_step(version),
+        Wheelhouse(wheels, manifest, installed=(f"{venv}/{INSTALL_STAMP}", install_id)),
         File("/opt/airflow/constraints.txt", constraints),
-        Command("venv", desc=f"create {VENV}", unless=f"[ -x {VENV}/bin/python ]",
-                script=f"{plat.python} -m venv {VENV}"),
-        Command("install", desc=f"install {spec}",
-                unless=f"[ \"$(cat {VENV}/.airflow-ha-install 2>/dev/null)\" = {install_id} ]",
-                script=(f"{VENV}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
-                        f"if [ -x {VENV}/bin/uv ]; then {VENV}/bin/uv pip install -q --python {VENV}/bin/python "
-                        f"{find} {quoted}\nelse {VENV}/bin/pip install -q {find} {quoted}; fi\n"
-                        f"{VENV}/bin/airflow version >/dev/null\n"
-                        f"echo {install_id} > {VENV}/.airflow-ha-install"),
-                notify=("airflow",)),
-        Command("schema head", desc="record the installed Airflow's schema (alembic head) revision",
-                unless=f"[ \"$(sed -n 1p {SCHEMA_HEAD} 2>/dev/null)\" = {install_id} ]",
-                script=(f"head=$({VENV}/bin/python - <<'__PY__'\n{SCHEMA_HEAD_PY}__PY__\n)\n"
-                        f"[ -n \"$head\" ]\nprintf '%s\\n%s\\n' {install_id} \"$head\" > {SCHEMA_HEAD}")),
+        *install_steps(plat.python, venv, install_id, install_spec(inv)),
+        Command("current venv", desc=f"link {VENV} to {venv} (first install)",
+                unless=f"[ -L {VENV} ] && [ -e {VENV} ]", script=f"ln -sfn {venv} {VENV}"),
         File(f"{ETC}/airflow.cfg", render("airflow/airflow.cfg.j2", **config_values(ctx)),
              owner="root", group="airflow", mode=0o644, notify=("airflow",)),
         File(f"{ETC}/airflow.env", render("airflow/airflow.env.j2", **env_values(ctx)),
@@ -236,36 +270,118 @@ def steps(ctx) -> list:
     ] + selinux.steps_for_airflow(ctx)
 
 
+NICE = "nice -n 19"   # an upgrade installs beside the running version: serving processes keep the CPU
+
+
+def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
+    """Create `venv` and install `spec` into it offline (nothing running uses it yet); record its schema head.
+
+    No "airflow" notification: the running units use `current`; services flips it (and restarts them).
+    """
+    find = f"--no-index --find-links {WHEELHOUSE} -c /opt/airflow/constraints.txt"
+    quoted = " ".join(shlex.quote(s) for s in spec.split())
+    stamp, head = f"{venv}/{INSTALL_STAMP}", f"{venv}/{SCHEMA_HEAD_NAME}"
+    return [
+        Command("venv", desc=f"create {venv}", unless=f"[ -x {venv}/bin/python ]",
+                script=f"rm -rf {venv}\n{python} -m venv {venv}"),
+        Command("install", desc=f"install {spec} into {venv}",
+                unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = {install_id} ]",
+                script=(f"{NICE} {venv}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
+                        f"if [ -x {venv}/bin/uv ]; then {NICE} {venv}/bin/uv pip install -q --python "
+                        f"{venv}/bin/python {find} {quoted}\nelse {NICE} {venv}/bin/pip install -q {find} {quoted}; fi\n"
+                        f"{NICE} {venv}/bin/airflow version >/dev/null\n"
+                        f"echo {install_id} > {stamp}")),
+        Command("schema head", desc="record the installed Airflow's schema (alembic head) revision",
+                unless=f"[ \"$(sed -n 1p {head} 2>/dev/null)\" = {install_id} ]",
+                script=(f"h=$({NICE} {venv}/bin/python - <<'__PY__'\n{SCHEMA_HEAD_PY}__PY__\n)\n"
+                        f"[ -n \"$h\" ]\nprintf '%s\\n%s\\n' {install_id} \"$h\" > {head}")),
+    ]
+
+
+def adopt_legacy_step() -> Command:
+    """A pre-venvs install keeps running where it is: venvs/<its version> links to it, `current` to that."""
+    version = (f"{LEGACY_VENV}/bin/python -c 'import importlib.metadata as m; "
+               "print(m.version(\"apache-airflow\"))'")
+    return Command("adopt venv", desc=f"keep {LEGACY_VENV} as {VENVS}/<its version> (not moved), link current",
+                   unless=f"[ ! -x {LEGACY_VENV}/bin/python ] || [ -L {VENV} ]",
+                   script=(f"v=$({version})\n[ -n \"$v\" ]\nln -sfn {LEGACY_VENV} {VENVS}/$v\n"
+                           f"ln -sfn {VENVS}/$v {VENV}"))
+
+
+def prune_step(version: str) -> Command:
+    """Keep two venvs: the one `current` runs and `version`'s; older ones (an adopted legacy venv too) go."""
+    keep = f"-e current -e {shlex.quote(version)} -e \"$(basename \"$(readlink {VENV})\")\""
+    old = f"ls {VENVS} 2>/dev/null | grep -vxF {keep}"
+    return Command("prune venvs", desc=f"remove venvs other than the running one and {version}'s (N = 2 kept)",
+                   unless=f"[ -z \"$({old})\" ]",
+                   script=(f"for n in $({old}); do t=$(readlink -f {VENVS}/$n); rm -rf {VENVS}/$n\n"
+                           f"  [ \"$t\" = {LEGACY_VENV} ] && rm -rf {LEGACY_VENV}; echo \"removed $n\"; done"))
+
+
 def finalize(run, hosts) -> None:
-    """`airflow db migrate` once per run and the admin user once, on the first airflow host reached."""
+    """`airflow db migrate` once per run and the admin user once, on the first airflow host reached.
+
+    When the migration changes the schema of a database that has one, a backup comes first (a failed
+    backup stops here: nothing is migrated)."""
     candidates = [h for h in run.alive(hosts) if h.has(*ROLES)]
     if not candidates:
         return
     host = candidates[0]
     try:
-        run.converge(host, NAME, finalize_steps(run))
+        if backup_before_migrate(run, host):
+            run.converge(host, NAME, finalize_steps(run))
     except Exception as exc:
         run.fail_host(host, NAME, f"db migrate: {exc}")
+
+
+def new_schema_head(run, host) -> str:
+    """The alembic head of the inventory's Airflow version: from the local wheelhouse, else the host's record."""
+    version = run.inv.cluster["airflow_version"]
+    if "schema_head" not in run.data:
+        run.data["schema_head"] = schema_head_of_wheelhouse(wheelhouse_dir(run.inv)) or ""
+    return run.data["schema_head"] or run.remote(host.name).sh(
+        f"sed -n 2p {schema_head(version)} 2>/dev/null", timeout=20).out.strip()
+
+
+def backup_before_migrate(run, host) -> bool:
+    """pg_dump the database on its host when `db migrate` will change an existing schema; False = failed."""
+    rev = postgres.db_revision(run, host)
+    if not rev or rev == new_schema_head(run, host):
+        return True            # fresh database, no schema change, or no answer (the migrate step says why)
+    version = run.inv.cluster["airflow_version"]
+    db = postgres.backup_host(run)
+    if db is None:
+        run.fail_host(host, NAME, "no database primary to back up before db migrate")
+        return False
+    results = run.converge(db, "postgres", postgres.backup_steps(run, rev, version))
+    if db.name in run.failed or any(r.status == "failed" for r in results):
+        run.fail_host(host, NAME, f"backup on {db.name} failed: db migrate not run")
+        return False
+    if not run.opts.check:
+        backup = postgres.find_backup(run, rev, version)
+        run.say(f"{backup.host:<10} postgres   backup {backup.path} (restore: {backup.restore()})", always=True)
+    return True
 
 
 def finalize_steps(run) -> list:
     """The steps `finalize` converges on one airflow host: db migrate and the admin user.
 
-    "Already migrated" is read from the database: its alembic revision equals the installed Airflow's
-    schema head (`SCHEMA_HEAD`). An unreachable database reads as "not migrated", so the migrate runs and
-    fails loudly instead of being skipped. No pipe hides a command's exit status.
+    "Already migrated" is read from the database: its alembic revision equals the schema head recorded in
+    the inventory version's venv (`schema_head`); the migrate runs with that venv, not `current`. An
+    unreachable database reads as "not migrated", so the migrate runs and fails loudly instead of being
+    skipped. No pipe hides a command's exit status.
     """
     s, inv = run.secrets, run.inv
     admin = inv.cluster["admin_user"]
     version = inv.cluster["airflow_version"]
     psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql {postgres.psql_target(run)} -tA")
-    head = f"$(sed -n 2p {SCHEMA_HEAD} 2>/dev/null)"
+    head = f"$(sed -n 2p {schema_head(version)} 2>/dev/null)"
     db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
     password = shlex.quote(s["admin_password"])
     return [
         Command("db migrate", desc=f"airflow db migrate (Airflow {version})",
                 unless=f"h={head}; [ -n \"$h\" ] && [ \"{db_rev}\" = \"$h\" ]",
-                script=_quiet(f"{CLI} db migrate", 20)
+                script=_quiet(f"AIRFLOW_HA_VENV={venv_dir(version)} {CLI} db migrate", 20)
                 + f"\nh={head}; r={db_rev}\n"
                 "[ -n \"$h\" ] && [ \"$r\" = \"$h\" ] || "
                 "{ echo \"db migrate ended but the schema is at '$r', not at '$h'\"; exit 1; }"),

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 
-from . import keepalived, monitoring, nginx, postgres, spof
+from . import backup, keepalived, monitoring, nginx, postgres, spof
 from .core import inventory as inventory_mod
 from .core import profile
 from .core.errors import UserError
@@ -406,6 +406,10 @@ def _query_primary(run, ports: dict) -> list[Check]:
         via = " (the writable member)" if inv.patroni else ""
         out = [Check(name, "postgres", "ok" if used < 0.8 * limit else "warn",
                      f"SELECT 1 ok{via}, {used}/{limit} connections")]
+        if backup.enabled(inv):
+            cur.execute("SELECT archived_count, failed_count, last_archived_time, last_failed_time "
+                        "FROM pg_stat_archiver")
+            out.append(backup.archiver_check(cur.fetchone()))
         return out + _schedulers(run, cur)
     finally:
         conn.close()
@@ -489,7 +493,8 @@ def collect(run, local_only=False) -> list[Check]:
     with ThreadPoolExecutor(max_workers=max(4, len(hosts) + 3)) as pool:
         futures = [(h.name, pool.submit(_connect_and_check, run, h)) for h in hosts]
         if not local_only:
-            futures += [("cluster", pool.submit(f, run)) for f in (check_redis, check_postgres, check_workers)]
+            futures += [("cluster", pool.submit(f, run)) for f in (check_redis, check_postgres, check_workers,
+                                                                    backup.health_rows)]
         for name, fut in futures:
             try:
                 checks += fut.result(timeout=timeout)

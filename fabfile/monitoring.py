@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from . import backup
 from .airflow import VENV
 from .core import inventory
 from .core.errors import PlatformError
@@ -59,6 +60,7 @@ FLOWER_PASSWORD = "/etc/prometheus/airflow-ha-flower.password"
 PROM_CONFIG = "/etc/prometheus/prometheus.yml"
 PROM_RULES = "/etc/prometheus/airflow-ha-alerts.yml"
 PROM_RULES_PATRONI = "/etc/prometheus/airflow-ha-alerts-patroni.yml"
+PROM_RULES_BACKUP = "/etc/prometheus/airflow-ha-alerts-backup.yml"
 PG_ROLE = "prometheus"
 SCRAPE_INTERVAL = "15s"
 
@@ -204,6 +206,7 @@ def scrape_jobs(ctx) -> dict:
     flower = inv.with_role("flower")
     return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
             "patroni_rules": PROM_RULES_PATRONI if inv.patroni else None,
+            "backup_rules": PROM_RULES_BACKUP if backup.enabled(inv) else None,
             "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
             "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
             "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports['flower']}") if flower else None,
@@ -221,13 +224,15 @@ def _prometheus(ctx) -> list:
     unit = ctx.platform.units["prometheus"]
     config = "prometheus-config"       # notification: validate, then restart
     values = scrape_jobs(ctx)
-    rules = [PROM_RULES] + ([PROM_RULES_PATRONI] if values["patroni_rules"] else [])
+    rules = [PROM_RULES] + [values[k] for k in ("patroni_rules", "backup_rules") if values[k]]
     out = [
         File(PROM_CONFIG, render("monitoring/prometheus.yml.j2", **values), notify=(config,)),
         File(PROM_RULES, static("monitoring/alerts.yml").decode(), notify=(config,)),
     ]
     if values["patroni_rules"]:
         out.append(File(PROM_RULES_PATRONI, patroni_rules(ctx.inv), notify=(config,)))
+    if values["backup_rules"]:
+        out.append(File(PROM_RULES_BACKUP, backup.alert_rules(ctx.inv), notify=(config,)))
     if values["flower"]:
         out.append(File(FLOWER_PASSWORD, ctx.secrets["flower_password"], owner="root", group="prometheus",
                         mode=0o640, notify=(config,)))

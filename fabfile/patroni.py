@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from . import etcd
+from . import backup, etcd
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
 
@@ -83,7 +83,7 @@ def config(ctx) -> str:
         replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
         rewind_password=s["patroni_rewind_password"], db_name=DB, db_user=USER,
         pg_peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("postgres")],
-        peers=sorted(run.addresses.items()))
+        peers=sorted(run.addresses.items()), archive=backup.archive_settings(inv))
 
 
 def seed(run):
@@ -153,8 +153,33 @@ def steps(ctx) -> list:
                 unless=f"! systemctl is-active -q {old}", script=f"systemctl disable --now {old} 2>/dev/null "
                 f"|| systemctl stop {old}"),
         Service(unit, reload_only=True, config=conf),
+        archive_mode_step(ctx),
     ]
     return out
+
+
+def archive_mode_step(ctx) -> Command:
+    """archive_mode as the inventory wants it (on with a backup repository): a server-start setting, so the
+    member restarts once (`patronictl restart --pending`, rolled like a unit restart). Patroni applies a
+    reloaded patroni.yml on its next cycle (<= loop_wait), only then flags the restart: hence the loop.
+    Nothing to do while PostgreSQL is down or not yet under Patroni here: it starts with the file's setting."""
+    plat, inv = ctx.platform, ctx.inv
+    want = dict(backup.archive_settings(inv)).get("archive_mode", "off")
+    show = (f"runuser -u {plat.users['postgres']} -- psql -XAtq -p {inv.cluster['ports']['postgres']} -d postgres "
+            "-c 'show archive_mode' 2>/dev/null")
+    restart = f"patronictl -c {conf_path(plat)} restart --force --pending {scope(inv)} {ctx.host.name}"
+    return Command("archive_mode", desc=f"archive_mode {want} in the running server: restart this member "
+                   "(patronictl restart --pending)",
+                   unless=f"[ ! -e {conf_path(plat)} ] || {{ v=$({show}); [ -z \"$v\" ] || [ \"$v\" = {want} ]; }}",
+                   restart=True,
+                   script=(f"for i in $(seq 40); do\n"
+                           f"  v=$({show})\n"
+                           f"  [ \"$v\" = {want} ] && exit 0\n"
+                           f"  [ -z \"$v\" ] && [ $i = 1 ] && exit 0   # not running: starts with the file's setting\n"
+                           f"  {restart} >/dev/null 2>&1 || true\n"
+                           "  sleep 3\n"
+                           "done\n"
+                           f"echo \"archive_mode still $v: run {restart}\"; exit 1"))
 
 
 def _roles_sql(ctx, port: int) -> str:

@@ -17,14 +17,21 @@ database only through the Execution API, so the connection count stays small wit
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
-from . import selinux
+from . import backup, selinux
+from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
 
 NAME = "postgres"
 DB = "airflow"
 USER = "airflow"
+#: on the database host: pg_dump -Fc files taken before a migration (0700 dir, 0600 files, owner postgres)
+BACKUP_DIR = "/var/backups/airflow-ha"
+#: the running server's own bin dir: its pg_dump/pg_restore match the server (EL9 + PGDG: /usr/pgsql-15/bin,
+#: while /usr/bin holds AppStream's older client, which refuses a newer server)
+BINDIR_SQL = "select setting from pg_config where name = 'BINDIR'"
 
 
 def applies(inv, host) -> bool:
@@ -107,7 +114,8 @@ def steps(ctx) -> list:
     out += selinux.steps_for_postgres(ctx)   # port label before the unit starts on it
     out += [
         File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
-                                              max_connections=max_connections(inv)),
+                                              max_connections=max_connections(inv),
+                                              archive=backup.archive_settings(inv)),
              owner=user, group=user, mode=0o644, notify=(unit,)),
         File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),
@@ -140,3 +148,80 @@ def gate(run, host) -> str | None:
     port = run.inv.cluster["ports"]["postgres"]
     res = run.remote(host.name).sh(f"pg_isready -q -t 3 -h {run.addresses[host.name]} -p {port}", timeout=15)
     return None if res.ok else f"pg_isready: exit {res.rc} (not accepting connections)"
+
+
+# -- backups before a schema migration (issue 16) ---------------------------------------------------------
+
+
+def backup_host(run):
+    """Where a backup runs: the single database host, or the Patroni leader (REST /primary); None = no leader."""
+    if not run.inv.patroni:
+        return run.inv.with_role("postgres")[0]
+    from . import patroni
+    return patroni.leader(run)
+
+
+def backup_glob(rev: str, version: str = "*") -> str:
+    """The backup files of the schema revision `rev` taken before migrating to Airflow `version`."""
+    return f"{BACKUP_DIR}/airflow-*-rev-{rev}-before-{version}.dump"
+
+
+def server_bindir(port) -> str:
+    """Shell (run as postgres): prints the running server's bin dir."""
+    return f"psql -p {port} -tAc \"{BINDIR_SQL}\""
+
+
+def backup_steps(run, rev: str, version: str) -> list:
+    """pg_dump -Fc of the airflow database at schema `rev`, once per (rev, version): a timestamped file
+    in BACKUP_DIR, written by postgres with umask 077 (0600) with the server's own pg_dump; its path is printed."""
+    port = run.inv.cluster["ports"]["postgres"]
+    dump = (f"umask 077; b=$({server_bindir(port)}) && \"$b/pg_dump\" -Fc -p {port} -d {DB} -f \"$1.partial\" && "
+            "mv \"$1.partial\" \"$1\"")     # $1: the file (the postgres shell sees no variable of this one)
+    return [Command("db backup", desc=f"pg_dump -Fc {DB} (schema {rev}) before Airflow {version} migrates it",
+                    unless=f"ls {backup_glob(rev, version)} >/dev/null 2>&1",
+                    script=(f"install -d -o postgres -g postgres -m 0700 {BACKUP_DIR}\n"
+                            f"f={BACKUP_DIR}/airflow-$(date -u +%Y%m%dT%H%M%SZ)-rev-{rev}-before-{version}.dump\n"
+                            f"runuser -u postgres -- sh -c {shlex.quote(dump)} sh \"$f\"\n"
+                            "echo \"backup: $f ($(du -h \"$f\" | cut -f1))\""))]
+
+
+@dataclass
+class Backup:
+    """A pg_dump file on a database host, with that server's bin dir (its pg_restore reads the dump)."""
+
+    host: str = ""
+    path: str = ""        # "" = none found
+    bindir: str = ""
+
+    def restore(self) -> str:
+        """How to put it back (every Airflow unit stopped first; as root on `host`)."""
+        tool = f"{self.bindir}/pg_restore" if self.bindir else "pg_restore"
+        return f"runuser -u postgres -- {tool} --clean --if-exists -d {DB} {self.path}"
+
+
+def find_backup(run, rev: str, version: str = "*") -> Backup:
+    """The newest backup of schema `rev` (taken before `version`) on any reachable postgres host: under
+    Patroni it lies on whichever member led when it was taken."""
+    found = []
+    for host in run.inv.with_role("postgres"):
+        try:
+            out = run.remote(host.name).sh(
+                f"echo \"path=$(ls -t {backup_glob(rev, version)} 2>/dev/null | head -n 1)\"\n"
+                f"echo \"bindir=$(runuser -u postgres -- {server_bindir(run.inv.cluster['ports']['postgres'])})\"",
+                timeout=20).out
+        except Unreachable:
+            continue
+        got = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+        if got.get("path"):
+            found.append(Backup(host.name, got["path"].strip(), got.get("bindir", "").strip()))
+    return max(found, key=lambda b: b.path.rsplit("/", 1)[-1], default=Backup())
+
+
+def db_revision(run, host) -> str | None:
+    """The database's alembic revision asked from `host` ("" = no Airflow schema yet, None = no answer)."""
+    psql = (f"PGPASSWORD={shlex.quote(run.secrets['postgres_password'])} PGCONNECT_TIMEOUT=5 "
+            f"psql {psql_target(run)} -tA")
+    script = (f"t=$({psql} -c \"select to_regclass('public.alembic_version')\") || exit 3\n"
+              f"[ -n \"$t\" ] || exit 0\n{psql} -c 'select version_num from alembic_version'")
+    res = run.remote(host.name).sh(script, timeout=30)
+    return res.out.strip() if res.ok else None

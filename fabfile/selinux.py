@@ -15,7 +15,7 @@ What is needed, and why:
   `semanage port -a -t redis_port_t`. Same for PostgreSQL (postgresql_port_t: 5432, 9898).
   These run before the units start, otherwise the start fails with "Permission denied" on bind.
 * Airflow: no custom file contexts. systemd (init_t) runs our units' ExecStart
-  `/opt/airflow/venv/bin/airflow` (a script; the venv's python is a symlink to /usr/bin/python3.12,
+  `/opt/airflow/venvs/<version>/bin/airflow` (a script; the venv's python is a symlink to /usr/bin/python3.12,
   bin_t). Files under /opt default to usr_t, and usr_t/bin_t are entrypoints of unconfined_service_t,
   the domain systemd gives to services without a policy of their own (unconfined_service_selinux(8):
   "can be entered via the bin_t, usr_t, shell_exec_t file types", default paths include /opt/.*).

@@ -3,13 +3,32 @@
 Type=simple (Airflow never calls sd_notify), Restart=always, secrets via EnvironmentFile. A unit
 restarts when its own file, airflow.cfg, airflow.env or the install changed (notification "airflow"
 from the airflow component). A role removed from a host stops and disables its unit.
+
+Versions (issue 16): every unit runs /opt/airflow/venvs/current; the first step here points `current`
+at the inventory's `airflow_version` venv. A running process keeps the venv it started from (the shebang
+of `current/bin/airflow` names the versioned venv, not `current`): a unit changes version when it restarts.
+
+Roll order (`roll_plans`), decided per run:
+- a version change (`current` flips on some host: upgrade, rollback) rolls per ROLE across hosts, in
+  Airflow's upgrade order (installation/upgrading.rst), one host at a time within each phase, each
+  health-gated: every api-server (drained from every nginx), then triggerers and dag-processors, then
+  workers (a restart is Celery's warm shutdown: running tasks finish), then schedulers, Flower last. A
+  host's `current` flips with its first phase's restarts; its other units restart in their own phases.
+  The Execution API serves older task-SDK clients, not the reverse: no new worker meets an old api-server.
+- any other change (config, unit file) rolls per host (`roll_order`, as before issue 16): all of a host's
+  restarts in one apply and one gate. Every process runs the same version, so no role must wait for
+  another, and fewer gates keep the roll short (3 instead of 10 on the default layout).
+Each unit has its own generation stamp (`generation_step`), so a roll stopped between phases restarts the
+units it did not reach on the next run.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import nginx
-from .airflow import ROLES, VENV
-from .core.steps import Command, File, Service
+from .airflow import INSTALL_STAMP, ROLES, VENV, venv_dir
+from .core.steps import Command, File, Link, Service
 from .core.templates import render
 
 NAME = "services"
@@ -45,28 +64,97 @@ def unit_values(ctx) -> dict:
 
 
 #: what every Airflow process reads at start; a change on the host restarts them (even across runs)
-GENERATION_INPUTS = ("/etc/airflow/airflow.cfg", "/etc/airflow/airflow.env", f"{VENV}/.airflow-ha-install",
+GENERATION_INPUTS = ("/etc/airflow/airflow.cfg", "/etc/airflow/airflow.env",
                      "/var/lib/airflow/config/airflow_ha_celery_config.py")
-GENERATION_STAMP = "/var/lib/airflow/.airflow-ha-generation"
+GENERATION_STAMP = "/var/lib/airflow/.airflow-ha-generation"     # + ".<unit>": one stamp per unit
+#: Airflow's upgrade order (installation/upgrading.rst), one phase per group of roles; Flower (not in the
+#: guide, a Celery UI) last
+ROLL_PHASES = (("api_server",), ("triggerer", "dag_processor"), ("worker",), ("scheduler",), ("flower",))
+PHASE_OF_ROLE = {role: i for i, roles in enumerate(ROLL_PHASES) for role in roles}
+ROLE_OF_UNIT = {unit: role for role, unit in UNITS.items()}
 
 
-def generation_step() -> Command:
-    """Notifies "airflow" when the config/install the running services started with differs from the files.
+def tier(host) -> int:
+    """The host's earliest phase (its place in a per-host roll)."""
+    return next((i for i, roles in enumerate(ROLL_PHASES) if host.has(*roles)), len(ROLL_PHASES))
 
-    A stamp on the host (not a flag in memory) so that `inv airflow.deploy` followed later by
-    `inv services.deploy`, or a run that failed between the two, still restarts the services.
+
+def roll_order(run, hosts) -> list:
+    """Per-host roll: api-server hosts, then triggerer/dag-processor hosts, workers, schedulers (given order
+    within)."""
+    return sorted(hosts, key=tier)
+
+
+def phase_hosts(hosts) -> list[tuple[tuple, list]]:
+    """The per-role roll: each ROLL_PHASES entry with the hosts (given order) that have one of its roles."""
+    return [(roles, [h for h in hosts if h.has(*roles)]) for roles in ROLL_PHASES]
+
+
+def phase_label(roles) -> str:
+    return ", ".join(role.replace("_", "-") for role in roles)
+
+
+def changes_version(plan) -> bool:
+    """The plan flips `current` (another Airflow version on this host)."""
+    return any(step.target == VENV for step, _ in plan.todo)
+
+
+def unit_phase(step, host) -> int | None:
+    """The phase of a step named after one of the host's units (its generation stamp, restart, ready wait)."""
+    role = ROLE_OF_UNIT.get(step.target.split(":")[0])
+    return PHASE_OF_ROLE[role] if role and host.has(role) else None
+
+
+def split_by_phase(plan) -> dict:
+    """The host's plan in one part per phase it has a role in (phase index -> part). A unit's steps go to
+    its phase; the rest (`current`, unit files, units of roles it does not have) to the first part."""
+    parts: dict = {}
+    for step, change in plan.planned:
+        parts.setdefault(unit_phase(step, plan.host), []).append((step, change))
+    common = parts.pop(None, [])
+    first = min(parts)
+    return {i: replace(plan, planned=(common if i == first else []) + steps,
+                       part=phase_label(r for r in ROLL_PHASES[i] if plan.host.has(r)))
+            for i, steps in sorted(parts.items())}
+
+
+def roll_plans(run, plans) -> list:
+    """The plans in roll order: per role across hosts when a version changes, else per host (module doc)."""
+    if not any(changes_version(p) for p in plans):
+        by_name = {p.host.name: p for p in plans}
+        return [by_name[h.name] for h in roll_order(run, [p.host for p in plans])]
+    parts = {p.host.name: split_by_phase(p) for p in plans}
+    return [parts[h.name][i] for i, (_, hosts) in enumerate(phase_hosts([p.host for p in plans])) for h in hosts]
+
+
+def venv_step(version: str) -> Link:
+    """`current` -> this version's venv; flipping it restarts every Airflow unit of the host."""
+    return Link(VENV, source=venv_dir(version), notify=("airflow",))
+
+
+def generation_step(unit: str, version: str) -> Command:
+    """Notifies `unit` when the config/install it started with differs from the files.
+
+    A stamp per unit on the host (not a flag in memory), written with the unit's restart: `inv
+    airflow.deploy` followed later by `inv services.deploy`, a run that failed between the two, or a
+    version roll stopped before the unit's phase still restarts it. The install read is `version`'s venv
+    (what `current` points at once this component ran).
     """
-    digest = f"cat {' '.join(GENERATION_INPUTS)} 2>/dev/null | sha256sum | cut -c1-64"
-    return Command("config generation", desc="config or install changed since the services started",
-                   unless=f"[ \"$(cat {GENERATION_STAMP} 2>/dev/null)\" = \"$({digest})\" ]",
-                   script=f"{digest} > {GENERATION_STAMP}", notify=("airflow",))
+    cfg, env, celery = GENERATION_INPUTS
+    digest = f"cat {cfg} {env} {venv_dir(version)}/{INSTALL_STAMP} {celery} 2>/dev/null | sha256sum | cut -c1-64"
+    stamp = f"{GENERATION_STAMP}.{unit}"
+    return Command(f"{unit}:generation", desc="config or install changed since the unit started",
+                   unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = \"$({digest})\" ]",
+                   script=f"{digest} > {stamp}", notify=(unit,))
 
 
 def steps(ctx) -> list:
     values = unit_values(ctx)
-    files, services = [generation_step()], []
+    version = ctx.inv.cluster["airflow_version"]
+    files, services = [venv_step(version)], []
     for role, unit in UNITS.items():
         if ctx.host.has(role):
+            files.append(generation_step(unit, version))
             files.append(File(f"/etc/systemd/system/{unit}.service",
                               render(f"airflow/units/{unit}.service.j2", **values),
                               notify=("daemon-reload", unit)))
@@ -100,22 +188,30 @@ def api_ready_step(ctx, timeout=180) -> Command:
 
 
 MIN_UP = 10   # seconds a restarted unit must stay active (not crash-looping) before the roll goes on
+#: a worker active longer was not restarted by this roll step (a per-role roll gates a host's api-server
+#: while its old worker runs): its "ready." line may have left the journal, so it is not asked for
+READY_WINDOW = 900
+
+
+def active_since(unit: str) -> str:
+    """Shell: the unit's ActiveEnterTimestamp into $t, its seconds since into $a."""
+    return (f"t=$(systemctl show -p ActiveEnterTimestamp --value {unit})\n"
+            "a=$(( $(date +%s) - $(date -d \"$t\" +%s 2>/dev/null || date +%s) ))\n")
 
 
 def gate_script(run, host) -> str:
     """One round trip: each Airflow unit's state and seconds since it became active, the api-server's
-    health answer on its own address, the worker's Celery "ready." since its start."""
+    health answer on its own address, the worker's Celery "ready." since its start (a recent start only)."""
     lines = []
     for role, unit in UNITS.items():
         if host.has(role):
-            lines.append(f"t=$(systemctl show -p ActiveEnterTimestamp --value {unit})\n"
-                         f"echo \"@@unit {unit} $(systemctl show -p ActiveState --value {unit}) "
-                         f"$(( $(date +%s) - $(date -d \"$t\" +%s 2>/dev/null || date +%s) ))\"")
+            lines.append(f"{active_since(unit)}"
+                         f"echo \"@@unit {unit} $(systemctl show -p ActiveState --value {unit}) $a\"")
     if host.has("api_server"):
         url = f"http://{run.addresses[host.name]}:{run.inv.cluster['ports']['api']}/api/v2/monitor/health"
         lines.append(f"echo \"@@api $(curl -s -m 4 -o /dev/null -w '%{{http_code}}' {url})\"")
     if host.has("worker"):
-        lines.append("t=$(systemctl show -p ActiveEnterTimestamp --value airflow-worker)\n"
+        lines.append(f"{active_since('airflow-worker')}[ \"$a\" -gt {READY_WINDOW} ] || "
                      "echo \"@@ready $(journalctl -u airflow-worker --no-pager -q --since \"$t\" | grep -c ' ready\\.')\"")
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """The meta-task: components in dependency order, shared by `fab` and `inv` (same functions, same output).
 
 Order: packages → firewall → redis → etcd (Patroni mode only) → postgres (single or Patroni) →
-airflow (+ db migrate once) → dags → services → nginx →
+backup (pgBackRest; only with a repository) → airflow (+ db migrate once) → dags → services → nginx →
 keepalived (only with `cluster.vip`) → monitoring (exporters + Prometheus; only stops exporters when
 `cluster.monitoring` is off). The firewall comes first: its peers are every inventory host (hosts added
 in this run included), so no service of the run listens unfirewalled, and no connection opened by a
@@ -17,6 +17,7 @@ import time
 
 from . import (
     airflow,
+    backup,
     dags,
     dependencies,
     etcd,
@@ -35,17 +36,20 @@ from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
 
-COMPONENTS = [packages, firewall, redis, etcd, postgres, airflow, dags, services, nginx, keepalived, monitoring]
+COMPONENTS = [packages, firewall, redis, etcd, postgres, backup, airflow, dags, services, nginx, keepalived, monitoring]
 BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 
 def run(components=None, hosts=None, inventory=None, check=False, verbose=False, quiet=False,
-        serial=0, parallel=0) -> int:
-    """Validate the inventory (before any connection), then converge `components` on `hosts`."""
+        serial=0, parallel=0, overrides: dict | None = None) -> int:
+    """Validate the inventory (before any connection), then converge `components` on `hosts`.
+
+    `overrides`: cluster keys used instead of the file's (`inv upgrade --check`: the target version)."""
     profile.started()
     try:
         with profile.span("inventory (local)"):
             inv = inventory_mod.load(inventory)
+            inv.cluster.update(overrides or {})
             selected = inv.select(hosts)
         comps = components or COMPONENTS
         with profile.span("local artifacts (constraints, wheelhouse, DAG bundle)"):
@@ -56,6 +60,8 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
                      finish=None if components or check else ends_healthy)
         if check:
             print(spof_report(inv))
+            if not backup.enabled(inv):
+                print("warning: no backups (no backup host, backup.repo_path or S3; README \"Backups\")")
         return rc
     except UserError as exc:
         fail(exc)

@@ -4,9 +4,9 @@ Pure local: no Fabric connection. Lab hosts have no route to PyPI, so the contro
 ``pip download`` once into a cache directory (default ``/var/cache/airflow-ha/wheelhouse-<ver>-py<py>``)
 and the deploy ships that directory. On the host::
 
-    python3 -m venv /opt/airflow/venv
-    /opt/airflow/venv/bin/pip install --no-index --find-links /opt/airflow/wheelhouse uv   # optional
-    /opt/airflow/venv/bin/uv pip install --python /opt/airflow/venv/bin/python --no-index \
+    python3 -m venv /opt/airflow/venvs/<version>     # one venv per version: fabfile/airflow.py
+    /opt/airflow/venvs/<version>/bin/pip install --no-index --find-links /opt/airflow/wheelhouse uv   # optional
+    /opt/airflow/venvs/<version>/bin/uv pip install --python /opt/airflow/venvs/<version>/bin/python --no-index \
         --find-links /opt/airflow/wheelhouse -c constraints.txt 'apache-airflow[...]==X' ...
 
 (fabfile/airflow.py writes those steps). Why these choices:

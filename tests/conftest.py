@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.e2e.util import inv
 from tests.lab.lab_fixture import lab  # noqa: F401 - re-exported session fixture
 
 _deployed: dict = {}
@@ -14,12 +11,12 @@ _deployed: dict = {}
 
 @pytest.fixture(scope="session")
 def deployed(lab):  # noqa: F811 - the fixture above
-    """The 3-node lab after `inv deploy -v` converged it (once per session). Yields the run's record."""
+    """The 3-node lab after its first deploy (once per session): `fab -H node1,node2,node3 deploy --verbose`
+    under the outsider's watch, then `inv health` once (tests/e2e/fresh.py). Yields the record."""
     if not _deployed:
-        t0 = time.monotonic()
-        res = inv("deploy", "--verbose", timeout=2400)
-        _deployed.update(output=res.stdout + res.stderr, rc=res.returncode, seconds=time.monotonic() - t0)
-        print(f"\n[deployed] inv deploy: rc={res.returncode} in {_deployed['seconds']:.0f}s")
-        if res.returncode != 0:
-            pytest.fail("inv deploy failed:\n" + _deployed["output"][-6000:], pytrace=False)
+        from tests.e2e.fresh import watched_fab_deploy
+        _deployed.update(watched_fab_deploy())
+        print(f"\n[deployed] fab deploy: rc={_deployed['rc']} in {_deployed['seconds']:.0f}s")
+        if _deployed["rc"] != 0:
+            pytest.fail("fab deploy failed:\n" + _deployed["output"][-6000:], pytrace=False)
     yield _deployed

@@ -72,6 +72,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
         "pgpass": f"/var/lib/postgresql/{pg}-main.pgpass",
         "etcd_env": "/etc/default/etcd",   # etcd.service: EnvironmentFile=-/etc/default/%p
         "etcd_data": "/var/lib/etcd/airflow-ha",   # not the package's /var/lib/etcd/default (a 1-member cluster)
+        "pg_home": "/var/lib/postgresql",   # the postgres user's home (pgBackRest's SSH key lives there)
     }
     return Platform(
         family="debian", distro=distro, version=version, pkg="apt", firewall="ufw", python="python3",
@@ -103,6 +104,7 @@ def _debian_like(distro, version, python_version, pg, redis_version) -> Platform
             # Debian patroni package layout (patroni@.service, /etc/patroni/<major>-main.yml) is the same.
             "patroni": [f"postgresql-{pg}", "postgresql-client", "patroni", "python3-etcd"],
             "etcd": ["etcd-server", "etcd-client"],
+            "pgbackrest": ["pgbackrest"],   # Debian 12: 2.45 (DESIGN.md §6); every host runs the same version
         },
         units={"patroni": f"patroni@{pg}-main", "postgres_instance": f"postgresql@{pg}-main", "etcd": "etcd",
                "redis": "redis-server", "sentinel": "redis-sentinel", "postgres": "postgresql",
@@ -142,6 +144,8 @@ def _el9(distro, version) -> Platform:
             # pgdg-rhel9-extras, their Python dependencies from EPEL (fabfile/patroni.py REPOS_EL9)
             "patroni": ["postgresql15-server", "postgresql15", "patroni", "patroni-etcd"],
             "etcd": ["etcd"],
+            # PGDG (pgdg-common) or EPEL ship pgbackrest for EL9 (check_repos of the patroni layout)
+            "pgbackrest": ["pgbackrest"],
         },
         units={"patroni": "patroni", "postgres_instance": "postgresql-15", "etcd": "etcd",
                "redis": "redis", "sentinel": "redis-sentinel", "postgres": "postgresql",
@@ -172,6 +176,7 @@ def _el9(distro, version) -> Platform:
             "pg_patroni_conf_dir": "/var/lib/pgsql/15/data",
             "etcd_env": "/etc/etcd/etcd.conf",
             "etcd_data": "/var/lib/etcd/airflow-ha",
+            "pg_home": "/var/lib/pgsql",
         },
         users={"redis": "redis", "postgres": "postgres", "nginx": "nginx"},
         selinux=True, python_version="3.12", redis_version="6.2",

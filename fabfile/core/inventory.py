@@ -27,7 +27,7 @@ from .errors import InventoryError
 
 ROLES = (
     "redis", "sentinel", "postgres", "api_server", "scheduler", "dag_processor",
-    "triggerer", "worker", "flower", "nginx", "monitoring", "etcd",
+    "triggerer", "worker", "flower", "nginx", "monitoring", "etcd", "backup",
 )
 
 #: cluster key -> default. The type of the default is the type the key must have (None = optional str).
@@ -74,6 +74,14 @@ CLUSTER_DEFAULTS: dict = {
     "vip": None,                       # IPv4 address keepalived moves between the nginx hosts (VRRP)
     "vip_interface": None,             # default: the interface carrying the host's cluster address
     "vip_router_id": 0,                # VRRP virtual_router_id 1-255; 0 = derived from the cluster name
+    # pgBackRest (fabfile/backup.py): the repository is the `backup` host, else `repo_path` (a local or
+    # shared mount), else S3 (`s3_bucket` + `s3_endpoint` + `s3_region`; key and secret in the secrets file
+    # as backup_s3_key / backup_s3_key_secret). None of them = no backups (health and --check warn).
+    # Schedules are systemd OnCalendar expressions; "" turns a schedule off. max_age_hours 0 = derived
+    # (24 with a diff schedule, else 168): health warns past it + 6 h, fails at twice that.
+    "backup": {"repo_path": None, "full_schedule": "Sun *-*-* 01:00:00", "diff_schedule": "Mon..Sat *-*-* 01:00:00",
+               "retention_full": 2, "max_age_hours": 0, "s3_bucket": None, "s3_endpoint": None,
+               "s3_region": None, "s3_uri_style": None},
 }
 #: keys that take any positive number (whole or not), e.g. connect_timeout: 1.5
 POSITIVE_NUMBERS = ("cluster.connect_timeout",)
@@ -384,6 +392,7 @@ def validate(inv: Inventory) -> None:
         raise InventoryError("no worker serves the 'default' queue: tasks without a queue would never run",
                              f"{path}: worker_queues", "add 'default' to the worker_queues of at least one worker")
     _check_vip(inv)
+    _check_backup(inv)
     tls = c["tls"]
     if bool(tls["cert"]) != bool(tls["key"]):
         raise InventoryError("tls.cert and tls.key must be given together", f"{path}: cluster.tls",
@@ -411,6 +420,47 @@ def _check_vip(inv: Inventory) -> None:
     if not 0 <= c["vip_router_id"] <= 255:
         raise InventoryError(f"vip_router_id {c['vip_router_id']} is not in 1-255", f"{path}: cluster.vip_router_id",
                              "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
+
+
+CALENDAR = re.compile(r"^[A-Za-z0-9*.,:/~ +-]*$")
+
+
+def _check_backup(inv: Inventory) -> None:
+    """One repository: at most one `backup` host, not also S3; S3 complete; sane retention and schedules."""
+    b, path = inv.cluster["backup"], inv.path
+    hosts = inv.with_role("backup")
+    if len(hosts) > 1:
+        raise InventoryError(f"{len(hosts)} backup hosts ({', '.join(h.name for h in hosts)}): pgBackRest "
+                             "keeps one repository here", f"{path}: hosts", "give the 'backup' role to one host")
+    if hosts and b["s3_bucket"]:
+        raise InventoryError("a backup host and backup.s3_bucket: two repositories", f"{path}: cluster.backup",
+                             "keep the 'backup' role or the S3 settings, not both")
+    if hosts and inv.patroni and hosts[0].has("postgres"):
+        raise InventoryError(f"backup host {hosts[0].name} is also a Patroni member: the repository would be "
+                             "lost with that member", f"{path}: hosts.{hosts[0].name}.roles",
+                             "give the 'backup' role to a host without 'postgres'")
+    missing = [k for k in ("s3_endpoint", "s3_region") if b["s3_bucket"] and not b[k]]
+    if missing:
+        raise InventoryError(f"backup.s3_bucket without backup.{missing[0]}", f"{path}: cluster.backup",
+                             "set s3_bucket, s3_endpoint and s3_region together (e.g. s3.us-east-1.amazonaws.com, "
+                             "us-east-1)")
+    if b["s3_uri_style"] not in (None, "host", "path"):
+        raise InventoryError(f"backup.s3_uri_style {b['s3_uri_style']!r}", f"{path}: cluster.backup.s3_uri_style",
+                             "use host (AWS) or path (most S3-compatible stores, e.g. MinIO)")
+    if b["repo_path"] is not None and not b["repo_path"].startswith("/"):
+        raise InventoryError(f"backup.repo_path {b['repo_path']!r} is not absolute", f"{path}: cluster.backup.repo_path",
+                             "write an absolute path such as /var/lib/pgbackrest")
+    if b["retention_full"] < 1:
+        raise InventoryError("backup.retention_full must be at least 1", f"{path}: cluster.backup.retention_full",
+                             "keep 2 or more full backups (the default is 2)")
+    for key in ("full_schedule", "diff_schedule"):
+        if not CALENDAR.match(b[key]):
+            raise InventoryError(f"backup.{key} {b[key]!r} is not a systemd calendar expression",
+                                 f"{path}: cluster.backup.{key}", "write e.g. 'Sun *-*-* 01:00:00' or 'daily', "
+                                 "'' for none (`systemd-analyze calendar` checks it)")
+    if not b["full_schedule"]:
+        raise InventoryError("backup.full_schedule is empty: differential backups need a full one",
+                             f"{path}: cluster.backup.full_schedule", "use e.g. 'Sun *-*-* 01:00:00' (the default)")
 
 
 def exporters(host: Host) -> list[str]:

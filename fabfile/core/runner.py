@@ -8,11 +8,13 @@ Rolling by default: a component is probed and planned on all its hosts in parall
 (or reloads) a unit that is running now, its hosts are applied one at a time, each followed by the
 component's optional `gate(run, host)` (None = healthy, else why not; polled up to `gate_timeout`).
 A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
-config. Components may also define `roll_order(run, hosts)`, `before_restart(run, host, units)`
-(Redis: master last, failed over first; api-servers: drained from every nginx) and `after_restart(run,
-host)` once the gate passed (api-servers: back into every nginx). First starts (fresh deploy) stay
-parallel, and a converged host still costs one probe round trip (`speculate`); inside it, steps of one
-kind share one command (steps.BATCHES: `systemctl show`, `stat`/`sha256sum`, `dpkg-query`).
+config. Components may also define `roll_order(run, hosts)`, or `roll_plans(run, plans)` when a host's
+plan rolls in several parts (Airflow services: per role across hosts on a version change),
+`before_restart(run, host, units)` (Redis: master last, failed over first; api-servers: drained from
+every nginx) and `after_restart(run, host)` once the gate passed (api-servers: back into every nginx).
+First starts (fresh deploy) stay parallel, and a converged host still costs one probe round trip
+(`speculate`); inside it, steps of one kind share one command (steps.BATCHES: `systemctl show`,
+`stat`/`sha256sum`, `dpkg-query`).
 `AIRFLOW_HA_PROFILE` records where the time goes (profile.py). `--check` ends with the restarts in roll order,
 those that cost downtime marked (`Service(downtime=...)`).
 
@@ -109,6 +111,11 @@ class HostPlan:
     planned: list              # (step, change or None)
     probe_secs: float
     before: set                # the host's notifications before this plan (restored if it is skipped)
+    part: str = ""             # which part of the host's plan this is, when it rolls in parts (roll_plans)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host.name} ({self.part})" if self.part else self.host.name
 
     @property
     def changes(self) -> list:
@@ -403,7 +410,8 @@ class Run:
 
     # -- rolling restarts -------------------------------------------------------------------------
     def _roll(self, component, plans: list[HostPlan]) -> None:
-        """Apply host by host (inventory order, or the component's `roll_order`), gating each restart.
+        """Apply host by host (inventory order, or the component's `roll_order` / `roll_plans`), gating each
+        restart.
 
         Before a host whose plan restarts units, the component's optional `before_restart(run, host,
         units)` may return (what it does, action); action() -> None or why not (e.g. Redis fails its
@@ -413,11 +421,11 @@ class Run:
         """
         name = component.NAME
         order = self._roll_order(component, plans)
-        restarting = [p.host.name for p in order if p.restarts]
+        restarting = [p for p in order if p.restarts]
         verb = "would restart" if self.opts.check else "restarts"
-        self.say(f"{'rolling':<10} {name:<10} {verb} one host at a time: {' -> '.join(restarting)}")
+        self.say(f"{'rolling':<10} {name:<10} {verb} one host at a time: {' -> '.join(p.name for p in restarting)}")
         if self.opts.check:
-            self.parallel(lambda p: self._guard(name, p.host, lambda: self._finish(p)), order)
+            self.parallel(lambda p: self._guard(name, p.host, lambda: self._finish(p)), plans)
         stopped = ""
         for plan in order:
             lines = self._restart_lines(component, plan, restarting)
@@ -427,10 +435,12 @@ class Run:
                 self._skip(plan, stopped)
             else:
                 why = self._roll_host(component, plan)
-                stopped = f"roll stopped at {plan.host.name}: {why}" if why else ""
+                stopped = f"roll stopped at {plan.name}: {why}" if why else ""
                 self.restarts += [] if why else lines
 
     def _roll_order(self, component, plans: list[HostPlan]) -> list[HostPlan]:
+        if hasattr(component, "roll_plans"):
+            return component.roll_plans(self, plans)
         if not hasattr(component, "roll_order"):
             return plans
         by_name = {p.host.name: p for p in plans}
@@ -500,7 +510,7 @@ class Run:
         head = f"{plan.host.name:<10} {component.NAME:<10} "
         before = self._before_restart(component, plan)
         lines = [head + before[0]] if before else []
-        where = f"rolling {restarting.index(plan.host.name) + 1}/{len(restarting)}"
+        where = f"rolling {restarting.index(plan) + 1}/{len(restarting)}"
         for step, change in plan.restarts:
             verb = "reload" if getattr(step, "reload_only", False) else "restart"
             tag = f"DOWNTIME: {change.downtime}" if change.downtime else where

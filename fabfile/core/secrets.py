@@ -29,8 +29,20 @@ GENERATORS = {
     "patroni_replication_password": lambda: _random.token_hex(24),
     "patroni_rewind_password": lambda: _random.token_hex(24),
     "patroni_api_password": lambda: _random.token_hex(16),
+    # pgBackRest (fabfile/backup.py): repository encryption (repo1-cipher-pass) and the SSH key the
+    # database hosts and the repository host use to reach each other
+    "pgbackrest_cipher_pass": lambda: _random.token_urlsafe(48),
+    "pgbackrest_ssh_key": lambda: _ssh_key(),
 }
 MASK = "********"
+
+
+def _ssh_key() -> str:
+    """A new Ed25519 private key in OpenSSH format (no passphrase: pgBackRest runs unattended)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 
 
 def secrets_path(inventory_path: Path, override: str | None = None) -> Path:

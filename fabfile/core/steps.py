@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ class Packages(Step):
             script = (
                 "export DEBIAN_FRONTEND=noninteractive\n"
                 f"{no_start}[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null)\" ] "
-                f"|| timeout 600 apt-get -q {opts} update\n"
+                f"|| timeout 150 apt-get -q {opts} update || timeout 450 apt-get -q {opts} update\n"  # a stall: retry
                 f"timeout 1200 apt-get install -y -q --no-install-recommends {opts} "
                 f"-o Dpkg::Options::=--force-confold {pkgs}")
         else:
@@ -241,9 +242,9 @@ class Line(Step):
             return None
         drop = f"sed -i -E {q('/' + self.replace.replace('/', chr(92) + '/') + '/d')} {q(self.path)}\n" \
             if self.replace else ""
+        create = f"mkdir -p {q(posixpath.dirname(self.path))}\ntouch {q(self.path)}\n"  # before the package
         return Change(f"add line to {self.path}",
-                      f"touch {q(self.path)}\n{drop}printf '%s\\n' {q(self.line)} >> {q(self.path)}",
-                      notify=self.notify)
+                      f"{create}{drop}printf '%s\\n' {q(self.line)} >> {q(self.path)}", notify=self.notify)
 
 
 @dataclass
@@ -295,6 +296,7 @@ class Command(Step):
     only_if_notified: bool = False
     desc: str = ""
     preview: Preview | None = None
+    restart: bool = False             # it restarts a running service: the runner rolls it, gated, like Service
 
     def probe(self):
         if not self.unless:
@@ -306,7 +308,7 @@ class Command(Step):
             return None
         if not self.only_if_notified and state.strip() == "done":
             return None
-        return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview)
+        return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview, restart=self.restart)
 
 
 @dataclass

@@ -19,14 +19,12 @@ deployed again after each (another rolling change, the way back).
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import yaml
 
-from fabfile.drills import Probe
 from tests.e2e.test_health import health_json, wait_healthy
-from tests.e2e.util import ROOT, Airflow, inv, ssh, triggered_throughout
+from tests.e2e.util import ROOT, inv, inv_under_load, ssh
 
 pytestmark = pytest.mark.e2e
 
@@ -42,33 +40,6 @@ def _changed_inventory(tmp_path, **cluster):
     return path
 
 
-def _deploy_under_load(inventory, name: str):
-    """`inv deploy` with a probe through the VIP and `ha_load` triggered throughout; asserts 0 failed
-    requests and 0 failed tasks. Returns the deploy's output."""
-    vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
-    api = Airflow()
-    api.wait_dag_loaded("ha_load")
-    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5, timeout=10)   # 2 cores, 3 hosts + load
-    t0 = time.monotonic()
-    try:
-        res, runs = triggered_throughout(api, "ha_load", lambda: inv("deploy", timeout=2400, inventory=inventory),
-                                         every=15)
-        took = time.monotonic() - t0
-        failed_requests, sent = probe.failed()
-    finally:
-        probe.close()
-    print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
-    assert res.returncode == 0, res.stdout[-4000:]
-    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
-                                  + res.stdout[-4000:])
-    assert None not in runs and len(runs) >= 2, runs
-    for run_id in runs:
-        assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id
-        failed = [ti["task_id"] for ti in api.task_instances("ha_load", run_id) if ti["state"] != "success"]
-        assert not failed, (run_id, failed)
-    return res.stdout
-
-
 def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     changed = _changed_inventory(tmp_path, parallelism=24, api_workers=2)
     check = inv("deploy", "--check", inventory=changed)
@@ -78,7 +49,7 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
                      r"\s*node1\s+services\s+restart airflow-api-server \(rolling 1/\d\)", plan), plan
     assert "DOWNTIME" not in plan, plan
 
-    out = _deploy_under_load(changed, "rolling change (parallelism, api_workers)")
+    out = inv_under_load(["deploy"], changed, "rolling change (parallelism, api_workers)", every=15)
     order = out.split("restarted (in this order):")[-1]
     api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
     assert api_restarts == ["node1", "node2"], order
@@ -104,7 +75,7 @@ def test_redis_config_change_restarts_the_master_last_after_a_failover(deployed,
     assert [h for h, _, what in redis_lines if what.startswith("restart redis-server")][-1] == master, plan
     assert redis_lines[-2][0] == master and redis_lines[-2][2].startswith("SENTINEL FAILOVER"), plan
 
-    out = _deploy_under_load(changed, "rolling Redis change (maxmemory)")
+    out = inv_under_load(["deploy"], changed, "rolling Redis change (maxmemory)", every=15)
     order = out.split("restarted (in this order):")[-1]
     restarted = re.findall(r"(node\d)\s+redis\s+restart redis-server", order)
     assert sorted(restarted) == ["node1", "node2", "node3"] and restarted[-1] == master, order

@@ -9,7 +9,7 @@ the conversion's database downtime, printed); the runs and the connection are st
 green with the Patroni rows. drill.postgres runs in tests/e2e/test_drills.py (drill.all), not here.
 
 The lab is left in the default layout (hosts.yaml deployed), so the session's `deployed` state holds for
-whatever runs next; test_zz_fab_fresh.py (after this file) resets the lab again anyway. Named test_zy_ to run
+whatever runs next. Named test_zy_ to run
 after every test that uses the session deploy: the reset at its start discards that deploy.
 """
 

@@ -6,12 +6,14 @@ Tests talk only to the lab's hosts on its private bridge (names from .lab/ssh_co
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
 
 from fabfile import airflow_api
 from fabfile.airflow_api import http  # noqa: F401 - re-exported for the tests
+from fabfile.drills import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
 SSH_CONFIG = ROOT / ".lab" / "ssh_config"
@@ -106,3 +108,30 @@ def triggered_throughout(api, dag_id: str, action, every: float = 20):
     finally:
         done.set()
         t.join()
+
+
+def inv_under_load(args: list[str], inventory, name: str, every: float = 20) -> str:
+    """`inv ARGS` with a probe through the VIP (5 req/s) and `ha_load` triggered every `every` s throughout;
+    asserts the run succeeded, 0 failed probe requests and every load run succeeded. Returns its output."""
+    vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
+    api = Airflow()
+    api.wait_dag_loaded("ha_load")
+    probe = Probe(f"http://{vip}/api/v2/monitor/health", rate=5, timeout=10)   # 2 cores, 3 hosts + load
+    t0 = time.monotonic()
+    try:
+        res, runs = triggered_throughout(api, "ha_load", lambda: inv(*args, timeout=2400, inventory=inventory),
+                                         every=every)
+        took = time.monotonic() - t0
+        failed_requests, sent = probe.failed()
+    finally:
+        probe.close()
+    print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
+                                  + res.stdout[-4000:])
+    assert None not in runs and len(runs) >= 2, runs
+    for run_id in runs:
+        assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id
+        failed = [ti["task_id"] for ti in api.task_instances("ha_load", run_id) if ti["state"] != "success"]
+        assert not failed, (run_id, failed)
+    return res.stdout

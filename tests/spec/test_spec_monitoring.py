@@ -82,7 +82,7 @@ def test_every_exporter_listens_on_the_cluster_address(plan):
         assert f'ARGS="--web.listen-address={addr}:9100"' in node
         unit = step(plan, host, "file /etc/systemd/system/airflow-ha-statsd-exporter.service").script
         assert "--statsd.listen-udp=127.0.0.1:9125" in unit and f"--web.listen-address={addr}:9102" in unit
-        assert "/opt/airflow/venv/bin/python /usr/local/lib/airflow-ha/statsd_exporter.py" in unit
+        assert "/opt/airflow/venvs/current/bin/python /usr/local/lib/airflow-ha/statsd_exporter.py" in unit
         redis = step(plan, host, "file /etc/default/prometheus-redis-exporter").script
         assert f"-web.listen-address={addr}:9121 -redis.addr=redis://{addr}:6379" in redis
     pg = step(plan, "node3", "file /etc/default/prometheus-postgres-exporter").script

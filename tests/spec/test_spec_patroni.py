@@ -5,7 +5,6 @@ break."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from fabfile.core import inventory
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan
+from tests.spec.golden_files import assert_matches_golden
 from tests.spec.plans import deploy_plan
 
 pytestmark = pytest.mark.spec
@@ -47,11 +47,7 @@ def test_patroni_plan_matches_golden(plans, name):
     plat = platform_from_os_release(os_release(name))
     got = format_plan(plans[name], f"{plat.name} Patroni layout ({plat.family}, {plat.pkg}, {plat.firewall})")
     path = GOLDEN[name]
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(got)
-        if os.environ.get("UPDATE_GOLDEN") != "1":
-            pytest.fail(f"{path} did not exist: written, review it and run again")
-    assert got == path.read_text(), f"plan differs from {path}: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(got, path)
 
 
 def test_etcd_defaults_to_the_sentinel_hosts(inv):

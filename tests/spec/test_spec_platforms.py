@@ -10,7 +10,6 @@ and review the diff.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from fabfile.core import inventory
 from fabfile.core.errors import PlatformError
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan
+from tests.spec.golden_files import assert_matches_golden
 from tests.spec.plans import deploy_plan
 
 pytestmark = pytest.mark.spec
@@ -69,11 +69,7 @@ def scripts(plan) -> str:
 def test_spec_plan_matches_golden(plans, name):
     got = text_of(plans, name)
     path = GOLDEN / f"{SHARED_GOLDEN.get(name, name)}.txt"
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(got)
-        if os.environ.get("UPDATE_GOLDEN") != "1":
-            pytest.fail(f"{path} did not exist: written, review it and run again")
-    assert got == path.read_text(), f"plan differs from {path}: review, then UPDATE_GOLDEN=1"
+    assert_matches_golden(got, path)
 
 
 @pytest.mark.parametrize("name", PLATFORMS)
@@ -83,7 +79,8 @@ def test_spec_plan_is_complete(plans, name):
     comps = {s.component for steps in plan.values() for s in steps}
     # monitoring is off in the spec inventory: it plans nothing on a fresh host (tests/spec/test_spec_monitoring.py);
     # etcd runs only in Patroni mode (tests/spec/test_spec_patroni.py), this layout has one postgres host
-    assert {c.NAME for c in stack.COMPONENTS} - {"monitoring", "etcd"} <= comps and "monitoring" not in comps
+    # backup plans only with a repository (tests/spec/test_spec_backup.py)
+    assert {c.NAME for c in stack.COMPONENTS} - {"monitoring", "etcd", "backup"} <= comps and "monitoring" not in comps
     assert "etcd" not in comps
     text = scripts(plan)
     assert "192.0.2.11" in text and "<fernet_key>" in text

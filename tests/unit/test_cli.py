@@ -48,3 +48,23 @@ def test_fab_health_checks_the_hosts_own_state_inv_health_the_cluster():
     assert cli.collection(host_local_health=True)["health"].body is cli.host_health.body
     assert cli.collection()["health"].body is cli.health.body
     assert "local" in cli.collection()["health"].argspec(cli.health.body).parameters
+
+
+def test_inv_operations_parse_as_documented(monkeypatch):
+    """inv's own tasks beside the shared ones: `inv backup [--type]` (the namespace's default), backup.list,
+    restore, upgrade, patch (their modules' entry points replaced: nothing is reached)."""
+    from invoke import Program
+
+    import tasks
+    from fabfile import backup, patch, upgrade
+    ran = []
+    monkeypatch.setattr(backup, "backup_now", lambda inventory, type: ran.append(("backup", type)) or 0)
+    monkeypatch.setattr(backup, "list_backups", lambda inventory: ran.append(("list",)) or 0)
+    monkeypatch.setattr(backup, "restore", lambda inventory, time, yes: ran.append(("restore", time, yes)) or 0)
+    monkeypatch.setattr(upgrade, "run", lambda *a: ran.append(("upgrade", *a)) or 0)
+    monkeypatch.setattr(patch, "run", lambda hosts, inventory, check, reboot: ran.append(("patch", hosts, reboot)) or 0)
+    Program(namespace=tasks.ns).run(["inv", "backup", "--type", "diff", "backup.list", "restore", "--yes",
+                                     "upgrade", "--airflow-version", "3.3.1", "--check", "patch", "--no-reboot"],
+                                    exit=False)
+    assert ran == [("backup", "diff"), ("list",), ("restore", None, True),
+                   ("upgrade", "3.3.1", False, None, True, False), ("patch", None, False)]

@@ -21,7 +21,7 @@ def fake(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     head = tmp_path / "schema-head"
-    monkeypatch.setattr(airflow, "SCHEMA_HEAD", str(head))
+    monkeypatch.setattr(airflow, "schema_head", lambda version: str(head))
     monkeypatch.setattr(airflow, "CLI", str(bin_dir / "airflow-ha-cli"))
     inv = load("hosts.yaml")
     run = SimpleNamespace(inv=inv, secrets={"postgres_password": "pw", "admin_password": "ap"},
