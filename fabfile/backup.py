@@ -709,10 +709,14 @@ class Restore:
                 if any(h.has(r) for r in UNITS)]
 
     def stop_airflow(self) -> None:
+        """Workers are killed, not drained: the database goes back to the target anyway, and their tasks could
+        not finish with every api-server stopping at the same time (a warm shutdown would wait for
+        `worker_stop_timeout`)."""
         def stop(item):
             host, units = item
-            self.sh(host.name, f"systemctl stop {' '.join(units)}", timeout=self.inv.cluster["worker_stop_timeout"]
-                    + 60, what="stop Airflow")
+            workers = " ".join(u for u in units if u.startswith("airflow-worker"))
+            kill = f"systemctl kill -s SIGKILL {workers} 2>/dev/null || true\n" if workers else ""
+            self.sh(host.name, f"{kill}systemctl stop {' '.join(units)}", timeout=120, what="stop Airflow")
         self.run.parallel(stop, self.airflow_hosts())
         self.say(f"Airflow stopped on {', '.join(h.name for h, _ in self.airflow_hosts())}")
 
