@@ -704,10 +704,14 @@ class Restore:
                 if any(h.has(r) for r in UNITS)]
 
     def stop_airflow(self) -> None:
+        """Workers are killed, not drained: the database goes back to the target anyway, and their tasks could
+        not finish with every api-server stopping at the same time (a warm shutdown would wait for
+        `worker_stop_timeout`)."""
         def stop(item):
             host, units = item
-            self.sh(host.name, f"systemctl stop {' '.join(units)}", timeout=self.inv.cluster["worker_stop_timeout"]
-                    + 60, what="stop Airflow")
+            workers = " ".join(u for u in units if u.startswith("airflow-worker"))
+            kill = f"systemctl kill -s SIGKILL {workers} 2>/dev/null || true\n" if workers else ""
+            self.sh(host.name, f"{kill}systemctl stop {' '.join(units)}", timeout=120, what="stop Airflow")
         self.run.parallel(stop, self.airflow_hosts())
         self.say(f"Airflow stopped on {', '.join(h.name for h, _ in self.airflow_hosts())}")
 
@@ -833,16 +837,26 @@ class Restore:
         self.say("airflow db check ok; the fernet key decrypts every connection and variable")
 
     def start_airflow(self) -> None:
+        """In Airflow's rolling order, role by role across hosts: the Execution API is up before anything that
+        calls it, schedulers come last. Nothing serves yet, so the hosts of one role start together."""
         from .drills import Drill
-        for host, units in self.airflow_hosts():
-            self.sh(host.name, f"systemctl start {' '.join(units)}", timeout=300, what="start Airflow")
-            self.say(f"{host.name}: started {', '.join(units)}")
+        from .services import UNITS
+        for roles in START_ORDER:
+            starts = [(h.name, " ".join(UNITS[r] for r in roles if h.has(r))) for h in self.inv.hosts.values()]
+            starts = [(name, units) for name, units in starts if units]
+            self.run.parallel(lambda item: self.sh(item[0], f"systemctl start {item[1]}", timeout=300,
+                                                   what="start Airflow"), starts)
+            if starts:
+                self.say(f"started {', '.join(UNITS[r] for r in roles)} on {', '.join(n for n, _ in starts)}")
         d = Drill(str(self.inv.path))
         try:
             d.wait_healthy(timeout=300)
         finally:
             d.close()
         self.say("cluster healthy")
+
+
+START_ORDER = (("api_server",), ("dag_processor", "triggerer"), ("worker",), ("scheduler",), ("flower",))
 
 
 def dcs_reset_script(endpoints: list[str], scope: str) -> str:

@@ -103,6 +103,9 @@ def test_patroni_restore_runs_in_order_on_the_right_hosts(run):
     assert first(run, "node2", r"--log-level-console=warn check") < airflow_stopped < patroni_stops[0]
     assert patroni_stops[-1] < restored < pg_ctl < reset < leader_up < min(recloned)
     assert max(recloned) < db_check < started and run.healthy
+    api = [first(run, h, r"systemctl start airflow-api-server") for h in ("node1", "node2")]
+    schedulers = [first(run, h, r"systemctl start airflow-scheduler") for h in ("node1", "node2")]
+    assert max(api) < min(schedulers), "the Execution API starts before any scheduler"
 
 
 def test_restore_command_names_target_set_and_promotes(run):
