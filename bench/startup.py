@@ -21,9 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PLAN = ("from pathlib import Path; from fabfile import stack; from fabfile.core import inventory; "
+PLAN = ("from pathlib import Path; from fabfile.components import COMPONENTS; from fabfile.core import inventory; "
         "from fabfile.core.offline import plan_offline; plan_offline(inventory.load(Path('tests/spec/hosts.yaml')), "
-        "Path('tests/spec/os-release/debian-12').read_text(), stack.COMPONENTS)")
+        "Path('tests/spec/os-release/debian-12').read_text(), COMPONENTS)")
 #: tool -> what a run of it looks like in a probe script (ufw: its rule strings are not runs)
 TOOLS = {t: rf"(?<![\w/-]){t}(?![\w-])" for t in ("systemctl", "stat", "sha256sum", "cut", "head", "dpkg-query",
                                                   "psql", "redis-cli", "getent", "grep")}
@@ -67,7 +67,7 @@ def probes() -> str:
     """Per spec host (Debian 12): the steps of a full deploy and how often each tool appears in its probe script."""
     import re
 
-    from fabfile import stack
+    from fabfile.components import COMPONENTS
     from fabfile.core import inventory
     from fabfile.core.offline import fresh_run
     from fabfile.core.protocol import probe_script
@@ -77,7 +77,7 @@ def probes() -> str:
     lines = []
     for name, host in inv.hosts.items():
         ctx = run.context(host)
-        steps = [s for c in stack.COMPONENTS if c.applies(inv, host) for s in c.steps(ctx)]
+        steps = [s for c in COMPONENTS if c.applies(inv, host) for s in c.steps(ctx)]
         script = re.sub(r"^echo '@@[^']*'$", "", probe_script(steps), flags=re.M)
         counts = {t: len(re.findall(pattern, script)) for t, pattern in TOOLS.items()}
         lines.append(f"{name}: {len(steps)} steps, {len(script)} bytes; " + ", ".join(f"{t} {n}" for t, n in counts.items()))

@@ -26,6 +26,7 @@ import tarfile
 from pathlib import Path
 
 from . import constraints, postgres, selinux
+from .core.component import Component
 from .core.errors import PlatformError, UserError
 from .core.inventory import AIRFLOW_ROLES
 from .core.steps import Change, Command, Directory, File, Step
@@ -396,3 +397,15 @@ def _quiet(command: str, lines: int) -> str:
     """Run `command`, show its last `lines` lines, and keep its exit status (no `| tail` hiding it)."""
     return (f"rc=0; out=$({command} 2>&1) || rc=$?\nprintf '%s\\n' \"$out\" | tail -n {lines}\n"
             "[ $rc -eq 0 ] || { echo \"exit status $rc\"; exit $rc; }")
+
+
+class Airflow(Component):
+    """The Airflow install and config on every Airflow host; `db migrate` once in `finalize`."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    finalize = staticmethod(finalize)
+
+
+COMPONENT = Airflow()

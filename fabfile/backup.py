@@ -54,6 +54,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .core.component import Component
 from .core.errors import UserError
 from .core.steps import Command, Directory, File, Packages, Service
 from .core.templates import render
@@ -879,3 +880,16 @@ def fernet_verdict(out: str) -> str | None:
     return ("the current fernet key (secrets file: fernet_key) does not decrypt the restored "
             f"{bad or 'data'}: restore .secrets/ from your safe copy (README \"Backups\"), `inv deploy`, then "
             "start Airflow; Airflow stays stopped")
+
+
+class Backup(Component):
+    """pgBackRest on the database hosts and the repository host; the stanza in `finalize`."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    prepare = staticmethod(prepare)
+    finalize = staticmethod(finalize)
+
+
+COMPONENT = Backup()

@@ -16,6 +16,7 @@ from invoke import Call, Collection, Task, task
 from . import dags as dags_mod
 from . import health as health_mod
 from . import stack
+from .components import BY_NAME, COMPONENTS
 
 HELP = {
     "hosts": "comma-separated inventory hosts (default: all)",
@@ -58,18 +59,18 @@ class ComponentDeploy:
     bodies by their code, and would run `inv redis.deploy postgres.deploy` once; objects compare by identity."""
 
     def __init__(self, component):
-        self.name = component.NAME          # not the module: invoke deep-copies task bodies
-        self.__doc__ = f"Converge only {component.NAME}.\n\n{component.__doc__}"
+        self.name = component.name          # not the component: invoke deep-copies task bodies
+        self.__doc__ = f"Converge only {component.name}.\n\n{component.description}"
 
     def __call__(self, c, hosts=None, check=False, verbose=False, quiet=False, serial=0, inventory=None,
                  parallel=0):
-        exit_with(stack.run([stack.BY_NAME[self.name]], hosts, inventory, check, verbose, quiet, serial, parallel))
+        exit_with(stack.run([BY_NAME[self.name]], hosts, inventory, check, verbose, quiet, serial, parallel))
 
 
 @task(name="rollback", help={"hosts": HELP["hosts"], "inventory": HELP["inventory"]})
 def dags_rollback(c, hosts=None, inventory=None):
     """Switch every host's DAG folder back to the previous release."""
-    exit_with(stack.run([dags_mod.Rollback], hosts, inventory))
+    exit_with(stack.run([dags_mod.ROLLBACK], hosts, inventory))
 
 
 def collection(host_local_health: bool = False) -> Collection:
@@ -77,10 +78,10 @@ def collection(host_local_health: bool = False) -> Collection:
 
     `host_local_health`: `health` checks only the hosts' own state (fab: "the health of the -H hosts")."""
     ns = Collection(deploy, host_health if host_local_health else health)
-    for component in stack.COMPONENTS:
-        sub = Collection(component.NAME, Task(ComponentDeploy(component), name="deploy", aliases=("install",),
+    for component in COMPONENTS:
+        sub = Collection(component.name, Task(ComponentDeploy(component), name="deploy", aliases=("install",),
                                               help=HELP))
-        if component is dags_mod:
+        if component is dags_mod.COMPONENT:
             sub.add_task(dags_rollback)
         ns.add_collection(sub)
     return ns

@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 
 from .airflow import HOME, ROLES, VENV
+from .core.component import Component
 from .core.errors import UserError
 from .core.steps import Command, Directory, Preview
 
@@ -169,11 +170,19 @@ def rollback_steps(ctx) -> list:
                             f"mv -T {CURRENT}.tmp {CURRENT}\necho \"now at $prev (was $cur)\""))]
 
 
+class Dags(Component):
+    """The DAG release on every Airflow host."""
 
-class Rollback:
-    """Component-shaped wrapper so the runner can apply `rollback_steps` (task dags.rollback)."""
-
-    NAME = "dags"
-    __doc__ = "Switch the DAG folder back to the previous release."
+    name = NAME
     applies = staticmethod(applies)
+    steps = staticmethod(steps)
+
+
+class DagsRollback(Dags):
+    """`dags.rollback`: the same hosts, one step switching `current` back to the previous release."""
+
     steps = staticmethod(rollback_steps)
+
+
+COMPONENT = Dags()
+ROLLBACK = DagsRollback()

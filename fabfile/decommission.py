@@ -24,6 +24,7 @@ import shlex
 import time
 
 from . import redis, stack
+from .components import COMPONENTS
 from .core import inventory as inventory_mod
 from .core.errors import PreconditionError, UserError
 from .core.inventory import Inventory
@@ -108,7 +109,7 @@ def run(names: list[str] | str, inventory=None) -> int:
             return 1
     finally:
         r.close()
-    rc = execute(rest, list(rest.hosts.values()), stack.COMPONENTS, Options(quiet=True),
+    rc = execute(rest, list(rest.hosts.values()), COMPONENTS, Options(quiet=True),
                  finish=stack.ends_healthy)
     if rc == 0 and any(h.has("sentinel", "redis") for h in hosts):
         r = Run(rest, list(rest.hosts.values()), Options(quiet=True, silent=True))

@@ -29,7 +29,7 @@ AIRFLOW_COMPONENTS = ("airflow", "services")
 
 def needs(inv, selected, components) -> list[tuple[str, int]]:
     """(role, how many of its hosts must be up) that the selected hosts depend on in this run."""
-    starts_airflow = any(c.NAME in AIRFLOW_COMPONENTS for c in components)
+    starts_airflow = any(c.name in AIRFLOW_COMPONENTS for c in components)
     if not starts_airflow or not any(h.has(*AIRFLOW_ROLES) for h in selected):
         return []
     sentinels = len(inv.with_role("sentinel"))

@@ -567,7 +567,7 @@ def ensure_load_dags(inventory=None) -> int:
     print("drills: shipping the HA test DAGs (cluster.ha_test_dags is off; the next deploy removes them)",
           flush=True)
     inv.cluster["ha_test_dags"] = True
-    return execute(inv, list(inv.hosts.values()), [dags], Options(quiet=True))
+    return execute(inv, list(inv.hosts.values()), [dags.COMPONENT], Options(quiet=True))
 
 
 def run(names: list[str], inventory=None, power: PowerSwitch | None = None) -> int:

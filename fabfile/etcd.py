@@ -20,6 +20,7 @@ needs `etcdctl member add/remove` first (README "High availability"; not automat
 
 from __future__ import annotations
 
+from .core.component import Component
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
 
@@ -78,3 +79,15 @@ def gate(run, host) -> str | None:
     """After a restart, this member answers healthy (it rejoined the quorum) before the next one restarts."""
     out = run.remote(host.name).sh(health_script(run, host), timeout=15).out.strip()
     return None if "is healthy" in out else f"etcd: {out[:100] or 'no answer'}"
+
+
+class Etcd(Component):
+    """Patroni's DCS; a restarted member rejoins the quorum before the next one restarts."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    gate = staticmethod(gate)
+
+
+COMPONENT = Etcd()

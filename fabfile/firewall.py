@@ -10,6 +10,7 @@ peers' zone (a peer's packets are dispatched to that zone by their source addres
 from __future__ import annotations
 
 from . import keepalived
+from .core.component import Component
 from .core.errors import PlatformError
 from .core.steps import Command, Packages, Service
 
@@ -155,3 +156,14 @@ def _firewalld(ctx) -> list:
                         + "".join(f"{fc} --zone=public --add-port={p}/tcp\n" for p in public)
                         + "firewall-cmd --reload")),
     ]
+
+
+class Firewall(Component):
+    """One active host firewall: public SSH/HTTP(S), every service port to cluster peers only."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+
+
+COMPONENT = Firewall()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 
 from . import selinux
+from .core.component import Component
 from .core.errors import UserError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render
@@ -101,3 +102,14 @@ def steps(ctx) -> list:
         *selinux.steps_for_keepalived(ctx),
         Service(unit, reload_only=True),
     ]
+
+
+class Keepalived(Component):
+    """The VIP on the nginx hosts (only with `cluster.vip`)."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+
+
+COMPONENT = Keepalived()

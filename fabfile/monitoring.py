@@ -47,6 +47,7 @@ import shlex
 from . import backup
 from .airflow import VENV
 from .core import inventory
+from .core.component import Component
 from .core.errors import PlatformError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
@@ -247,3 +248,14 @@ def _prometheus(ctx) -> list:
 
 EXPORTER_STEPS = {"node_exporter": _node, "statsd_exporter": _statsd, "redis_exporter": _redis,
                   "postgres_exporter": _postgres, "prometheus": _prometheus}
+
+
+class Monitoring(Component):
+    """Exporters and Prometheus (`cluster.monitoring`), or their units stopped."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+
+
+COMPONENT = Monitoring()

@@ -18,6 +18,7 @@ import hmac
 import re
 
 from . import selinux
+from .core.component import Component
 from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
@@ -183,3 +184,15 @@ def gate(run, host) -> str | None:
     url = health_url(run.inv)
     code = run.remote(host.name).sh(f"curl -sk -m 4 -o /dev/null -w '%{{http_code}}' {url}", timeout=15).out.strip()
     return None if code == "200" else f"{url}: HTTP {code or 'no answer'}"
+
+
+class Nginx(Component):
+    """nginx on every host that serves or calls the api-servers; reloads gated on the health URL."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    gate = staticmethod(gate)
+
+
+COMPONENT = Nginx()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import airflow, nginx
+from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
@@ -58,3 +59,14 @@ def steps(ctx) -> list:
     else:
         out.append(Service(plat.units["timesync"]))
     return out
+
+
+class OsPackages(Component):
+    """OS packages, time sync and /etc/hosts, before anything else."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+
+
+COMPONENT = OsPackages()

@@ -20,6 +20,7 @@ import shlex
 from dataclasses import dataclass
 
 from . import backup, selinux
+from .core.component import Component
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
@@ -225,3 +226,17 @@ def db_revision(run, host) -> str | None:
               f"[ -n \"$t\" ] || exit 0\n{psql} -c 'select version_num from alembic_version'")
     res = run.remote(host.name).sh(script, timeout=30)
     return res.out.strip() if res.ok else None
+
+
+class Postgres(Component):
+    """The single database, or Patroni mode on two or more hosts (fabfile/patroni.py)."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    prepare = staticmethod(prepare)
+    finalize = staticmethod(finalize)
+    gate = staticmethod(gate)
+
+
+COMPONENT = Postgres()

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 from . import selinux
+from .core.component import Component
 from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
 
@@ -260,3 +261,19 @@ def _sections(out: str):
             buf.append(line)
     if name:
         yield name, "\n".join(buf)
+
+
+class Redis(Component):
+    """Asks the Sentinels for the master before planning; rolls the master last, failed over first."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    connect_probe = staticmethod(connect_probe)
+    prepare = staticmethod(prepare)
+    roll_order = staticmethod(roll_order)
+    before_restart = staticmethod(before_restart)
+    gate = staticmethod(gate)
+
+
+COMPONENT = Redis()

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 from . import nginx
 from .airflow import INSTALL_STAMP, ROLES, VENV, venv_dir
+from .core.component import Component
 from .core.steps import Command, File, Link, Service
 from .core.templates import render
 
@@ -255,3 +256,19 @@ def gate_verdict(out: str) -> str | None:
         elif tag == "@@ready" and words[:1] in ([], ["0"]):
             bad.append("celery worker not ready")
     return "; ".join(bad) or None
+
+
+class Services(Component):
+    """The Airflow units; rolls per host, or per role across hosts on a version change."""
+
+    name = NAME
+    applies = staticmethod(applies)
+    steps = staticmethod(steps)
+    roll_order = staticmethod(roll_order)
+    roll_plans = staticmethod(roll_plans)
+    before_restart = staticmethod(before_restart)
+    after_restart = staticmethod(after_restart)
+    gate = staticmethod(gate)
+
+
+COMPONENT = Services()

@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import time
 
-from . import (
-    airflow,
-    backup,
-    dags,
-    dependencies,
-    etcd,
-    firewall,
-    keepalived,
-    monitoring,
-    nginx,
-    packages,
-    postgres,
-    redis,
-    services,
-    spof,
-)
+from . import airflow, backup, dags, dependencies, spof
+from .components import COMPONENTS
 from .core import inventory as inventory_mod
 from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
-
-COMPONENTS = [packages, firewall, redis, etcd, postgres, backup, airflow, dags, services, nginx, keepalived, monitoring]
-BY_NAME = {c.NAME: c for c in COMPONENTS}
 
 
 def run(components=None, hosts=None, inventory=None, check=False, verbose=False, quiet=False,
@@ -84,10 +67,10 @@ def spof_report(inv) -> str:
 
 def _ensure_local_artifacts(inv, comps) -> None:
     """Everything built on the control machine exists before a host is touched."""
-    if airflow in comps:
+    if airflow.COMPONENT in comps:
         airflow.ensure_constraints_local(inv)
         airflow.ensure_wheelhouse_local(inv)
-    if dags in comps:
+    if dags.COMPONENT in comps:
         dags.bundle(*dags.sources(inv))
 
 

@@ -6,9 +6,10 @@ components; the other hosts go on. `--check` prints the plan and file diffs and 
 
 Rolling by default: a component is probed and planned on all its hosts in parallel; if any plan restarts
 (or reloads) a unit that is running now, its hosts are applied one at a time, each followed by the
-component's optional `gate(run, host)` (None = healthy, else why not; polled up to `gate_timeout`).
+component's `gate(run, host)` if it has one (None = healthy, else why not; polled up to `gate_timeout`).
 A failed apply or gate marks that host failed and stops the roll: later hosts keep their old, running
-config. Components may also define `roll_order(run, hosts)`, or `roll_plans(run, plans)` when a host's
+config. The other hooks of the contract (core/component.py) choose `roll_order(run, hosts)`, or
+`roll_plans(run, plans)` when a host's
 plan rolls in several parts (Airflow services: per role across hosts on a version change),
 `before_restart(run, host, units)` (Redis: master last, failed over first; api-servers: drained from
 every nginx) and `after_restart(run, host)` once the gate passed (api-servers: back into every nginx).
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 from . import profile, templates
 from . import secrets as secrets_mod
+from .component import Component
 from .errors import UserError
 from .facts import Facts, parse_facts
 from .inventory import Host, Inventory
@@ -262,27 +264,26 @@ class Run:
         return HostContext(self, host, self.facts[host.name])
 
     # -- components -------------------------------------------------------------------------------
-    def apply_component(self, component, hosts=None, finalize_hosts=None, prepared=False) -> None:
+    def apply_component(self, component: Component, hosts=None, finalize_hosts=None, prepared=False) -> None:
         """Run one component on the given (default: all selected, alive) hosts.
 
         Every host is probed and planned in parallel. If no plan restarts a running unit, the changes are
         applied in parallel; otherwise the hosts roll one at a time (`_roll`).
         """
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
-        if hasattr(component, "prepare") and not prepared:
-            with profile.span(f"prepare {component.NAME}"):
+        if not prepared:
+            with profile.span(f"prepare {component.name}"):
                 component.prepare(self, hosts)
         plans = [p for p in self.parallel(lambda h: self._plan_component(component, h), hosts) if p]
         if any(p.restarts for p in plans):
-            with profile.span(f"roll {component.NAME}"):
+            with profile.span(f"roll {component.name}"):
                 self._roll(component, plans)
         else:
-            self.parallel(lambda p: self._guard(component.NAME, p.host, lambda: self._finish(p)), plans)
-        if hasattr(component, "finalize"):
-            with profile.span(f"finalize {component.NAME}"):
-                component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
+            self.parallel(lambda p: self._guard(component.name, p.host, lambda: self._finish(p)), plans)
+        with profile.span(f"finalize {component.name}"):
+            component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
 
-    def speculate(self, components, host: Host) -> int:
+    def speculate(self, components: list[Component], host: Host) -> int:
         """Fast path: probe every step of every component in ONE round trip and plan them in order.
 
         Returns the index of the first component that has something to change (len(components) when the
@@ -323,7 +324,7 @@ class Run:
                     notified.update(change.notify)
                     changes = changes or not change.warning
                 status = "ok" if change is None else ("warn" if change.warning else "changed")
-                rows.append(StepResult(host.name, component.NAME, step.label, status,
+                rows.append(StepResult(host.name, component.name, step.label, status,
                                        change.desc if change else "", seconds=secs))
             converged += rows
         if changes:
@@ -332,9 +333,9 @@ class Run:
             self.record(res)
         return len(components)
 
-    def _plan_component(self, component, host: Host) -> HostPlan | None:
-        return self._guard(component.NAME, host,
-                           lambda: self._probe_plan(host, component.NAME, component.steps(self.context(host))))
+    def _plan_component(self, component: Component, host: Host) -> HostPlan | None:
+        return self._guard(component.name, host,
+                           lambda: self._probe_plan(host, component.name, component.steps(self.context(host))))
 
     def _guard(self, component: str, host: Host, fn):
         """fn(), with any exception marking `host` failed (the other hosts go on)."""
@@ -409,7 +410,7 @@ class Run:
         return True
 
     # -- rolling restarts -------------------------------------------------------------------------
-    def _roll(self, component, plans: list[HostPlan]) -> None:
+    def _roll(self, component: Component, plans: list[HostPlan]) -> None:
         """Apply host by host (inventory order, or the component's `roll_order` / `roll_plans`), gating each
         restart.
 
@@ -419,8 +420,8 @@ class Run:
         `gate_timeout` passes. A failure marks the host failed and stops the roll: the hosts after it
         keep their old config and running units. --check only lists the restarts, in this order.
         """
-        name = component.NAME
-        order = self._roll_order(component, plans)
+        name = component.name
+        order = component.roll_plans(self, plans)
         restarting = [p for p in order if p.restarts]
         verb = "would restart" if self.opts.check else "restarts"
         self.say(f"{'rolling':<10} {name:<10} {verb} one host at a time: {' -> '.join(p.name for p in restarting)}")
@@ -438,17 +439,9 @@ class Run:
                 stopped = f"roll stopped at {plan.name}: {why}" if why else ""
                 self.restarts += [] if why else lines
 
-    def _roll_order(self, component, plans: list[HostPlan]) -> list[HostPlan]:
-        if hasattr(component, "roll_plans"):
-            return component.roll_plans(self, plans)
-        if not hasattr(component, "roll_order"):
-            return plans
-        by_name = {p.host.name: p for p in plans}
-        return [by_name[h.name] for h in component.roll_order(self, [p.host for p in plans])]
-
-    def _roll_host(self, component, plan: HostPlan) -> str | None:
+    def _roll_host(self, component: Component, plan: HostPlan) -> str | None:
         """Apply one host's changes in a roll; None if it is healthy afterwards, else why not."""
-        name, host = component.NAME, plan.host
+        name, host = component.name, plan.host
         before = self._before_restart(component, plan)
         if before:
             self.say(f"{host.name:<10} {name:<10} {before[0]}")
@@ -464,34 +457,34 @@ class Run:
         if not plan.restarts:
             return None
         why = self._await_gate(component, host)
-        if why is None and before and hasattr(component, "after_restart"):
+        if why is None and before:
             why = self._guard(name, host, lambda: component.after_restart(self, host))
             if why:
                 self.fail_host(host, name, f"after restart: {why}")
         return why
 
-    def _before_restart(self, component, plan: HostPlan):
-        if not plan.restarts or not hasattr(component, "before_restart"):
+    def _before_restart(self, component: Component, plan: HostPlan):
+        if not plan.restarts:
             return None
         return component.before_restart(self, plan.host, [s.target for s, _ in plan.restarts])
 
-    def _await_gate(self, component, host: Host) -> str | None:
+    def _await_gate(self, component: Component, host: Host) -> str | None:
         """Poll the component's `gate(run, host)` until healthy (None) or `opts.gate_timeout` passes."""
-        if not hasattr(component, "gate"):
+        if component.gate is None:
             return None
         t0 = time.monotonic()
         while True:
             why = self._guard_gate(component, host)
             waited = time.monotonic() - t0
             if why is None:
-                self.say(f"{host.name:<10} {component.NAME:<10} healthy after restart ({waited:.1f}s)")
+                self.say(f"{host.name:<10} {component.name:<10} healthy after restart ({waited:.1f}s)")
                 return None
             if waited >= self.opts.gate_timeout:
-                self.fail_host(host, component.NAME, f"not healthy {waited:.0f}s after restart: {why}")
+                self.fail_host(host, component.name, f"not healthy {waited:.0f}s after restart: {why}")
                 return why
             time.sleep(self.opts.gate_interval)
 
-    def _guard_gate(self, component, host: Host) -> str | None:
+    def _guard_gate(self, component: Component, host: Host) -> str | None:
         try:
             return component.gate(self, host)
         except Exception as exc:  # a gate that cannot ask yet is "not healthy yet"
@@ -503,11 +496,11 @@ class Run:
         desc = f"skipped, {len(plan.todo)} change(s) not applied ({why})"
         self.record(StepResult(plan.host.name, plan.component, "rolling restart", "warn", desc))
 
-    def _restart_lines(self, component, plan: HostPlan, restarting: list) -> list[str]:
+    def _restart_lines(self, component: Component, plan: HostPlan, restarting: list) -> list[str]:
         """The --check / recap lines of one host's restarts: in roll order, downtime marked."""
         if not plan.restarts:
             return []
-        head = f"{plan.host.name:<10} {component.NAME:<10} "
+        head = f"{plan.host.name:<10} {component.name:<10} "
         before = self._before_restart(component, plan)
         lines = [head + before[0]] if before else []
         where = f"rolling {restarting.index(plan) + 1}/{len(restarting)}"
@@ -630,7 +623,7 @@ def _b64_text(data: str) -> str:
         return ""
 
 
-def execute(inv: Inventory, hosts: list, components: list, opts: Options, preflight=None, finish=None,
+def execute(inv: Inventory, hosts: list, components: list[Component], opts: Options, preflight=None, finish=None,
             source: StateSource | None = None) -> int:
     """Connect, run the components in order (batches of N hosts with --serial), print the recap.
 
@@ -644,10 +637,10 @@ def execute(inv: Inventory, hosts: list, components: list, opts: Options, prefli
     return run_components(run, components, preflight, finish)
 
 
-def run_components(run: Run, components: list, preflight=None, finish=None) -> int:
+def run_components(run: Run, components: list[Component], preflight=None, finish=None) -> int:
     """execute() on a Run already made: what every deploy, --check and offline plan goes through."""
     hosts, serial = run.hosts, run.opts.serial
-    run.connect_probes = {c.NAME: c.connect_probe for c in components if hasattr(c, "connect_probe")}
+    run.connect_probes = {c.name: c.connect_probe for c in components}
     # while the connections wait on the network: import Jinja2 and load the templates the plans render
     threading.Thread(target=_warm_templates, name="warm-templates", daemon=True).start()
     try:
@@ -662,15 +655,14 @@ def run_components(run: Run, components: list, preflight=None, finish=None) -> i
         batches = [hosts[i:i + serial] for i in range(0, len(hosts), serial)] if serial else [hosts]
         for batch in batches:
             for component in components:
-                if hasattr(component, "prepare"):
-                    with profile.span(f"prepare {component.NAME}"):
-                        component.prepare(run, [h for h in run.alive(batch) if component.applies(run.inv, h)])
+                with profile.span(f"prepare {component.name}"):
+                    component.prepare(run, [h for h in run.alive(batch) if component.applies(run.inv, h)])
             with profile.span("speculate (all hosts)"):
                 start = dict(zip([h.name for h in run.alive(batch)],
                                  run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
-                with profile.span(f"component {component.NAME}"):
+                with profile.span(f"component {component.name}"):
                     run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
         if finish:
             with profile.span("health gate"):

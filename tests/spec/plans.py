@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fabfile import stack
+from fabfile.components import COMPONENTS
 from fabfile.core.offline import PlannedStep, plan_offline
 
 
 def deploy_plan(inv, os_release_text: str) -> dict[str, list[PlannedStep]]:
-    return plan_offline(inv, os_release_text, stack.COMPONENTS)
+    return plan_offline(inv, os_release_text, COMPONENTS)

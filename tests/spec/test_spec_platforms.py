@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import stack
+from fabfile.components import COMPONENTS
 from fabfile.core import inventory
 from fabfile.core.errors import PlatformError
 from fabfile.core.facts import platform_from_os_release
@@ -80,7 +80,7 @@ def test_spec_plan_is_complete(plans, name):
     # monitoring is off in the spec inventory: it plans nothing on a fresh host (tests/spec/test_spec_monitoring.py);
     # etcd runs only in Patroni mode (tests/spec/test_spec_patroni.py), this layout has one postgres host
     # backup plans only with a repository (tests/spec/test_spec_backup.py)
-    assert {c.NAME for c in stack.COMPONENTS} - {"monitoring", "etcd", "backup"} <= comps and "monitoring" not in comps
+    assert {c.name for c in COMPONENTS} - {"monitoring", "etcd", "backup"} <= comps and "monitoring" not in comps
     assert "etcd" not in comps
     text = scripts(plan)
     assert "192.0.2.11" in text and "<fernet_key>" in text

@@ -5,13 +5,13 @@ from __future__ import annotations
 import yaml
 
 from bench import bench
-from tests.unit.test_rolling import Component, deploy
+from tests.unit.test_rolling import FakeComponent, deploy
 
 
 def test_runner_recap_reports_checks_and_stays_parseable(capsys):
     """A converged no-op: one probe round trip per host, every step counted as a check."""
     log: list = []
-    rc = deploy(log, [Component("services", "airflow-api-server")], changed=False)
+    rc = deploy(log, [FakeComponent("services", "airflow-api-server")], changed=False)
     assert rc == 0
     recap = bench.parse_recap(capsys.readouterr().out)
     assert recap == {"hosts": 3, "failed": 0, "changed": 0, "round_trips": 3, "checks": 6}

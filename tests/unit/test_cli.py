@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 FAB = """import sys
 from fabfile import stack
-stack.run = lambda components, hosts, *a, **k: print("run", [c.NAME for c in components or []], hosts) or 0
+stack.run = lambda components, hosts, *a, **k: print("run", [c.name for c in components or []], hosts) or 0
 from fabric.main import program
 program.run(["fab", *sys.argv[1:]], exit=False)
 """
@@ -39,7 +39,7 @@ def test_fab_without_h_means_the_whole_inventory_and_hosts_given_to_the_task_win
 def test_inv_runs_two_component_deploys_in_one_call(monkeypatch):
     """invoke dedupes calls whose task bodies compare equal: one body per component keeps both."""
     ran = []
-    monkeypatch.setattr(stack, "run", lambda components, *a, **k: ran.append(components[0].NAME) or 0)
+    monkeypatch.setattr(stack, "run", lambda components, *a, **k: ran.append(components[0].name) or 0)
     Executor(cli.collection(), Config()).execute("redis.deploy", "postgres.deploy")
     assert ran == ["redis", "postgres"]
 

@@ -10,7 +10,7 @@ from bench.profile import summarize, top_level, union
 from fabfile.core import profile
 from fabfile.core.protocol import join_sections, probe_sections, read_states, section_kind
 from fabfile.core.steps import Command, Directory, File
-from tests.unit.test_rolling import Component, deploy
+from tests.unit.test_rolling import FakeComponent, deploy
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def prof():
 
 def test_a_profiled_no_op_records_phases_round_trips_and_waits(prof, capsys):
     profile.started()
-    rc = deploy([], [Component("services", "airflow-api-server"), Component("nginx", "nginx")], changed=False)
+    rc = deploy([], [FakeComponent("services", "airflow-api-server"), FakeComponent("nginx", "nginx")], changed=False)
     assert rc == 0
     phases = {e["phase"] for e in prof.events}
     assert {"start-up (interpreter, imports, CLI)", "speculate (all hosts)", "probe (all components)",

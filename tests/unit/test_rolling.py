@@ -16,6 +16,7 @@ import pytest
 
 from fabfile import postgres, redis, services
 from fabfile.core import inventory
+from fabfile.core.component import Component
 from fabfile.core.offline import FreshHosts, facts_text, fresh_run
 from fabfile.core.protocol import ShellHost
 from fabfile.core.remote import Result
@@ -102,11 +103,11 @@ class FakeRun(Run):
         super().__init__(inv, hosts, opts or Options(), FakeHosts(DEBIAN))
 
 
-class Component:
+class FakeComponent(Component):
     """A component like fabfile's: a config file that notifies its unit, the unit, an optional gate."""
 
     def __init__(self, name, unit, roles=(), gate_log=None, failing=(), **service):
-        self.NAME, self.unit, self.roles, self.service = name, unit, roles, service
+        self.name, self.unit, self.host_roles, self.service = name, unit, roles, service
         if gate_log is not None:
             def gate(run, host):
                 gate_log.append(("gate", host.name))
@@ -114,13 +115,13 @@ class Component:
             self.gate = gate
 
     def applies(self, inv, host):
-        return not self.roles or host.has(*self.roles)
+        return not self.host_roles or host.has(*self.host_roles)
 
     def steps(self, ctx):
-        return [File(f"/etc/{self.NAME}.conf", "new\n", notify=(self.unit,)), Service(self.unit, **self.service)]
+        return [File(f"/etc/{self.name}.conf", "new\n", notify=(self.unit,)), Service(self.unit, **self.service)]
 
 
-class FakeRedis(Component):
+class FakeRedis(FakeComponent):
     """fabfile/redis.py's rolling hooks (prepare, roll_order, before_restart, gate) on simple steps."""
 
     prepare = staticmethod(redis.prepare)
@@ -150,7 +151,7 @@ def after_probes(log):
 
 
 def test_restarts_of_running_units_roll_one_host_at_a_time(log, capsys):
-    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)])
+    rc = deploy(log, [FakeComponent("services", "airflow-api-server", gate_log=log)])
     assert rc == 0
     assert after_probes(log) == [("apply", "node1"), ("gate", "node1"), ("apply", "node2"), ("gate", "node2"),
                                  ("apply", "node3"), ("gate", "node3")]
@@ -161,7 +162,7 @@ def test_restarts_of_running_units_roll_one_host_at_a_time(log, capsys):
 
 def test_first_starts_are_applied_in_parallel_without_gate(log):
     barrier = threading.Barrier(3)
-    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)], service=STOPPED, barrier=barrier)
+    rc = deploy(log, [FakeComponent("services", "airflow-api-server", gate_log=log)], service=STOPPED, barrier=barrier)
     assert rc == 0 and not barrier.broken
     assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
 
@@ -169,15 +170,15 @@ def test_first_starts_are_applied_in_parallel_without_gate(log):
 def test_package_started_units_get_their_first_config_in_parallel(log):
     """Fresh deploy: apt started redis/nginx/postgres with defaults; moving them onto our config is no roll."""
     barrier = threading.Barrier(3)
-    rc = deploy(log, [Component("redis", "redis-server", gate_log=log, config="/etc/redis/airflow-ha.conf")],
+    rc = deploy(log, [FakeComponent("redis", "redis-server", gate_log=log, config="/etc/redis/airflow-ha.conf")],
                 barrier=barrier)     # the probe says "active", and no "ours": our config is not there yet
     assert rc == 0 and not barrier.broken
     assert sorted(after_probes(log)) == [("apply", "node1"), ("apply", "node2"), ("apply", "node3")]
 
 
 def test_failing_gate_stops_the_roll_and_leaves_later_hosts_untouched(log, capsys):
-    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log, failing=("node2",)),
-                      Component("nginx", "nginx", gate_log=log)])
+    rc = deploy(log, [FakeComponent("services", "airflow-api-server", gate_log=log, failing=("node2",)),
+                      FakeComponent("nginx", "nginx", gate_log=log)])
     assert rc == 1
     events = after_probes(log)
     assert events[:3] == [("apply", "node1"), ("gate", "node1"), ("apply", "node2")]
@@ -201,10 +202,10 @@ def test_redis_master_is_failed_over_and_restarted_last(log):
 
 
 def test_check_lists_restarts_in_order_and_marks_downtime(log, capsys):
-    comps = [FakeRedis(log), Component("postgres", "postgresql", roles=("postgres",), gate_log=log,
+    comps = [FakeRedis(log), FakeComponent("postgres", "postgresql", roles=("postgres",), gate_log=log,
                                        downtime="single database"),
-             Component("services", "airflow-api-server", roles=("api_server",), gate_log=log),
-             Component("nginx", "nginx", roles=("nginx",), gate_log=log, reload_only=True)]
+             FakeComponent("services", "airflow-api-server", roles=("api_server",), gate_log=log),
+             FakeComponent("nginx", "nginx", roles=("nginx",), gate_log=log, reload_only=True)]
     deploy(log, comps, check=True)
     assert all(e[0] == "probe" for e in log), "--check applies nothing, calls no gate, fails nothing over"
     out = capsys.readouterr().out
@@ -225,14 +226,14 @@ def test_check_lists_restarts_in_order_and_marks_downtime(log, capsys):
 
 
 def test_converged_cluster_costs_one_probe_round_trip_per_host(log):
-    comps = [Component("services", "airflow-api-server", gate_log=log), Component("nginx", "nginx", gate_log=log)]
+    comps = [FakeComponent("services", "airflow-api-server", gate_log=log), FakeComponent("nginx", "nginx", gate_log=log)]
     assert deploy(log, comps, changed=False) == 0
     assert sorted(log) == [("probe", "node1"), ("probe", "node2"), ("probe", "node3")]
     assert {h.round_trips for h in HOSTS.values()} == {1}
 
 
 def test_serial_batches_still_work_and_roll_inside_each_batch(log):
-    rc = deploy(log, [Component("services", "airflow-api-server", gate_log=log)], serial=2)
+    rc = deploy(log, [FakeComponent("services", "airflow-api-server", gate_log=log)], serial=2)
     assert rc == 0
     assert after_probes(log) == [("apply", "node1"), ("gate", "node1"), ("apply", "node2"), ("gate", "node2"),
                                  ("apply", "node3"), ("gate", "node3")]
@@ -274,7 +275,7 @@ def test_failed_failover_leaves_the_master_untouched(log, capsys, monkeypatch):
     assert "node1      redis      failed       host: not restarted: sentinels did not agree" in capsys.readouterr().out
 
 
-class FakeApiServers(Component):
+class FakeApiServers(FakeComponent):
     """fabfile/services.py's drain hooks around an api-server restart, the drains logged."""
 
     def __init__(self, log):

@@ -267,13 +267,13 @@ def roll(monkeypatch, inv, flips=True, check=False, failing=()) -> list:
     log = []
     monkeypatch.setattr(nginx, "set_drained", lambda run, host, drained: log.append(
         ("drain" if drained else "undrain", host.name)))
-    monkeypatch.setattr(services, "gate", lambda run, host: log.append(("gate", host.name)) or (
+    monkeypatch.setattr(services.COMPONENT, "gate", lambda run, host: log.append(("gate", host.name)) or (
         "not answering" if host.name in failing else None))
     monkeypatch.setattr(runner, "Run", rolling.FakeRun)
     rolling.HOSTS.clear()
     rolling.HOSTS.update({n: RollHost(n, log, flips) for n in inv.hosts})
     opts = Options(check=check, gate_timeout=0.05, gate_interval=0.01)
-    assert execute(inv, list(inv.hosts.values()), [services], opts) == (1 if failing else 0)
+    assert execute(inv, list(inv.hosts.values()), [services.COMPONENT], opts) == (1 if failing else 0)
     return [e for e in log if e[0] in ("restart", "drain", "undrain", "gate")]
 
 

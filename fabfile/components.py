@@ -1,0 +1,25 @@
+"""The ordered component list: adding a component is one line here (plus its module and files/<name>/).
+
+Order is deploy order (fabfile/stack.py explains it): every component runs on all selected hosts before
+the next one starts.
+"""
+
+from __future__ import annotations
+
+from . import airflow, backup, dags, etcd, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services
+
+COMPONENTS = [
+    packages.COMPONENT,
+    firewall.COMPONENT,
+    redis.COMPONENT,
+    etcd.COMPONENT,
+    postgres.COMPONENT,
+    backup.COMPONENT,
+    airflow.COMPONENT,
+    dags.COMPONENT,
+    services.COMPONENT,
+    nginx.COMPONENT,
+    keepalived.COMPONENT,
+    monitoring.COMPONENT,
+]
+BY_NAME = {c.name: c for c in COMPONENTS}

@@ -1,0 +1,68 @@
+"""The component contract: what the runner, the CLI and the inventory may ask of a component.
+
+A component is one module of fabfile/ with one subclass of `Component` (its `COMPONENT`), its templates in
+files/<name>/, and one line in fabfile/components.py. Every hook has a default here, so the runner calls
+hooks and never asks whether a component has one. This module names no component: core stays below them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .inventory import Host, Inventory
+    from .runner import HostContext, HostPlan, Run
+    from .steps import Step
+
+
+class Component:
+    """One part of the stack, converged on the hosts it `applies` to (see the hooks below)."""
+
+    name: ClassVar[str]
+
+    #: optional: (run, host) -> None once the host is healthy after a restart, else why not. Polled by a
+    #: rolling restart before the next host restarts; None = no gate (the roll goes straight on).
+    gate: Callable[[Run, Host], str | None] | None = None
+
+    @property
+    def description(self) -> str:
+        """What the component does: its module's docstring (`inv <name>.deploy --help`)."""
+        return sys.modules[type(self).__module__].__doc__ or ""
+
+    def applies(self, inv: Inventory, host: Host) -> bool:
+        """Whether the component has anything to do on `host`."""
+        raise NotImplementedError
+
+    def steps(self, ctx: HostContext) -> list[Step]:
+        """The host's desired state, as steps the runner probes, plans and applies in order."""
+        raise NotImplementedError
+
+    # -- optional hooks: the defaults do nothing --------------------------------------------------------
+    def connect_probe(self, run: Run, host: Host) -> str:
+        """Shell asked of every host with its facts (same round trip), read by `prepare`; "" = no question."""
+        return ""
+
+    def prepare(self, run: Run, hosts: list[Host]) -> None:
+        """Cross-host facts the steps need (e.g. the Redis master), before any host of a batch is planned."""
+
+    def finalize(self, run: Run, hosts: list[Host]) -> None:
+        """Once after the component ran on `hosts` (e.g. `db migrate` on one host)."""
+
+    def roll_order(self, run: Run, hosts: list[Host]) -> list[Host]:
+        """The order hosts restart in during a rolling restart (default: inventory order)."""
+        return hosts
+
+    def roll_plans(self, run: Run, plans: list[HostPlan]) -> list[HostPlan]:
+        """The host plans in roll order; a component whose hosts roll in several parts splits them here."""
+        by_name = {p.host.name: p for p in plans}
+        return [by_name[h.name] for h in self.roll_order(run, [p.host for p in plans])]
+
+    def before_restart(self, run: Run, host: Host, units: list[str]) -> tuple[str, Callable] | None:
+        """(what it does, action) to run before `host` restarts `units`; action() -> None or why not."""
+        return None
+
+    def after_restart(self, run: Run, host: Host) -> str | None:
+        """After a `before_restart` host passed its gate: undo what it did; None or why not."""
+        return None
