@@ -29,15 +29,15 @@ def test(c, k="", e2e=True, keep=False):
 @task(name="now", help={"type": "full | diff | incr (default full)", "inventory": HELP["inventory"]})
 def backup_now(c, type="full", inventory=None):  # noqa: A002 - the documented flag is --type
     """Take a pgBackRest backup now (on the repo host, or the primary), then list the backups."""
-    from fabfile import backup as backup_mod
-    exit_with(backup_mod.backup_now(inventory, type))
+    from fabfile import backup_tasks
+    exit_with(backup_tasks.backup_now(inventory, type))
 
 
 @task(name="list", help={"inventory": HELP["inventory"]})
 def backup_list(c, inventory=None):
     """The backups in the repository: type, start, stop, size, WAL range (pgbackrest info --output=json)."""
-    from fabfile import backup as backup_mod
-    exit_with(backup_mod.list_backups(inventory))
+    from fabfile import backup_tasks
+    exit_with(backup_tasks.list_backups(inventory))
 
 
 @task(help={"time": "target 'YYYY-MM-DD HH:MM:SS[+HH]' (UTC without an offset); default: the latest",
@@ -45,8 +45,8 @@ def backup_list(c, inventory=None):
             "inventory": HELP["inventory"]})
 def restore(c, time=None, yes=False, inventory=None):
     """Point-in-time restore of the metadata database: stops Airflow, restores, re-creates replicas, checks."""
-    from fabfile import backup as backup_mod
-    exit_with(backup_mod.restore(inventory, time, yes))
+    from fabfile import backup_tasks
+    exit_with(backup_tasks.restore(inventory, time, yes))
 
 
 ns = collection()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PLAN = ("from pathlib import Path; from fabfile.components import COMPONENTS; from fabfile.core import inventory; "
-        "from fabfile.core.offline import plan_offline; plan_offline(inventory.load(Path('tests/spec/hosts.yaml')), "
+PLAN = ("from pathlib import Path; from fabfile.components import COMPONENTS, load_inventory; "
+        "from fabfile.core.offline import plan_offline; plan_offline(load_inventory(Path('tests/spec/hosts.yaml')), "
         "Path('tests/spec/os-release/debian-12').read_text(), COMPONENTS)")
 #: tool -> what a run of it looks like in a probe script (ufw: its rule strings are not runs)
 TOOLS = {t: rf"(?<![\w/-]){t}(?![\w-])" for t in ("systemctl", "stat", "sha256sum", "cut", "head", "dpkg-query",
@@ -67,11 +67,10 @@ def probes() -> str:
     """Per spec host (Debian 12): the steps of a full deploy and how often each tool appears in its probe script."""
     import re
 
-    from fabfile.components import COMPONENTS
-    from fabfile.core import inventory
+    from fabfile.components import COMPONENTS, load_inventory
     from fabfile.core.offline import fresh_run
     from fabfile.core.protocol import probe_script
-    inv = inventory.load(ROOT / "tests" / "spec" / "hosts.yaml")
+    inv = load_inventory(ROOT / "tests" / "spec" / "hosts.yaml")
     osr = (ROOT / "tests" / "spec" / "os-release" / "debian-12").read_text()
     run = fresh_run(inv, osr)
     lines = []

@@ -26,14 +26,16 @@ import tarfile
 from pathlib import Path
 
 from . import constraints, postgres, selinux
-from .core.component import Component
+from .core.component import Component, Role
 from .core.errors import PlatformError, UserError
-from .core.inventory import AIRFLOW_ROLES
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
 NAME = "airflow"
-ROLES = AIRFLOW_ROLES
+#: the roles that run Airflow processes, with the ports they listen on (their units: fabfile/services.py)
+AIRFLOW_ROLES = (Role("api_server", ("api",)), Role("scheduler"), Role("dag_processor"), Role("triggerer"),
+                 Role("worker", ("worker_log",)), Role("flower", ("flower",)))
+ROLES = tuple(role.name for role in AIRFLOW_ROLES)
 VENVS = "/opt/airflow/venvs"
 VENV = f"{VENVS}/current"          # what every unit and the CLI run: a link to venvs/<version>
 LEGACY_VENV = "/opt/airflow/venv"  # the single venv of earlier releases (adopted, see the docstring)
@@ -403,6 +405,7 @@ class Airflow(Component):
     """The Airflow install and config on every Airflow host; `db migrate` once in `finalize`."""
 
     name = NAME
+    roles = AIRFLOW_ROLES
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     finalize = staticmethod(finalize)

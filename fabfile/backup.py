@@ -41,7 +41,8 @@ backups past `repo1-retention-full` (`backup.retention_full`) after each backup.
 Stanza: `stanza-create` only when `info` says the stanza is missing, then `check` (a WAL switch archived
 end to end) after every config change; both on the repo host, or on the primary (`finalize`).
 
-Commands (tasks.py): `inv backup`, `inv backup.list` (from `info --output=json`), `inv restore`.
+Commands (tasks.py, fabfile/backup_tasks.py): `inv backup`, `inv backup.list` (from `info --output=json`),
+`inv restore`.
 """
 
 from __future__ import annotations
@@ -49,12 +50,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .core.component import Component
+from .core.component import Component, Role
 from .core.errors import UserError
 from .core.steps import Command, Directory, File, Packages, Service
 from .core.templates import render
@@ -489,59 +489,6 @@ def info_from(run, host) -> dict:
     return parse_info(res.out)
 
 
-# -- commands: inv backup, inv backup.list, inv restore -----------------------------------------------
-
-
-def _open(inventory):
-    from .core import inventory as inventory_mod
-    from .core.runner import Options, Run
-    inv = inventory_mod.load(inventory)
-    if not enabled(inv):
-        raise UserError("no backup repository in the inventory", f"{inv.path}: hosts / cluster.backup",
-                        "give one host the 'backup' role, or set cluster.backup.repo_path or S3 (README \"Backups\")")
-    run = Run(inv, list(inv.hosts.values()), Options(quiet=True, silent=True))
-    run.connect()
-    return run
-
-
-def backup_now(inventory=None, kind: str = "full") -> int:
-    """`inv backup`: one backup now (as the timers do), then the list."""
-    from .core.runner import fail
-    if kind not in TYPES:
-        print(f"error: --type must be one of {', '.join(TYPES)}", file=sys.stderr)
-        return 2
-    try:
-        run = _open(inventory)
-    except UserError as exc:
-        fail(exc)
-    try:
-        host = backup_runner(run)
-        t0 = time.monotonic()
-        res = run.remote(host.name).sh(f"systemctl start {SERVICE}{kind}.service", timeout=6 * 3600)
-        if not res.ok:
-            log = run.remote(host.name).sh(f"journalctl -u {SERVICE}{kind}.service -n 20 --no-pager", timeout=30).out
-            print(run.mask(f"error: {kind} backup failed on {host.name}:\n{log}"), file=sys.stderr)
-            return 1
-        print(f"{kind} backup done on {host.name} in {time.monotonic() - t0:.0f}s")
-        print(table(info_from(run, host)))
-        return 0
-    finally:
-        run.close()
-
-
-def list_backups(inventory=None) -> int:
-    from .core.runner import fail
-    try:
-        run = _open(inventory)
-        try:
-            print(table(info_from(run, backup_runner(run))))
-        finally:
-            run.close()
-    except UserError as exc:
-        fail(exc)
-    return 0
-
-
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}(:?\d{2})?)?$")
 
 
@@ -595,45 +542,6 @@ def backup_set(info: dict, target: str | None) -> str | None:
     epoch = target_epoch(target)
     done = [b for b in info["backups"] if not b.error and b.stop and b.stop <= epoch]
     return max(done, key=lambda b: b.stop).label if done else None
-
-
-def restore(inventory=None, target: str | None = None, yes: bool = False) -> int:
-    """`inv restore`: the plan without --yes; with it, the whole restore (see restore_plan)."""
-    from .core.runner import fail
-    try:
-        run = _open(inventory)
-    except UserError as exc:
-        fail(exc)
-    try:
-        if target:
-            target_epoch(target)
-        leader = _leader_name(run)
-        info = info_from(run, backup_runner(run) if mode(run.inv) == "host" else run.inv.hosts[leader])
-        plan = restore_plan(run.inv, info, target, leader)
-        for line in plan:
-            print(f"  {line}")
-        if not yes:
-            print("nothing done: run again with --yes to restore")
-            return 0
-        t0 = time.monotonic()
-        Restore(run, leader, with_offset(target), backup_set(info, target)).execute()
-        print(f"restore done in {time.monotonic() - t0:.0f}s")
-        return 0
-    except UserError as exc:
-        fail(exc)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        run.close()
-
-
-def _leader_name(run) -> str:
-    if not run.inv.patroni:
-        return run.inv.with_role("postgres")[0].name
-    from . import patroni
-    host = patroni.leader(run)
-    return host.name if host else run.inv.with_role("postgres")[0].name
 
 
 #: Airflow: every connection password/extra and variable value the fernet key must decrypt after a restore
@@ -886,6 +794,7 @@ class Backup(Component):
     """pgBackRest on the database hosts and the repository host; the stanza in `finalize`."""
 
     name = NAME
+    roles = (Role("backup"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     prepare = staticmethod(prepare)

@@ -6,7 +6,12 @@ the next one starts.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import airflow, backup, dags, etcd, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services
+from .core import inventory
+from .core.component import Registry
+from .core.inventory import Inventory
 
 COMPONENTS = [
     packages.COMPONENT,
@@ -23,3 +28,9 @@ COMPONENTS = [
     monitoring.COMPONENT,
 ]
 BY_NAME = {c.name: c for c in COMPONENTS}
+REGISTRY = Registry(tuple(COMPONENTS))
+
+
+def load_inventory(path: str | Path | None = None) -> Inventory:
+    """The inventory file, validated against every component's roles and ports (before any connection)."""
+    return inventory.load(path, REGISTRY)

@@ -20,11 +20,12 @@ Then remove HOST from the inventory file (the command says so); until then a dep
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 
 from . import redis, stack
-from .components import COMPONENTS
+from .components import COMPONENTS, load_inventory
 from .core import inventory as inventory_mod
 from .core.errors import PreconditionError, UserError
 from .core.inventory import Inventory
@@ -49,8 +50,7 @@ def without(inv: Inventory, names: list[str]) -> Inventory:
                 "membership this command does not change", f"{inv.path}: hosts",
                 "keep the host, or move its postgres/etcd role by hand (README \"High availability\": etcdctl "
                 "member remove, patronictl remove) before decommissioning it")
-    rest = Inventory(path=inv.path, cluster=inv.cluster,
-                     hosts={n: h for n, h in inv.hosts.items() if n not in names})
+    rest = dataclasses.replace(inv, hosts={n: h for n, h in inv.hosts.items() if n not in names})
     try:
         inventory_mod.validate(rest)
     except UserError as exc:
@@ -87,7 +87,7 @@ def run(names: list[str] | str, inventory=None) -> int:
     """Decommission `names` (see the module docstring); 0 when the cluster converged without them."""
     names = names.split(",") if isinstance(names, str) else names
     try:
-        inv = inventory_mod.load(inventory)
+        inv = load_inventory(inventory)
         hosts = inv.select(names)
         rest = without(inv, names)
         r = Run(inv, list(inv.hosts.values()), Options())

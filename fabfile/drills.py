@@ -26,7 +26,7 @@ from typing import Protocol
 
 from . import health
 from .airflow_api import Airflow, http
-from .core import inventory as inventory_mod
+from .components import load_inventory
 from .core.runner import Options, Run
 
 LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
@@ -58,7 +58,7 @@ class Drill:
     """Shared plumbing: SSH to any host, the REST API through a live nginx, health gates, the power switch."""
 
     def __init__(self, inventory=None, power: PowerSwitch | None = None):
-        self.inv = inventory_mod.load(inventory)
+        self.inv = load_inventory(inventory)
         self.run = Run(self.inv, list(self.inv.hosts.values()), Options(quiet=True, silent=True))
         self.power = power
         self.api = None
@@ -561,7 +561,7 @@ def ensure_load_dags(inventory=None) -> int:
     """
     from . import dags
     from .core.runner import execute
-    inv = inventory_mod.load(inventory)
+    inv = load_inventory(inventory)
     if inv.cluster["ha_test_dags"]:
         return 0
     print("drills: shipping the HA test DAGs (cluster.ha_test_dags is off; the next deploy removes them)",

@@ -20,7 +20,7 @@ needs `etcdctl member add/remove` first (README "High availability"; not automat
 
 from __future__ import annotations
 
-from .core.component import Component
+from .core.component import Component, Role
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
 
@@ -85,9 +85,16 @@ class Etcd(Component):
     """Patroni's DCS; a restarted member rejoins the quorum before the next one restarts."""
 
     name = NAME
+    roles = (Role("etcd", ("etcd_client", "etcd_peer")),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     gate = staticmethod(gate)
+
+    def peer_ports(self, inv) -> list[str]:
+        return super().peer_ports(inv) if inv.patroni else []
+
+    def units(self, run, host) -> list[str]:
+        return [run.facts[host.name].platform.units["etcd"]] if applies(run.inv, host) else []
 
 
 COMPONENT = Etcd()

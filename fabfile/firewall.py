@@ -15,10 +15,6 @@ from .core.errors import PlatformError
 from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
-PEER_PORTS = ("redis", "sentinel", "postgres", "api", "worker_log", "flower")
-#: Patroni mode: etcd client/peer and Patroni's REST API, also to inventory hosts only
-PATRONI_PEER_PORTS = ("etcd_client", "etcd_peer", "patroni_api")
-EXPORTER_PORTS = ("statsd_exporter", "node_exporter", "redis_exporter", "postgres_exporter", "prometheus")
 ZONE = "airflow-ha"
 
 
@@ -32,19 +28,15 @@ def kind(ctx) -> str:
 
 
 def public_ports(ctx) -> list[int]:
-    ports, out = ctx.inv.cluster["ports"], [22]
-    if ctx.host.has("nginx"):
-        out.append(ports["http"])
-        if ctx.inv.cluster["tls"]["enabled"]:
-            out.append(ports["https"])
-    return out
+    """SSH, and what the host's components open to anyone (the components declare it: core/component.py)."""
+    ports = ctx.inv.cluster["ports"]
+    return [22] + [ports[n] for n in ctx.inv.registry.public_ports(ctx.inv, ctx.host)]
 
 
 def peer_ports(ctx) -> list[int]:
+    """Every component's cluster-only ports, on every host (a host added later finds them open)."""
     ports = ctx.inv.cluster["ports"]
-    names = PEER_PORTS + (EXPORTER_PORTS if ctx.inv.cluster["monitoring"] else ()) \
-        + (PATRONI_PEER_PORTS if ctx.inv.patroni else ())
-    return sorted({ports[n] for n in names})
+    return sorted({ports[n] for n in ctx.inv.registry.peer_ports(ctx.inv)})
 
 
 def peer_sources(ctx) -> list[str]:

@@ -27,11 +27,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 
 from . import backup, keepalived, monitoring, nginx, postgres, spof
-from .core import inventory as inventory_mod
+from .components import load_inventory
 from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
-from .services import UNITS
 
 DISK_WARN_PCT = 15
 SKEW_WARN_S = 1.0
@@ -53,19 +52,8 @@ class Check:
 
 
 def expected_units(run, host) -> list[str]:
-    plat = run.facts[host.name].platform if host.name in run.facts else None
-    units = []
-    if plat:
-        pg = "patroni" if run.inv.patroni else "postgres"
-        for role, key in (("redis", "redis"), ("sentinel", "sentinel"), ("postgres", pg), ("etcd", "etcd")):
-            if host.has(role) and (role != "etcd" or run.inv.patroni):
-                units.append(plat.units[key])
-        if nginx.runs_nginx(host):
-            units.append(plat.units["nginx"])
-        if keepalived.applies(run.inv, host):
-            units.append(plat.units["keepalived"])
-    units += [u for role, u in UNITS.items() if host.has(role)]
-    return units
+    """The units the host's components keep active (each component declares its own)."""
+    return run.inv.registry.units(run, host)
 
 
 def host_script(run, host) -> str:
@@ -534,7 +522,7 @@ def run(hosts=None, inventory=None, as_json=False, local_only=False) -> int:
     """Check the cluster (or only the given hosts' own checks); print a table or JSON; 0 if nothing failed."""
     profile.started()
     try:
-        inv = inventory_mod.load(inventory)
+        inv = load_inventory(inventory)
         selected = inv.select(hosts)
         r = Run(inv, selected if local_only or hosts else list(inv.hosts.values()), Options(quiet=True, silent=True))
     except UserError as exc:

@@ -111,5 +111,8 @@ class Keepalived(Component):
     applies = staticmethod(applies)
     steps = staticmethod(steps)
 
+    def units(self, run, host) -> list[str]:
+        return [run.facts[host.name].platform.units["keepalived"]] if applies(run.inv, host) else []
+
 
 COMPONENT = Keepalived()

@@ -45,9 +45,9 @@ import json
 import shlex
 
 from . import backup
+from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
-from .core import inventory
-from .core.component import Component
+from .core.component import Component, Role
 from .core.errors import PlatformError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
@@ -64,6 +64,15 @@ PROM_RULES_PATRONI = "/etc/prometheus/airflow-ha-alerts-patroni.yml"
 PROM_RULES_BACKUP = "/etc/prometheus/airflow-ha-alerts-backup.yml"
 PG_ROLE = "prometheus"
 SCRAPE_INTERVAL = "15s"
+#: exporter -> (roles of the hosts that run it, () = every host; the ports it listens on, the first one
+#: scraped and named like the exporter). The one table of what runs where: steps, port check, firewall.
+EXPORTERS = {
+    "node_exporter": ((), ("node_exporter",)),
+    "statsd_exporter": (AIRFLOW_ROLES, ("statsd_exporter", "statsd")),   # statsd: 127.0.0.1 only
+    "redis_exporter": (("redis", "sentinel"), ("redis_exporter",)),
+    "postgres_exporter": (("postgres",), ("postgres_exporter",)),
+    "prometheus": (("monitoring",), ("prometheus",)),
+}
 
 
 def applies(inv, host) -> bool:
@@ -71,8 +80,8 @@ def applies(inv, host) -> bool:
 
 
 def exporters(inv, host) -> list[str]:
-    """The exporters (port names in cluster.ports) a host runs when monitoring is on."""
-    return inventory.exporters(host)
+    """The exporters (port names in cluster.ports) a host runs when monitoring is on, in EXPORTERS order."""
+    return [e for e, (roles, _) in EXPORTERS.items() if not roles or host.has(*roles)]
 
 
 def _unit(plat, exporter: str) -> str:
@@ -254,8 +263,18 @@ class Monitoring(Component):
     """Exporters and Prometheus (`cluster.monitoring`), or their units stopped."""
 
     name = NAME
+    roles = (Role("monitoring"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+
+    def listens(self, inv, host) -> list[str]:
+        if not inv.cluster["monitoring"]:
+            return []
+        return [p for e in exporters(inv, host) for p in EXPORTERS[e][1]]
+
+    def peer_ports(self, inv) -> list[str]:
+        """Every exporter's scraped port, to the cluster's hosts (and `monitoring_cidr`: firewall.py)."""
+        return list(EXPORTERS) if inv.cluster["monitoring"] else []
 
 
 COMPONENT = Monitoring()

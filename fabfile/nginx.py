@@ -18,7 +18,7 @@ import hmac
 import re
 
 from . import selinux
-from .core.component import Component
+from .core.component import Component, Role
 from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
@@ -190,9 +190,18 @@ class Nginx(Component):
     """nginx on every host that serves or calls the api-servers; reloads gated on the health URL."""
 
     name = NAME
+    roles = (Role("nginx", ("http", "https"), public=True),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     gate = staticmethod(gate)
+
+    def public_ports(self, inv, host) -> list[str]:
+        """HTTPS only with TLS (nginx listens on it always: the port check counts it)."""
+        tls = inv.cluster["tls"]["enabled"]
+        return [p for p in super().public_ports(inv, host) if tls or p != "https"]
+
+    def units(self, run, host) -> list[str]:
+        return [run.facts[host.name].platform.units["nginx"]] if runs_nginx(host) else []
 
 
 COMPONENT = Nginx()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 from . import keepalived, nginx, postgres, redis, services, stack
-from .core import inventory as inventory_mod
+from .components import load_inventory
 from .core.errors import UserError
 from .core.remote import Unreachable
 from .core.runner import Options, Run, StepResult, fail
@@ -185,7 +185,7 @@ def check_lines(run, hosts, updates: dict) -> list[str]:
 def run(hosts=None, inventory=None, check: bool = False, reboot: bool = True) -> int:
     """`inv patch`: see the module docstring. 0 when every selected host is patched and healthy."""
     try:
-        inv = inventory_mod.load(inventory)
+        inv = load_inventory(inventory)
         selected = inv.select(hosts)
         r = Run(inv, selected, Options(check=check, gate_timeout=300))
     except UserError as exc:

@@ -20,12 +20,14 @@ import shlex
 from dataclasses import dataclass
 
 from . import backup, selinux
-from .core.component import Component
+from .core.component import Component, Role
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
 
 NAME = "postgres"
+#: Patroni mode: every postgres host also serves Patroni's REST API (leader checks, /cluster for health)
+PATRONI_PORTS = ("patroni_api",)
 DB = "airflow"
 USER = "airflow"
 #: on the database host: pg_dump -Fc files taken before a migration (0700 dir, 0600 files, owner postgres)
@@ -232,11 +234,22 @@ class Postgres(Component):
     """The single database, or Patroni mode on two or more hosts (fabfile/patroni.py)."""
 
     name = NAME
+    roles = (Role("postgres", ("postgres",)),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
     gate = staticmethod(gate)
+
+    def listens(self, inv, host) -> list[str]:
+        return super().listens(inv, host) + (list(PATRONI_PORTS) if inv.patroni and host.has("postgres") else [])
+
+    def peer_ports(self, inv) -> list[str]:
+        return super().peer_ports(inv) + (list(PATRONI_PORTS) if inv.patroni else [])
+
+    def units(self, run, host) -> list[str]:
+        names = run.facts[host.name].platform.units
+        return [names["patroni" if run.inv.patroni else "postgres"]] if host.has("postgres") else []
 
 
 COMPONENT = Postgres()

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from . import selinux
-from .core.component import Component
+from .core.component import Component, Role
 from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
 
@@ -267,6 +267,7 @@ class Redis(Component):
     """Asks the Sentinels for the master before planning; rolls the master last, failed over first."""
 
     name = NAME
+    roles = (Role("redis", ("redis",)), Role("sentinel", ("sentinel",)))
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     connect_probe = staticmethod(connect_probe)
@@ -274,6 +275,10 @@ class Redis(Component):
     roll_order = staticmethod(roll_order)
     before_restart = staticmethod(before_restart)
     gate = staticmethod(gate)
+
+    def units(self, run, host) -> list[str]:
+        names = run.facts[host.name].platform.units
+        return [names[role.name] for role in self.roles if host.has(role.name)]
 
 
 COMPONENT = Redis()

@@ -270,5 +270,8 @@ class Services(Component):
     after_restart = staticmethod(after_restart)
     gate = staticmethod(gate)
 
+    def units(self, run, host) -> list[str]:
+        return [unit for role, unit in UNITS.items() if host.has(role)]
+
 
 COMPONENT = Services()

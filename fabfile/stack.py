@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 
 from . import airflow, backup, dags, dependencies, spof
-from .components import COMPONENTS
-from .core import inventory as inventory_mod
+from .components import COMPONENTS, load_inventory
 from .core import profile
 from .core.errors import UserError
 from .core.runner import Options, execute, fail
@@ -31,7 +30,7 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
     profile.started()
     try:
         with profile.span("inventory (local)"):
-            inv = inventory_mod.load(inventory)
+            inv = load_inventory(inventory)
             inv.cluster.update(overrides or {})
             selected = inv.select(hosts)
         comps = components or COMPONENTS

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import airflow, postgres, services, stack
-from .core import inventory as inventory_mod
+from .components import load_inventory
 from .core.errors import PreconditionError, UserError
 from .core.runner import Options, Run, fail
 
@@ -192,7 +192,7 @@ def run(version: str | None = None, rollback: bool = False, inventory=None, chec
         verbose: bool = False) -> int:
     """`inv upgrade`: print the plan, then (unless --check) write the version into the inventory and deploy."""
     try:
-        inv = inventory_mod.load(inventory)
+        inv = load_inventory(inventory)
         if bool(version) == rollback:
             raise UserError("give either --airflow-version X or --rollback", "inv upgrade")
         _refuse_pinned(inv)

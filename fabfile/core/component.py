@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -17,10 +18,21 @@ if TYPE_CHECKING:
     from .steps import Step
 
 
+@dataclass(frozen=True)
+class Role:
+    """A role an inventory host may have, and the ports (names in `cluster.ports`) a host with it listens on."""
+
+    name: str
+    ports: tuple[str, ...] = ()
+    public: bool = False     # reachable from anywhere (else from cluster hosts only)
+
+
 class Component:
     """One part of the stack, converged on the hosts it `applies` to (see the hooks below)."""
 
     name: ClassVar[str]
+    #: the inventory roles this component brings (each role belongs to one component)
+    roles: ClassVar[tuple[Role, ...]] = ()
 
     #: optional: (run, host) -> None once the host is healthy after a restart, else why not. Polled by a
     #: rolling restart before the next host restarts; None = no gate (the roll goes straight on).
@@ -38,6 +50,23 @@ class Component:
     def steps(self, ctx: HostContext) -> list[Step]:
         """The host's desired state, as steps the runner probes, plans and applies in order."""
         raise NotImplementedError
+
+    # -- what the component listens on and runs: read by the port check, the firewall and health -------
+    def listens(self, inv: Inventory, host: Host) -> list[str]:
+        """The ports (names in cluster.ports) the component's processes listen on at `host`."""
+        return [p for role in self.roles if host.has(role.name) for p in role.ports]
+
+    def peer_ports(self, inv: Inventory) -> list[str]:
+        """The ports every host opens to the cluster's hosts only (the same on every host)."""
+        return [p for role in self.roles if not role.public for p in role.ports]
+
+    def public_ports(self, inv: Inventory, host: Host) -> list[str]:
+        """The ports `host` opens to anyone."""
+        return [p for role in self.roles if role.public and host.has(role.name) for p in role.ports]
+
+    def units(self, run: Run, host: Host) -> list[str]:
+        """The systemd units the component keeps active on `host` (health checks each one)."""
+        return []
 
     # -- optional hooks: the defaults do nothing --------------------------------------------------------
     def connect_probe(self, run: Run, host: Host) -> str:
@@ -66,3 +95,27 @@ class Component:
     def after_restart(self, run: Run, host: Host) -> str | None:
         """After a `before_restart` host passed its gate: undo what it did; None or why not."""
         return None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The ordered components, and what core asks of all of them at once: roles, ports, units."""
+
+    components: tuple[Component, ...] = ()
+
+    def roles(self) -> dict[str, Role]:
+        """Every role a host may have, by name, in component order."""
+        return {role.name: role for c in self.components for role in c.roles}
+
+    def listening(self, inv: Inventory, host: Host) -> list[str]:
+        """Every port (name in cluster.ports) `host` will listen on."""
+        return [p for c in self.components for p in c.listens(inv, host)]
+
+    def peer_ports(self, inv: Inventory) -> list[str]:
+        return [p for c in self.components for p in c.peer_ports(inv)]
+
+    def public_ports(self, inv: Inventory, host: Host) -> list[str]:
+        return [p for c in self.components for p in c.public_ports(inv, host)]
+
+    def units(self, run: Run, host: Host) -> list[str]:
+        return [u for c in self.components for u in c.units(run, host)]

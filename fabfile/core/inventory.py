@@ -23,12 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from .component import Registry
 from .errors import InventoryError
-
-ROLES = (
-    "redis", "sentinel", "postgres", "api_server", "scheduler", "dag_processor",
-    "triggerer", "worker", "flower", "nginx", "monitoring", "etcd", "backup",
-)
 
 #: cluster key -> default. The type of the default is the type the key must have (None = optional str).
 CLUSTER_DEFAULTS: dict = {
@@ -89,28 +85,6 @@ HOST_OVERRIDABLE = ("worker_concurrency", "firewall", "api_workers", "worker_que
 HOST_KEYS = ("roles", "address", *HOST_OVERRIDABLE)
 FIREWALLS = ("auto", "ufw", "firewalld")
 
-#: roles that run Airflow processes (fabfile/airflow.py ROLES)
-AIRFLOW_ROLES = ("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower")
-
-#: which ports (names in cluster.ports) each role listens on
-ROLE_PORTS = {
-    "redis": ("redis",), "sentinel": ("sentinel",), "postgres": ("postgres",), "api_server": ("api",),
-    "worker": ("worker_log",), "flower": ("flower",), "nginx": ("http", "https"),
-    "etcd": ("etcd_client", "etcd_peer"),
-}
-#: Patroni mode: every postgres host also serves Patroni's REST API (leader checks, /cluster for health)
-PATRONI_PORTS = ("patroni_api",)
-
-#: with `monitoring: true`: exporter -> (roles of the hosts that run it, () = every host; ports it listens on).
-#: The one table of what runs where: fabfile/monitoring.py plans from it, the port check reads it.
-EXPORTERS = {
-    "node_exporter": ((), ("node_exporter",)),
-    "statsd_exporter": (AIRFLOW_ROLES, ("statsd_exporter", "statsd")),
-    "redis_exporter": (("redis", "sentinel"), ("redis_exporter",)),
-    "postgres_exporter": (("postgres",), ("postgres_exporter",)),
-    "prometheus": (("monitoring",), ("prometheus",)),
-}
-
 
 @dataclass(frozen=True)
 class Host:
@@ -127,11 +101,12 @@ class Host:
 
 @dataclass
 class Inventory:
-    """The validated inventory: cluster settings and hosts."""
+    """The validated inventory: cluster settings and hosts, and the components it was checked against."""
 
     path: Path
     cluster: dict
     hosts: dict  # name -> Host, in file order
+    registry: Registry = field(compare=False, repr=False)
 
     def with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts.values() if role in h.roles]
@@ -186,8 +161,9 @@ def default_path() -> Path:
     return Path(os.environ.get("AIRFLOW_HA_INVENTORY", "hosts.yaml"))
 
 
-def load(path: str | Path | None = None) -> Inventory:
-    """Read, merge defaults and validate. Raises InventoryError naming file, key and fix."""
+def load(path: str | Path | None, registry: Registry) -> Inventory:
+    """Read, merge defaults and validate against the components' roles and ports (fabfile/components.py
+    passes them: core names none). Raises InventoryError naming file, key and fix."""
     path = Path(path) if path else default_path()
     if not path.is_file():
         raise InventoryError("inventory file not found", str(path),
@@ -213,8 +189,8 @@ def load(path: str | Path | None = None) -> Inventory:
         raise InventoryError(f"unknown top-level key '{sorted(unknown)[0]}'", str(path),
                              "only 'cluster:' and 'hosts:' are allowed at the top level")
     cluster = _merge(CLUSTER_DEFAULTS, data.get("cluster") or {}, path, "cluster")
-    hosts = _default_etcd(_hosts(data.get("hosts"), cluster, path))
-    inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts)
+    hosts = _default_etcd(_hosts(data.get("hosts"), cluster, path, tuple(registry.roles())))
+    inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts, registry=registry)
     validate(inv)
     return inv
 
@@ -273,7 +249,7 @@ def _positive_number(value, path, where):
     return value
 
 
-def _hosts(raw, cluster, path) -> dict:
+def _hosts(raw, cluster, path, known_roles: tuple[str, ...]) -> dict:
     if not raw or not isinstance(raw, dict):
         raise InventoryError("no hosts", f"{path}: hosts", "list at least one host with its roles under 'hosts:'")
     hosts = {}
@@ -293,9 +269,9 @@ def _hosts(raw, cluster, path) -> dict:
             raise InventoryError(f"expected a list of roles, got {_type_name(roles)}", f"{where}.roles",
                                  "write roles: [redis, worker]")
         for role in roles:
-            if role not in ROLES:
+            if role not in known_roles:
                 raise InventoryError(f"unknown role '{role}'", f"{where}.roles",
-                                     f"known roles: {', '.join(ROLES)}")
+                                     f"known roles: {', '.join(known_roles)}")
         address = spec.get("address")
         if address is not None:
             try:
@@ -463,25 +439,10 @@ def _check_backup(inv: Inventory) -> None:
                              f"{path}: cluster.backup.full_schedule", "use e.g. 'Sun *-*-* 01:00:00' (the default)")
 
 
-def exporters(host: Host) -> list[str]:
-    """The exporters a host runs when monitoring is on, in EXPORTERS order."""
-    return [e for e, (roles, _) in EXPORTERS.items() if not roles or host.has(*roles)]
-
-
-def listening(inv: Inventory, host: Host) -> list[str]:
-    """Every port (name in cluster.ports) the host will listen on."""
-    services = [p for role in sorted(host.roles) for p in ROLE_PORTS.get(role, ())]
-    if inv.patroni and host.has("postgres"):
-        services += list(PATRONI_PORTS)
-    if inv.cluster["monitoring"]:
-        services += [p for e in exporters(host) for p in EXPORTERS[e][1]]
-    return services
-
-
 def _check_ports(inv: Inventory, host: Host) -> None:
     ports = inv.cluster["ports"]
     used: dict[int, str] = {22: "ssh"}
-    for service in listening(inv, host):
+    for service in inv.registry.listening(inv, host):
         port = ports[service]
         if used.setdefault(port, service) != service:
             raise InventoryError(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from fabfile.core import inventory
+from fabfile import monitoring
+from fabfile.components import load_inventory
 from tests.e2e.util import NODES, ROOT, address, inv, ssh
 
 WATCH = """cat > /tmp/watch.sh <<'__EOF__'
@@ -29,11 +30,11 @@ nohup bash /tmp/watch.sh >/dev/null 2>&1 &"""
 
 def internal_targets() -> list[str]:
     """address:port of every port the inventory's hosts will listen on, except the public HTTP(S)."""
-    inv_ = inventory.load(ROOT / "hosts.yaml")
+    inv_ = load_inventory(ROOT / "hosts.yaml")
     ports = inv_.cluster["ports"]
     out = []
     for host in inv_.hosts.values():
-        names = set(inventory.listening(inv_, host)) | set(inventory.EXPORTERS["node_exporter"][1])
+        names = set(inv_.registry.listening(inv_, host)) | set(monitoring.EXPORTERS["node_exporter"][1])
         out += [f"{address(host.name)}:{ports[n]}" for n in sorted(names - {"http", "https"})]
     return out
 

@@ -13,6 +13,7 @@ import yaml
 
 from fabfile import airflow_api
 from fabfile.airflow_api import http  # noqa: F401 - re-exported for the tests
+from fabfile.components import load_inventory
 from fabfile.drills import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,7 @@ def address(host: str) -> str:
 
 def inventory():
     """The default inventory as the deploy sees it (etcd follows the Sentinels when no host names it)."""
-    from fabfile.core import inventory as inventory_mod
-    return inventory_mod.load(ROOT / "hosts.yaml")
+    return load_inventory(ROOT / "hosts.yaml")
 
 
 def postgres_hosts() -> list[str]:

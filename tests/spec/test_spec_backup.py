@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fabfile import backup
+from fabfile.components import load_inventory
 from fabfile.core import inventory
 from fabfile.core.errors import UserError
 from fabfile.core.facts import platform_from_os_release
@@ -29,7 +30,7 @@ def os_release(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def inv():
-    return inventory.load(HERE / "hosts-backup.yaml")
+    return load_inventory(HERE / "hosts-backup.yaml")
 
 
 def text(plan, host=None, component=None) -> str:
@@ -110,7 +111,7 @@ def test_s3_mode_needs_keys_in_secrets(inv):
 
 
 def test_patroni_repo_host_knows_every_member_and_uses_a_standby():
-    inv = inventory.load(HERE / "hosts-patroni.yaml")
+    inv = load_inventory(HERE / "hosts-patroni.yaml")
     hosts = dict(inv.hosts)
     hosts["node4"] = inventory.Host("node4", frozenset({"backup"}), "192.0.2.14")
     inv = dataclasses.replace(inv, hosts=hosts)
@@ -161,4 +162,4 @@ def test_stanza_is_planned_where_backups_run(inv):
                 if any(s.component == "backup" and s.label == "command stanza" for s in steps)]
     assert stanza_hosts(inv) == ["node4"]
     assert stanza_hosts(without_node4(inv, node3_backup=True)) == ["node3"]
-    assert stanza_hosts(with_backup(inventory.load(HERE / "hosts-patroni.yaml"), repo_path="/mnt/backups")) == ["node1"]
+    assert stanza_hosts(with_backup(load_inventory(HERE / "hosts-patroni.yaml"), repo_path="/mnt/backups")) == ["node1"]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from fabfile import health, monitoring
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.errors import PlatformError
 from fabfile.core.offline import fresh_run, synthetic_facts
 from fabfile.core.secrets import GENERATORS
@@ -43,7 +43,7 @@ def monitored(inv):
 
 @pytest.fixture(scope="module")
 def inv():
-    return monitored(inventory.load(HERE / "hosts.yaml"))
+    return monitored(load_inventory(HERE / "hosts.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -183,13 +183,13 @@ def test_statsd_mapping_gives_labelled_airflow_metrics():
 
 
 def test_health_probes_each_expected_exporter(inv):
-    run = fresh_run(inv, os_release("debian-12"), connect=False)
+    run = fresh_run(inv, os_release("debian-12"))
     node3 = health.host_script(run, inv.hosts["node3"])
     for port in (9100, 9102, 9121, 9187):
         assert f"http://192.0.2.13:{port}/metrics" in node3
     assert ":9090/metrics" in health.host_script(run, inv.hosts["node1"]) and ":9090" not in node3
-    off = inventory.load(HERE / "hosts.yaml")
-    run_off = fresh_run(off, os_release("debian-12"), connect=False)
+    off = load_inventory(HERE / "hosts.yaml")
+    run_off = fresh_run(off, os_release("debian-12"))
     assert "@@exporter" not in health.host_script(run_off, off.hosts["node3"])
 
 
@@ -200,7 +200,7 @@ def test_monitoring_refused_on_el9(inv):
 
 def test_monitoring_off_stops_exporters_left_running():
     """Off: every exporter unit is planned absent; a fresh host plans nothing, a host that had them stops them."""
-    off = inventory.load(HERE / "hosts.yaml")
+    off = load_inventory(HERE / "hosts.yaml")
     assert not [s for steps in deploy_plan(off, os_release("debian-12")).values() for s in steps
                 if s.component == "monitoring"]
     from fabfile.core.runner import HostContext

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fabfile import health, monitoring
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from tests.spec.plans import deploy_plan
 
 from .test_spec_monitoring import monitored, os_release, step
@@ -31,7 +31,7 @@ PATRONI_METRICS = {"patroni_primary", "patroni_replica", "patroni_sync_standby",
 
 @pytest.fixture(scope="module")
 def inv():
-    return monitored(inventory.load(HERE / "hosts-patroni.yaml"))
+    return monitored(load_inventory(HERE / "hosts-patroni.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_no_sync_standby_rule_only_with_synchronous_mode(inv):
 
 
 def test_single_mode_has_no_patroni_job():
-    single = monitored(inventory.load(HERE / "hosts.yaml"))
+    single = monitored(load_inventory(HERE / "hosts.yaml"))
     plan = deploy_plan(single, os_release("debian-12"))
     text = next(s for s in plan["node1"] if s.label == "file /etc/prometheus/prometheus.yml").script
     assert "patroni" not in text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan
 from tests.spec.golden_files import assert_matches_golden
@@ -29,7 +29,7 @@ def os_release(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def inv():
-    return inventory.load(HERE / "hosts-patroni.yaml")
+    return load_inventory(HERE / "hosts-patroni.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.components import COMPONENTS
-from fabfile.core import inventory
+from fabfile.components import COMPONENTS, load_inventory
 from fabfile.core.errors import PlatformError
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan
@@ -41,7 +40,7 @@ def os_release(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def inv():
-    return inventory.load(HERE / "hosts.yaml")
+    return load_inventory(HERE / "hosts.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from fabfile import backup
-from fabfile.core import inventory, secrets
+from fabfile.components import load_inventory
+from fabfile.core import secrets
 from fabfile.core.errors import InventoryError, UserError
 
 SINGLE = """
@@ -45,7 +46,7 @@ INFO = [{
 def load(tmp_path, keys="", node3="", node4="redis"):
     p = tmp_path / "hosts.yaml"
     p.write_text(textwrap.dedent(SINGLE % (keys, node3, node4)).replace("node4: {roles: [redis]}\n", ""))
-    return inventory.load(p)
+    return load_inventory(p)
 
 
 def test_modes(tmp_path):
@@ -87,7 +88,7 @@ def test_patroni_member_cannot_hold_the_repository(tmp_path):
           node3: {roles: [redis, sentinel, postgres, worker, flower, backup]}
     """))
     with pytest.raises(InventoryError, match="also a Patroni member"):
-        inventory.load(p)
+        load_inventory(p)
 
 
 def test_parse_info_and_table():

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from fabfile import backup, drills, patroni
+from fabfile.components import load_inventory
 from fabfile.core import inventory
 from fabfile.core.facts import platform_from_os_release
 
@@ -73,7 +74,7 @@ def run(tmp_path, monkeypatch):
     healthy = []
     monkeypatch.setattr(drills, "Drill", lambda inv_path: SimpleNamespace(
         wait_healthy=lambda timeout: healthy.append(inv_path), close=lambda: None))
-    fake = FakeRun(inventory.load(path))
+    fake = FakeRun(load_inventory(path))
     fake.healthy = healthy
     return fake
 
@@ -164,11 +165,11 @@ def test_archive_mode_step_follows_the_repository(run, tmp_path):
     assert step.unless.startswith("[ ! -e /etc/patroni/15-main.yml ] ||")   # not under Patroni yet: nothing to do
     plain = tmp_path / "plain.yaml"
     plain.write_text(textwrap.dedent(LAYOUT).replace("  node4: {address: 10.0.0.14, roles: [backup]}\n", ""))
-    off = patroni.archive_mode_step(_ctx(inventory.load(plain), "node3"))
+    off = patroni.archive_mode_step(_ctx(load_inventory(plain), "node3"))
     assert "[ \"$v\" = off ] && exit 0" in off.script and "= off ]" in off.unless
 
 
 def test_a_restart_command_is_rolled_like_a_unit_restart():
-    step = patroni.archive_mode_step(_ctx(inventory.load(SPEC / "hosts-patroni.yaml"), "node1"))
+    step = patroni.archive_mode_step(_ctx(load_inventory(SPEC / "hosts-patroni.yaml"), "node1"))
     change = step.plan("run\n", set())
     assert change.restart and step.plan("done\n", set()) is None

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from fabfile import dags, redis
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.offline import fresh_run, fresh_state
 from fabfile.core.protocol import ShellHost
 from fabfile.core.runner import Options, diff_sources, render_diff
@@ -56,7 +56,7 @@ def _run(tmp_path=None, dags_dir=None):
     if dags_dir:
         path = tmp_path / "hosts.yaml"
         path.write_text((SPEC / "hosts.yaml").read_text().replace("dags_dir: dags", f"dags_dir: '{dags_dir}'"))
-    return fresh_run(inventory.load(path), (SPEC / "os-release" / "debian-12").read_text(), Options(check=True))
+    return fresh_run(load_inventory(path), (SPEC / "os-release" / "debian-12").read_text(), Options(check=True))
 
 
 def _check(run, component: str, steps, current, capsys) -> str:

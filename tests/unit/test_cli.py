@@ -56,11 +56,11 @@ def test_inv_operations_parse_as_documented(monkeypatch):
     from invoke import Program
 
     import tasks
-    from fabfile import backup, patch, upgrade
+    from fabfile import backup_tasks, patch, upgrade
     ran = []
-    monkeypatch.setattr(backup, "backup_now", lambda inventory, type: ran.append(("backup", type)) or 0)
-    monkeypatch.setattr(backup, "list_backups", lambda inventory: ran.append(("list",)) or 0)
-    monkeypatch.setattr(backup, "restore", lambda inventory, time, yes: ran.append(("restore", time, yes)) or 0)
+    monkeypatch.setattr(backup_tasks, "backup_now", lambda inventory, type: ran.append(("backup", type)) or 0)
+    monkeypatch.setattr(backup_tasks, "list_backups", lambda inventory: ran.append(("list",)) or 0)
+    monkeypatch.setattr(backup_tasks, "restore", lambda inventory, time, yes: ran.append(("restore", time, yes)) or 0)
     monkeypatch.setattr(upgrade, "run", lambda *a: ran.append(("upgrade", *a)) or 0)
     monkeypatch.setattr(patch, "run", lambda hosts, inventory, check, reboot: ran.append(("patch", hosts, reboot)) or 0)
     Program(namespace=tasks.ns).run(["inv", "backup", "--type", "diff", "backup.list", "restore", "--yes",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fabfile import airflow, constraints, stack, wheelhouse
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core import remote as remote_mod
 from fabfile.core.errors import UserError
 from fabfile.core.offline import fresh_run
@@ -118,7 +118,7 @@ def _inventory(tmp_path, url: str, wheels: Path | None = None):
         "cluster:\n", f"cluster:\n  constraints_url: '{url}'\n" + (f"  wheelhouse: '{wheels}'\n" if wheels else ""))
     path = tmp_path / "hosts.yaml"
     path.write_text(text)
-    return inventory.load(path)
+    return load_inventory(path)
 
 
 def test_used_for_the_wheelhouse_and_sent_to_hosts(server, cache, tmp_path, monkeypatch):

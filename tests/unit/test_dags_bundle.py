@@ -6,7 +6,7 @@ import io
 import tarfile
 
 from fabfile import dags
-from fabfile.core.inventory import load
+from fabfile.components import load_inventory as load
 
 
 def _names(inv) -> set:

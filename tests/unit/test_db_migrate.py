@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from fabfile import airflow
-from fabfile.core.inventory import load
+from fabfile.components import load_inventory as load
 
 
 @pytest.fixture

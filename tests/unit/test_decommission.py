@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fabfile import decommission
+from fabfile.components import load_inventory as load
 from fabfile.core.errors import PreconditionError
-from fabfile.core.inventory import load
 
 
 def _inv(tmp_path, extra=""):

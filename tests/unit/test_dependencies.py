@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from fabfile import airflow, dependencies, nginx, services
+from fabfile.components import load_inventory as load
 from fabfile.core.errors import UserError
-from fabfile.core.inventory import load
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fabfile import drills
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 
@@ -49,15 +49,15 @@ def test_retries_and_successes():
 
 def test_single_mode_postgres_drill_is_not_covered_with_the_reason():
     class D:
-        inv = inventory.load(SPEC / "hosts.yaml")
+        inv = load_inventory(SPEC / "hosts.yaml")
     [r] = drills.postgres(D())
     assert r.verdict == "NOT COVERED" and "single mode" in r.recovery
 
 
 def test_node_drill_avoids_only_the_database_primary():
-    single = inventory.load(SPEC / "hosts.yaml")
+    single = load_inventory(SPEC / "hosts.yaml")
     assert all(not single.hosts[h].has("postgres") for h in drills.node_candidates(single, None))
-    patroni = inventory.load(SPEC / "hosts-patroni.yaml")
+    patroni = load_inventory(SPEC / "hosts-patroni.yaml")
     cands = drills.node_candidates(patroni, "node1")
     assert cands and "node1" not in cands
     assert drills.node_candidates(patroni, None) == []    # leader unknown: touch no postgres host

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from fabfile import health
+from fabfile.components import load_inventory
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 MEMBERS = ["node1", "node2", "node3"]
@@ -112,12 +113,11 @@ def test_conninfo_multi_host_targets_the_writable_member():
 
 
 def test_host_script_asks_patroni_and_etcd_in_patroni_mode_only():
-    from fabfile.core import inventory
     from fabfile.core.offline import fresh_run
     spec = Path(__file__).resolve().parents[1] / "spec"
     for name, patroni in (("hosts-patroni.yaml", True), ("hosts.yaml", False)):
-        inv = inventory.load(spec / name)
-        run = fresh_run(inv, (spec / "os-release" / "debian-12").read_text(), connect=False)
+        inv = load_inventory(spec / name)
+        run = fresh_run(inv, (spec / "os-release" / "debian-12").read_text())
         host = inv.with_role("postgres")[0]
         script = health.host_script(run, host)
         assert ("@@pcluster" in script and "/primary" in script) is patroni

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from fabfile import stack
+from fabfile.components import load_inventory
 from fabfile.core import inventory
 from fabfile.core import remote as remote_mod
 from fabfile.core.errors import InventoryError
@@ -42,7 +43,7 @@ def no_ssh(monkeypatch):
 
 
 def test_good_inventory_loads_with_defaults(tmp_path):
-    inv = inventory.load(write(tmp_path, GOOD))
+    inv = load_inventory(write(tmp_path, GOOD))
     assert list(inv.hosts) == ["node1", "node2", "node3"]
     assert inv.cluster["ports"]["redis"] == 6379
     assert inv.cluster["worker_concurrency"] == 4
@@ -50,7 +51,7 @@ def test_good_inventory_loads_with_defaults(tmp_path):
 
 
 def test_repo_default_inventory_is_valid():
-    inv = inventory.load("hosts.yaml")
+    inv = load_inventory("hosts.yaml")
     assert len(inv.with_role("sentinel")) == 3
 
 
@@ -79,7 +80,7 @@ BAD = {
 def test_bad_inventory_one_clear_error(tmp_path, case):
     text, what, where = BAD[case]
     with pytest.raises(InventoryError) as err:
-        inventory.load(write(tmp_path, text))
+        load_inventory(write(tmp_path, text))
     msg = err.value.message
     assert what in msg and where in msg
     assert "fix:" in msg
@@ -119,11 +120,11 @@ def test_cli_bad_inventory_prints_one_error_no_traceback(tmp_path):
 
 def test_per_host_override_and_type_check(tmp_path):
     text = GOOD.replace("node3: {roles:", "node3: {worker_concurrency: 8, roles:")
-    inv = inventory.load(write(tmp_path, text))
+    inv = load_inventory(write(tmp_path, text))
     assert inv.var(inv.hosts["node3"], "worker_concurrency") == 8
     assert inv.var(inv.hosts["node1"], "worker_concurrency") == 4
     with pytest.raises(InventoryError, match="hosts.node3.worker_concurrency"):
-        inventory.load(write(tmp_path, text.replace("worker_concurrency: 8", "worker_concurrency: '8'")))
+        load_inventory(write(tmp_path, text.replace("worker_concurrency: 8", "worker_concurrency: '8'")))
 
 
 def _monitored(tmp_path, ports: str, extra_role: str = ""):
@@ -141,28 +142,28 @@ def _monitored(tmp_path, ports: str, extra_role: str = ""):
 ])
 def test_exporter_ports_clash_refused(tmp_path, ports, host, pair):
     with pytest.raises(InventoryError) as err:
-        inventory.load(_monitored(tmp_path, ports))
+        load_inventory(_monitored(tmp_path, ports))
     msg = err.value.message
     assert f"of host {host}: {pair}" in msg and f"(host {host})" in msg and "fix:" in msg
 
 
 def test_prometheus_port_checked_only_on_monitoring_hosts(tmp_path):
-    inventory.load(_monitored(tmp_path, "prometheus: 5432"))      # no host has the monitoring role
+    load_inventory(_monitored(tmp_path, "prometheus: 5432"))      # no host has the monitoring role
     with pytest.raises(InventoryError, match="of host node3: postgres and prometheus"):
-        inventory.load(_monitored(tmp_path, "prometheus: 5432", ", monitoring"))
+        load_inventory(_monitored(tmp_path, "prometheus: 5432", ", monitoring"))
 
 
 def test_exporter_ports_ignored_with_monitoring_off(tmp_path):
-    inv = inventory.load(write(tmp_path, GOOD.replace("cluster:\n", "cluster:\n  ports: {redis_exporter: 6379}\n")))
+    inv = load_inventory(write(tmp_path, GOOD.replace("cluster:\n", "cluster:\n  ports: {redis_exporter: 6379}\n")))
     assert inv.cluster["ports"]["redis_exporter"] == 6379
 
 
 def test_port_check_and_monitoring_share_one_table(tmp_path):
     from fabfile import monitoring
-    inv = inventory.load(_monitored(tmp_path, "", ", monitoring"))
+    inv = load_inventory(_monitored(tmp_path, "", ", monitoring"))
     for host in inv.hosts.values():
-        ports = inventory.listening(inv, host)
-        assert all(p in ports for e in monitoring.exporters(inv, host) for p in inventory.EXPORTERS[e][1])
+        ports = inv.registry.listening(inv, host)
+        assert all(p in ports for e in monitoring.exporters(inv, host) for p in monitoring.EXPORTERS[e][1])
     assert monitoring.exporters(inv, inv.hosts["node3"]) == [
         "node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"]
 
@@ -179,7 +180,7 @@ def test_readme_inventory_block_documents_every_default():
 
 
 def test_worker_queues_per_host(tmp_path):
-    inv = inventory.load(write(tmp_path, GOOD.replace("node3: {roles:", "node3: {worker_queues: [default, heavy], roles:")))
+    inv = load_inventory(write(tmp_path, GOOD.replace("node3: {roles:", "node3: {worker_queues: [default, heavy], roles:")))
     assert inv.var(inv.hosts["node3"], "worker_queues") == ["default", "heavy"]
     assert inv.var(inv.hosts["node1"], "worker_queues") == ["default"]
 
@@ -194,16 +195,16 @@ def test_worker_queues_per_host(tmp_path):
 def test_bad_worker_queues_refused(tmp_path, queues, message):
     text = GOOD.replace("node3: {roles:", f"node3: {{worker_queues: {queues}, roles:")
     with pytest.raises(InventoryError, match=message):
-        inventory.load(write(tmp_path, text))
+        load_inventory(write(tmp_path, text))
 
 
 def test_no_worker_serving_default_is_refused(tmp_path):
     text = GOOD.replace("cluster:", "cluster:\n  worker_queues: [heavy]")
     with pytest.raises(InventoryError, match="no worker serves the 'default' queue"):
-        inventory.load(write(tmp_path, text))
+        load_inventory(write(tmp_path, text))
 
 
 def test_worker_queues_on_a_host_without_workers_refused(tmp_path):
     text = GOOD + "  node4: {worker_queues: [default], roles: [nginx]}\n"
     with pytest.raises(InventoryError, match="without the 'worker' role"):
-        inventory.load(write(tmp_path, text))
+        load_inventory(write(tmp_path, text))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fabfile import nginx, patch, redis
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.offline import facts_text, synthetic_facts
 from fabfile.core.remote import Result
 from tests.unit import test_rolling as rolling
@@ -56,7 +56,7 @@ class PatchHost:
 def cluster(monkeypatch):
     """The spec inventory on fake hosts; the Redis master on node1; failover, drains and gates logged."""
     log: list = []
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     hosts = {n: PatchHost(n, log) for n in inv.hosts}
     run = rolling.FakeRun(inv, list(inv.hosts.values()), patch.Options(gate_timeout=0.05, gate_interval=0.01))
     run.remote = lambda name: hosts[name]

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from fabfile import patroni, spof
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.errors import InventoryError, UserError
 
 PATRONI = """
@@ -22,14 +22,14 @@ hosts:
 def load(tmp_path, text):
     p = tmp_path / "hosts.yaml"
     p.write_text(textwrap.dedent(text))
-    return inventory.load(p)
+    return load_inventory(p)
 
 
 def test_etcd_follows_the_sentinels_when_not_named(tmp_path):
     inv = load(tmp_path, PATRONI)
     assert inv.patroni and [h.name for h in inv.with_role("etcd")] == ["node1", "node2", "node3"]
-    assert "patroni_api" in inventory.listening(inv, inv.hosts["node1"])
-    assert {"etcd_client", "etcd_peer"} <= set(inventory.listening(inv, inv.hosts["node3"]))
+    assert "patroni_api" in inv.registry.listening(inv, inv.hosts["node1"])
+    assert {"etcd_client", "etcd_peer"} <= set(inv.registry.listening(inv, inv.hosts["node3"]))
 
 
 def test_named_etcd_hosts_win(tmp_path):
@@ -70,8 +70,8 @@ def test_patroni_layout_has_no_database_spof(tmp_path):
 
 
 def test_shipped_layouts_load():
-    assert inventory.load("hosts.yaml").patroni               # the default: no single point of failure
-    assert not inventory.load("hosts-single.yaml").patroni    # one database, for the conversion and small setups
+    assert load_inventory("hosts.yaml").patroni               # the default: no single point of failure
+    assert not load_inventory("hosts-single.yaml").patroni    # one database, for the conversion and small setups
 
 
 def test_conversion_plan_keeps_the_data_host(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.offline import FreshHosts
 from fabfile.core.protocol import (
     RELOAD,
@@ -137,7 +137,7 @@ class LocalHosts(FreshHosts):
 
 
 def test_the_runner_reports_the_failing_change_and_those_not_run(tmp_path):
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     run = Run(inv, [inv.hosts["node1"]], Options(silent=True), source=LocalHosts(DEBIAN))
     done = tmp_path / "done"
     steps = [Command("first", script=f"touch {done}", unless=f"[ -e {done} ]"),

@@ -12,7 +12,8 @@ import paramiko
 import pytest
 
 from fabfile import health
-from fabfile.core import inventory, remote
+from fabfile.components import load_inventory
+from fabfile.core import remote
 from fabfile.core.errors import InventoryError
 
 
@@ -90,15 +91,15 @@ def test_connect_timeout_must_be_a_positive_number(tmp_path, value):
     path = tmp_path / "hosts.yaml"
     path.write_text(INV.format(timeout=value))
     with pytest.raises(InventoryError, match="cluster.connect_timeout"):
-        inventory.load(path)
+        load_inventory(path)
 
 
 def test_connect_timeout_default_and_fraction(tmp_path):
     path = tmp_path / "hosts.yaml"
     path.write_text(INV.format(timeout=1.5))
-    assert inventory.load(path).cluster["connect_timeout"] == 1.5
+    assert load_inventory(path).cluster["connect_timeout"] == 1.5
     path.write_text(textwrap.dedent(INV.format(timeout=1)).replace("  connect_timeout: 1\n", ""))
-    assert inventory.load(path).cluster["connect_timeout"] == 3
+    assert load_inventory(path).cluster["connect_timeout"] == 3
 
 
 class DeadChannel:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fabfile import postgres, redis, services
-from fabfile.core import inventory
+from fabfile.components import load_inventory
 from fabfile.core.component import Component
 from fabfile.core.offline import FreshHosts, facts_text, fresh_run
 from fabfile.core.protocol import ShellHost
@@ -139,7 +139,7 @@ def log():
 
 
 def deploy(log, components, check=False, serial=0, **hosts_kw):
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     HOSTS.clear()
     HOSTS.update({n: FakeHost(n, log, **hosts_kw) for n in inv.hosts})
     opts = Options(check=check, serial=serial, gate_timeout=0.05, gate_interval=0.01)
@@ -264,7 +264,7 @@ def test_postgres_restart_is_marked_as_downtime():
 
 
 def _postgres_steps():
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     return postgres.steps(fresh_run(inv, DEBIAN).context(inv.hosts["node3"]))
 
 
@@ -321,7 +321,7 @@ def test_drain_script_marks_one_server_down_and_back(tmp_path):
 
 
 def test_sentinels_are_asked_in_parallel_and_answers_keep_inventory_order(log):
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     barrier = threading.Barrier(len(inv.with_role("sentinel")))
 
     class Waiting(FakeHost):
@@ -338,7 +338,7 @@ def test_sentinels_are_asked_in_parallel_and_answers_keep_inventory_order(log):
 
 def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
     """connect asks each Sentinel host in the facts round trip; prepare uses that once, then asks again."""
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     asked: list = []
 
     class WithFacts(FakeHost):

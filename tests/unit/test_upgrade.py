@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fabfile import airflow, nginx, postgres, services, upgrade
-from fabfile.core import inventory, runner
+from fabfile.components import load_inventory
+from fabfile.core import runner
 from fabfile.core.errors import PreconditionError
 from fabfile.core.offline import facts_text
 from fabfile.core.runner import Options, execute
@@ -159,7 +160,7 @@ def test_the_newest_backup_is_found_on_whichever_member_holds_it():
     """Patroni: each backup lies on the member that led when it was taken; the newest one wins."""
     older = DUMP.replace("20261130T010000Z", "20261001T010000Z")
     answers = {"node1": BackupHost(""), "node2": BackupHost(DUMP), "node3": BackupHost(older)}
-    run = type("R", (), {"inv": inventory.load(SPEC / "hosts-patroni.yaml"), "remote": lambda self, n: answers[n]})()
+    run = type("R", (), {"inv": load_inventory(SPEC / "hosts-patroni.yaml"), "remote": lambda self, n: answers[n]})()
     assert postgres.find_backup(run, "aaaaaaaaaaaa") == postgres.Backup("node2", DUMP, "/usr/lib/postgresql/15/bin")
 
 
@@ -175,7 +176,7 @@ def test_migrate_is_decided_from_the_db_revision_and_the_new_schema_head(db_rev,
 
 
 def test_plan_prints_versions_migrate_backup_and_the_per_role_order():
-    inv = inventory.load(SPEC / "hosts-patroni.yaml")       # the default layout: every host runs several roles
+    inv = load_inventory(SPEC / "hosts-patroni.yaml")       # the default layout: every host runs several roles
     lines = upgrade.plan_lines(["3.3.1"], "3.3.2", upgrade.migrate_verdict("a" * 12, "a" * 12),
                                upgrade._backup_line(inv.hosts["node3"], "no: schema already at x", "a" * 12, "3.3.2"),
                                list(inv.hosts.values()))
@@ -188,14 +189,14 @@ def test_plan_prints_versions_migrate_backup_and_the_per_role_order():
 
 
 def test_plan_names_the_backup_when_the_schema_changes():
-    inv = inventory.load(SPEC / "hosts.yaml")
+    inv = load_inventory(SPEC / "hosts.yaml")
     line = upgrade._backup_line(inv.hosts["node3"], "yes: schema a -> b", "aaaaaaaaaaaa", "3.3.2")
     assert line == ("pg_dump -Fc on node3 -> /var/backups/airflow-ha/airflow-*-rev-aaaaaaaaaaaa-before-3.3.2.dump "
                     "(0600, owner postgres)")
 
 
 def test_backup_step_writes_a_private_timestamped_dump_once():
-    run = type("R", (), {"inv": inventory.load(SPEC / "hosts.yaml")})()
+    run = type("R", (), {"inv": load_inventory(SPEC / "hosts.yaml")})()
     [step] = postgres.backup_steps(run, "aaaaaaaaaaaa", "3.3.2")
     assert "install -d -o postgres -g postgres -m 0700 /var/backups/airflow-ha" in step.script
     assert "umask 077; b=$(psql -p 5432 -tAc" in step.script and "runuser -u postgres" in step.script
@@ -216,7 +217,7 @@ def test_backup_script_dumps_with_the_servers_pg_dump(tmp_path, monkeypatch):
         name.chmod(0o755)
     monkeypatch.setattr(postgres, "BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setenv("PATH", f"{stubs}:/usr/bin:/bin")
-    run = type("R", (), {"inv": inventory.load(SPEC / "hosts.yaml")})()
+    run = type("R", (), {"inv": load_inventory(SPEC / "hosts.yaml")})()
     [step] = postgres.backup_steps(run, "aaaaaaaaaaaa", "3.3.2")
     res = sh(step.script)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -288,7 +289,7 @@ def gated(name, *units):
 def test_a_version_change_on_colocated_hosts_rolls_per_role_across_hosts(monkeypatch):
     """Default layout (every host runs several roles): all api-servers first, drained one at a time, then
     triggerers/dag-processors, workers, schedulers, Flower; one host at a time, each restart gated."""
-    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"))
+    events = roll(monkeypatch, load_inventory(SPEC / "hosts-patroni.yaml"))
     assert events == [
         *drained("node1", "airflow-api-server"), *drained("node2", "airflow-api-server"),
         *gated("node1", "airflow-triggerer"), *gated("node2", "airflow-dag-processor", "airflow-triggerer"),
@@ -299,7 +300,7 @@ def test_a_version_change_on_colocated_hosts_rolls_per_role_across_hosts(monkeyp
 
 def test_a_version_change_on_a_split_layout_rolls_role_hosts_in_airflow_order(tmp_path, monkeypatch):
     (tmp_path / "hosts.yaml").write_text(TIERED)
-    events = roll(monkeypatch, inventory.load(tmp_path / "hosts.yaml"))
+    events = roll(monkeypatch, load_inventory(tmp_path / "hosts.yaml"))
     assert events == [*drained("a1", "airflow-api-server"), *drained("a2", "airflow-api-server"),
                       *gated("t1", "airflow-dag-processor", "airflow-triggerer"), *gated("w1", "airflow-worker"),
                       *gated("s1", "airflow-scheduler")]
@@ -308,7 +309,7 @@ def test_a_version_change_on_a_split_layout_rolls_role_hosts_in_airflow_order(tm
 def test_current_flips_with_a_hosts_first_restart_and_each_unit_stamps_with_its_own(monkeypatch):
     """`current` flips in the host's first apply, before its restart; a unit's generation stamp is written
     in the apply that restarts it (a roll stopped earlier leaves it to restart on the next run)."""
-    roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"))
+    roll(monkeypatch, load_inventory(SPEC / "hosts-patroni.yaml"))
     for host in rolling.HOSTS.values():
         first, *later = host.scripts
         assert first.index("ln -sfn /opt/airflow/venvs/3.3.2 /opt/airflow/venvs/current") < \
@@ -320,7 +321,7 @@ def test_current_flips_with_a_hosts_first_restart_and_each_unit_stamps_with_its_
 
 
 def test_a_roll_stopped_in_the_api_server_phase_restarts_nothing_else(monkeypatch, capsys):
-    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), failing=("node2",))
+    events = roll(monkeypatch, load_inventory(SPEC / "hosts-patroni.yaml"), failing=("node2",))
     restarts = [e for e in events if e[0] == "restart"]
     assert restarts == [("restart", "node1", "airflow-api-server"), ("restart", "node2", "airflow-api-server")]
     out = capsys.readouterr().out
@@ -331,7 +332,7 @@ def test_a_roll_stopped_in_the_api_server_phase_restarts_nothing_else(monkeypatc
 
 def test_a_config_change_rolls_per_host(monkeypatch):
     """No version change: all of a host's restarts in one apply and one gate, api-server hosts first."""
-    events = roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), flips=False)
+    events = roll(monkeypatch, load_inventory(SPEC / "hosts-patroni.yaml"), flips=False)
     both = ("airflow-api-server", "airflow-scheduler")
     assert events == [*drained("node1", *both, "airflow-triggerer", "airflow-worker"),
                       *drained("node2", *both, "airflow-dag-processor", "airflow-triggerer", "airflow-worker"),
@@ -339,7 +340,7 @@ def test_a_config_change_rolls_per_host(monkeypatch):
 
 
 def test_check_lists_the_per_role_order(monkeypatch, capsys):
-    assert roll(monkeypatch, inventory.load(SPEC / "hosts-patroni.yaml"), check=True) == []
+    assert roll(monkeypatch, load_inventory(SPEC / "hosts-patroni.yaml"), check=True) == []
     out = capsys.readouterr().out
     assert "services   would restart one host at a time: node1 (api-server) -> node2 (api-server) -> " \
            "node1 (triggerer) -> node2 (triggerer, dag-processor) -> node1 (worker) -> node2 (worker) -> " \
@@ -351,7 +352,7 @@ def test_check_lists_the_per_role_order(monkeypatch, capsys):
 
 def test_config_changes_roll_hosts_by_their_earliest_role(tmp_path):
     (tmp_path / "hosts.yaml").write_text(TIERED)
-    inv = inventory.load(tmp_path / "hosts.yaml")
+    inv = load_inventory(tmp_path / "hosts.yaml")
     order = [h.name for h in services.roll_order(None, list(inv.hosts.values()))]
     assert order == ["a1", "a2", "t1", "w1", "s1"]
 
@@ -395,7 +396,7 @@ class StateHost:
 def wired(tmp_path, monkeypatch):
     """`upgrade.run` over fake hosts, a fake local wheelhouse (schema head bbbbbbbbbbbb), stack.run recorded."""
     (tmp_path / "hosts.yaml").write_text((SPEC / "hosts.yaml").read_text())
-    inv = inventory.load(tmp_path / "hosts.yaml")
+    inv = load_inventory(tmp_path / "hosts.yaml")
     host = StateHost("3.3.2", {"3.3.1": "bbbbbbbbbbbb", "3.3.2": "bbbbbbbbbbbb"}, "bbbbbbbbbbbb")
 
     def make_run(inv_, hosts, opts):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fabfile import airflow, firewall, health, keepalived, nginx, packages, services, spof
-from fabfile.core import inventory, secrets
+from fabfile.components import load_inventory
+from fabfile.core import secrets
 from fabfile.core.errors import InventoryError, UserError
 from fabfile.core.facts import parse_facts
 from fabfile.core.offline import fresh_run
@@ -26,7 +27,7 @@ hosts:
 def load(tmp_path, cluster: str = "vip: 10.0.0.100", hosts: str = HOSTS):
     p = tmp_path / "hosts.yaml"
     p.write_text("cluster:\n" + textwrap.indent(textwrap.dedent(cluster), "  ") + "\n" + textwrap.dedent(hosts))
-    return inventory.load(p)
+    return load_inventory(p)
 
 
 def ctx_for(inv, name, os_release="debian-12", vrrp_password="s3cret99"):
