@@ -58,66 +58,18 @@ from .core.component import Component, Role
 from .core.errors import UserError
 from .core.steps import Command, Directory, File, Packages, Service
 from .core.templates import render
+from .repository import ARCHIVE_TIMEOUT, REPO_USER, STANZA, enabled, mode, owner, repo_host, repo_path, runs_backups
 
 NAME = "backup"
-STANZA = "airflow"
 CONF = "/etc/pgbackrest/pgbackrest.conf"
 LOG_DIR = "/var/log/pgbackrest"
-DEFAULT_REPO = "/var/lib/pgbackrest"
-REPO_USER = "pgbackrest"
 REPO_HOME = "/home/pgbackrest"
 SCRIPT = "/usr/local/lib/airflow-ha/pgbackrest-backup.sh"
 SERVICE = "airflow-ha-backup@"
-ARCHIVE_COMMAND = f"pgbackrest --stanza={STANZA} archive-push %p"
-ARCHIVE_TIMEOUT = 300
 TYPES = ("full", "diff", "incr")
 #: `info --output=json` status codes that mean "no stanza yet" (1 missing stanza path, 3 missing stanza data)
 MISSING_STANZA = (1, 3)
 SLACK_HOURS = 6
-
-
-# -- where the repository is ---------------------------------------------------------------------------
-
-
-def repo_host(inv):
-    hosts = inv.with_role("backup")
-    return hosts[0] if hosts else None
-
-
-def mode(inv) -> str:
-    """host | local | path | s3 | none (module docstring)."""
-    b = inv.cluster["backup"]
-    if b["s3_bucket"]:
-        return "s3"
-    host = repo_host(inv)
-    if host:
-        return "local" if host.has("postgres") else "host"
-    return "path" if b["repo_path"] else "none"
-
-
-def enabled(inv) -> bool:
-    return mode(inv) != "none"
-
-
-def repo_path(inv) -> str:
-    return inv.cluster["backup"]["repo_path"] or DEFAULT_REPO
-
-
-def runs_backups(inv, host) -> bool:
-    """The host whose timers start backups: the repo host, else every PostgreSQL host (primary only)."""
-    return host.has("backup") if mode(inv) == "host" else host.has("postgres")
-
-
-def owner(inv) -> str:
-    """The OS user that runs backups: `pgbackrest` on a repo host, else postgres (its name on every platform)."""
-    return REPO_USER if mode(inv) == "host" else "postgres"
-
-
-def archive_settings(inv) -> list[tuple[str, str]]:
-    """PostgreSQL settings for WAL archiving ([] without a repository: nothing changes)."""
-    if not enabled(inv):
-        return []
-    return [("archive_mode", "on"), ("archive_command", ARCHIVE_COMMAND), ("archive_timeout", str(ARCHIVE_TIMEOUT))]
 
 
 # -- configuration ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from . import backup, etcd
+from . import etcd, repository
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
 
@@ -83,7 +83,7 @@ def config(ctx) -> str:
         replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
         rewind_password=s["patroni_rewind_password"], db_name=DB, db_user=USER,
         pg_peers=[(h.name, run.addresses[h.name]) for h in inv.with_role("postgres")],
-        peers=sorted(run.addresses.items()), archive=backup.archive_settings(inv))
+        peers=sorted(run.addresses.items()), archive=repository.archive_settings(inv))
 
 
 def seed(run):
@@ -164,7 +164,7 @@ def archive_mode_step(ctx) -> Command:
     reloaded patroni.yml on its next cycle (<= loop_wait), only then flags the restart: hence the loop.
     Nothing to do while PostgreSQL is down or not yet under Patroni here: it starts with the file's setting."""
     plat, inv = ctx.platform, ctx.inv
-    want = dict(backup.archive_settings(inv)).get("archive_mode", "off")
+    want = dict(repository.archive_settings(inv)).get("archive_mode", "off")
     show = (f"runuser -u {plat.users['postgres']} -- psql -XAtq -p {inv.cluster['ports']['postgres']} -d postgres "
             "-c 'show archive_mode' 2>/dev/null")
     restart = f"patronictl -c {conf_path(plat)} restart --force --pending {scope(inv)} {ctx.host.name}"

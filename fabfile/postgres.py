@@ -19,7 +19,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from . import backup, selinux
+from . import repository, selinux
 from .core.component import Component, Role
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
@@ -118,7 +118,7 @@ def steps(ctx) -> list:
     out += [
         File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
                                               max_connections=max_connections(inv),
-                                              archive=backup.archive_settings(inv)),
+                                              archive=repository.archive_settings(inv)),
              owner=user, group=user, mode=0o644, notify=(unit,)),
         File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),

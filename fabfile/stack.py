@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from . import airflow, backup, dags, dependencies, spof
+from . import airflow, dags, dependencies, repository, spof
 from .components import COMPONENTS, load_inventory
 from .core import profile
 from .core.errors import UserError
@@ -42,7 +42,7 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
                      finish=None if components or check else ends_healthy)
         if check:
             print(spof_report(inv))
-            if not backup.enabled(inv):
+            if not repository.enabled(inv):
                 print("warning: no backups (no backup host, backup.repo_path or S3; README \"Backups\")")
         return rc
     except UserError as exc:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fabfile import backup
+from fabfile import backup, repository
 from fabfile.components import load_inventory
 from fabfile.core import secrets
 from fabfile.core.errors import InventoryError, UserError
@@ -55,9 +55,9 @@ def test_modes(tmp_path):
     assert backup.mode(load(tmp_path, node3=", backup")) == "local"
     assert backup.mode(load(tmp_path, keys="repo_path: /mnt/pgbackrest")) == "path"
     s3 = load(tmp_path, keys="s3_bucket: b, s3_endpoint: s3.example, s3_region: r")
-    assert backup.mode(s3) == "s3" and backup.archive_settings(s3)[1] == (
+    assert backup.mode(s3) == "s3" and repository.archive_settings(s3)[1] == (
         "archive_command", "pgbackrest --stanza=airflow archive-push %p")
-    assert backup.archive_settings(load(tmp_path)) == []
+    assert repository.archive_settings(load(tmp_path)) == []
 
 
 @pytest.mark.parametrize("keys,node3,node4,message", [
