@@ -64,6 +64,15 @@ print(heads.pop())
 """
 
 
+#: the venv interpreter's packages (Platform.python names the interpreter): Debian's venv module is a package of
+#: its own; EL9's python3.12 has it, and python3.12-pip brings the wheel ensurepip installs
+PYTHON_PACKAGES = {"debian": ("python3", "python3-venv"), "rhel": ("python3.12", "python3.12-pip")}
+
+
+def python_packages(platform) -> tuple[str, ...]:
+    return PYTHON_PACKAGES[platform.family]
+
+
 def venv_dir(version: str) -> str:
     """The venv of one Airflow version (a real directory, or a link to the adopted LEGACY_VENV)."""
     return f"{VENVS}/{version}"

@@ -54,6 +54,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from . import postgres
 from .core.component import Component, Role
 from .core.errors import UserError
 from .core.steps import Command, Directory, File, Packages, Service
@@ -70,6 +71,9 @@ TYPES = ("full", "diff", "incr")
 #: `info --output=json` status codes that mean "no stanza yet" (1 missing stanza path, 3 missing stanza data)
 MISSING_STANZA = (1, 3)
 SLACK_HOURS = 6
+#: the same on every platform: Debian 12 ships 2.45 (DESIGN.md §6); EL9 from PGDG (pgdg-common) or EPEL
+#: (check_repos of the Patroni layout); every host runs the same version
+PACKAGES = ("pgbackrest",)
 
 
 # -- configuration ---------------------------------------------------------------------------------------
@@ -99,9 +103,9 @@ def _secret(secrets, key) -> str:
 
 
 def _pg_opts(inv, plat, index: int = 1, address: str | None = None) -> list[tuple[str, str]]:
-    p = f"pg{index}"
-    data = plat.paths["pg_patroni_data"] if inv.patroni else plat.paths["pg_data"]
-    remote = [(f"{p}-host", address), (f"{p}-host-user", plat.users["postgres"])] if address else []
+    p, pg = f"pg{index}", postgres.names(plat)
+    data = pg.patroni_data if inv.patroni else pg.data
+    remote = [(f"{p}-host", address), (f"{p}-host-user", pg.user)] if address else []
     return remote + [(f"{p}-path", data), (f"{p}-port", str(inv.cluster["ports"]["postgres"])),
                      (f"{p}-socket-path", "/var/run/postgresql")]
 
@@ -124,7 +128,7 @@ def config(ctx) -> str:
     role = ("repository host" if ctx.host.has("backup") and mode(ctx.inv) == "host"
             else f"database host (repository: {mode(ctx.inv)})")
     return render("pgbackrest/pgbackrest.conf.j2", role=role, group=owner(ctx.inv)
-                  if runs_backups(ctx.inv, ctx.host) else ctx.platform.users["postgres"],
+                  if runs_backups(ctx.inv, ctx.host) else postgres.names(ctx.platform).user,
                   secret=any(k == "repo1-cipher-pass" for k, _ in glob), global_opts=glob, stanza=STANZA,
                   stanza_opts=stanza)
 
@@ -202,11 +206,11 @@ def applies(inv, host) -> bool:
 
 
 def steps(ctx) -> list:
-    inv, plat, host = ctx.inv, ctx.platform, ctx.host
-    pg_user = plat.users["postgres"]
+    inv, plat, host, pg = ctx.inv, ctx.platform, ctx.host, postgres.names(ctx.platform)
+    pg_user = pg.user
     is_repo = mode(inv) == "host" and host.has("backup")
     user = REPO_USER if is_repo else pg_user
-    out = [Packages(target="pgbackrest", names=tuple(plat.packages["pgbackrest"]), manager=plat.pkg)]
+    out = [Packages(target="pgbackrest", names=PACKAGES, manager=plat.pkg)]
     if is_repo:
         out.append(Command(f"user {REPO_USER}", unless=f"getent passwd {REPO_USER}",
                            script=f"useradd --system --user-group --create-home --home-dir {REPO_HOME} "
@@ -219,7 +223,7 @@ def steps(ctx) -> list:
     if mode(inv) in ("host", "local") and (is_repo or mode(inv) == "local") or mode(inv) == "path":
         out.append(Directory(repo_path(inv), owner=user, group=user, mode=0o750))
     if mode(inv) == "host":
-        out += _ssh_steps(ctx, user, REPO_HOME if is_repo else plat.paths["pg_home"])
+        out += _ssh_steps(ctx, user, REPO_HOME if is_repo else pg.home)
     units = (timer_steps(ctx, user) if runs_backups(inv, host) else []) + \
         (metrics_steps(ctx) if inv.cluster["monitoring"] else [])
     # unit files before the first service action: the runner's one daemon-reload comes right before it
@@ -536,11 +540,11 @@ class Restore:
                                              f"{(res.err or res.out).strip()[-400:]}"))
         return res.out
 
-    def plat(self, host: str):
-        return self.run.facts[host].platform
+    def pg(self, host: str) -> postgres.PostgresNames:
+        return postgres.names(self.run.facts[host].platform)
 
     def pgbackrest(self, host: str) -> str:
-        return f"runuser -u {self.plat(host).users['postgres']} -- pgbackrest --stanza={STANZA}"
+        return f"runuser -u {self.pg(host).user} -- pgbackrest --stanza={STANZA}"
 
     def execute(self) -> None:
         self.archive_current_wal()
@@ -599,10 +603,10 @@ class Restore:
 
     def psql(self, host: str) -> str:
         port = self.inv.cluster["ports"]["postgres"]
-        return f"runuser -u {self.plat(host).users['postgres']} -- psql -XAtq -p {port} -d postgres"
+        return f"runuser -u {self.pg(host).user} -- psql -XAtq -p {port} -d postgres"
 
     def restore_single(self) -> None:
-        host, unit = self.leader, self.plat(self.leader).units["postgres"]
+        host, unit = self.leader, self.pg(self.leader).unit
         self.sh(host, f"systemctl stop {unit}", what="stop PostgreSQL")
         t0 = time.monotonic()
         self.sh(host, self._restore_cmd(host), timeout=6 * 3600, what="pgbackrest restore")
@@ -629,7 +633,7 @@ class Restore:
         return [m for m in self.members() if m != self.leader]
 
     def patroni_unit(self, host: str) -> str:
-        return self.plat(host).units["patroni"]
+        return self.pg(host).patroni_unit
 
     def stop_patroni(self) -> None:
         """Replicas first, the leader last (it removes its leader key on a clean stop)."""
@@ -640,9 +644,9 @@ class Restore:
     def restore_outside_patroni(self) -> None:
         """pgbackrest restore, then PostgreSQL replays WAL to the target and promotes under pg_ctl; stopped again
         without pgBackRest's recovery settings, a clean primary for Patroni to take over."""
-        plat = self.plat(self.leader)
-        data, conf_dir = plat.paths["pg_patroni_data"], plat.paths["pg_patroni_conf_dir"]
-        pg_ctl = f"runuser -u {plat.users['postgres']} -- {plat.paths['pg_bin']}/pg_ctl -D {data} -w -t 3600"
+        pg = self.pg(self.leader)
+        data, conf_dir = pg.patroni_data, pg.patroni_conf_dir
+        pg_ctl = f"runuser -u {pg.user} -- {pg.bin_dir}/pg_ctl -D {data} -w -t 3600"
         opts = f" -o {shlex.quote('-c config_file=' + conf_dir + '/postgresql.conf')}" if conf_dir != data else ""
         t0 = time.monotonic()
         self.sh(self.leader, self._restore_cmd(self.leader), timeout=6 * 3600, what="pgbackrest restore")
@@ -668,7 +672,7 @@ class Restore:
     def recreate_replicas(self) -> None:
         """Only once the restored leader runs: emptied data dirs make Patroni clone them from it (pg_basebackup)."""
         for m in self.replicas():
-            data = shlex.quote(self.plat(m).paths["pg_patroni_data"])
+            data = shlex.quote(self.pg(m).patroni_data)
             self.sh(m, f"find {data} -mindepth 1 -delete && systemctl start {self.patroni_unit(m)}",
                     what="re-create the replica")
         self.sh(self.leader, self._members_streaming(self.members()), timeout=1900, what="wait for the replicas")

@@ -24,7 +24,7 @@ import dataclasses
 import shlex
 import time
 
-from . import redis, stack
+from . import keepalived, nginx, redis, stack
 from .components import COMPONENTS, load_inventory
 from .core import inventory as inventory_mod
 from .core.errors import PreconditionError, UserError
@@ -70,7 +70,8 @@ def _stop_script(run, host) -> str:
     """Worker first (warm shutdown: waits for running tasks), then everything else on the host."""
     plat = run.facts[host.name].platform
     airflow = [UNITS[r] for r in UNITS if host.has(r) and r != "worker"]
-    others = [plat.units[k] for k in ("keepalived", "nginx", "sentinel", "redis") if k in plat.units]
+    cache = redis.names(plat)
+    others = [keepalived.UNIT, nginx.names(plat).unit, cache.sentinel_unit, cache.unit]
     lines = ["systemctl disable --now airflow-worker 2>/dev/null || true"] if host.has("worker") else []
     lines += [f"systemctl disable --now {u} 2>/dev/null || true" for u in airflow + others]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ always computed from the whole inventory) and nothing is removed from them.
 
 from __future__ import annotations
 
+from . import postgres, redis
 from .airflow import ROLES as AIRFLOW_ROLES
 from .core.errors import PreconditionError
 from .core.facts import FACTS_SCRIPT, parse_facts
@@ -18,9 +19,10 @@ from .services import UNITS
 
 
 def _unit(role: str, platform, patroni: bool = False) -> str:
-    if role == "postgres" and patroni:
-        return platform.units["patroni"]
-    return UNITS.get(role) or platform.units[role]
+    if role == "postgres":
+        pg = postgres.names(platform)
+        return pg.patroni_unit if patroni else pg.unit
+    return UNITS.get(role) or redis.names(platform).unit_of(role)
 
 
 #: components that start or migrate Airflow processes (they need the database, broker and api-servers)

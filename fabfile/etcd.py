@@ -20,11 +20,34 @@ needs `etcdctl member add/remove` first (README "High availability"; not automat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .core.component import Component, Role
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
 
 NAME = "etcd"
+
+
+@dataclass(frozen=True)
+class EtcdNames:
+    """What etcd is called on one platform (docs/platforms.md: each entry and its source)."""
+
+    packages: tuple[str, ...]
+    unit: str
+    env: str          # the environment file the packaged unit reads, which we own whole
+    data: str = "/var/lib/etcd/airflow-ha"   # not the package's /var/lib/etcd/default (a 1-member cluster)
+
+
+NAMES = {
+    "debian": EtcdNames(packages=("etcd-server", "etcd-client"), unit="etcd",
+                        env="/etc/default/etcd"),   # etcd.service: EnvironmentFile=-/etc/default/%p
+    "rhel": EtcdNames(packages=("etcd",), unit="etcd", env="/etc/etcd/etcd.conf"),   # PGDG's pgdg-rhel9-extras
+}
+
+
+def names(platform) -> EtcdNames:
+    return NAMES[platform.family]
 
 
 def applies(inv, host) -> bool:
@@ -41,20 +64,19 @@ def env(ctx) -> str:
     inv, run = ctx.inv, ctx.run
     ports = inv.cluster["ports"]
     members = ",".join(f"{h.name}=http://{run.addresses[h.name]}:{ports['etcd_peer']}" for h in inv.with_role("etcd"))
-    return render("etcd/etcd.env.j2", member=ctx.host.name, data_dir=ctx.platform.paths["etcd_data"],
+    return render("etcd/etcd.env.j2", member=ctx.host.name, data_dir=names(ctx.platform).data,
                   address=ctx.address, peer_port=ports["etcd_peer"], client_port=ports["etcd_client"],
                   initial_cluster=members, token=f"{inv.cluster['name']}-etcd",
                   version_note="3.4 (Debian 12) / 3.5")
 
 
 def steps(ctx) -> list:
-    plat = ctx.platform
-    unit = plat.units["etcd"]
-    data = plat.paths["etcd_data"]
+    etcd = names(ctx.platform)
+    unit, data = etcd.unit, etcd.data
     return [
-        Packages(target="etcd", names=tuple(plat.packages["etcd"]), manager=plat.pkg),
+        Packages(target="etcd", names=etcd.packages, manager=ctx.platform.pkg),
         Directory(data, owner="etcd", group="etcd", mode=0o700),
-        File(plat.paths["etcd_env"], env(ctx), mode=0o644, notify=(unit,)),
+        File(etcd.env, env(ctx), mode=0o644, notify=(unit,)),
         # Restart=always (the package: on-abnormal); a first start waits for a quorum of members, which
         # start in parallel on the other hosts: give it 5 minutes instead of systemd's 90 s
         File(f"/etc/systemd/system/{unit}.service.d/airflow-ha.conf", DROPIN, notify=("daemon-reload", unit)),
@@ -93,8 +115,10 @@ class Etcd(Component):
     def peer_ports(self, inv) -> list[str]:
         return super().peer_ports(inv) if inv.patroni else []
 
+    names = staticmethod(names)
+
     def units(self, run, host) -> list[str]:
-        return [run.facts[host.name].platform.units["etcd"]] if applies(run.inv, host) else []
+        return [names(run.facts[host.name].platform).unit] if applies(run.inv, host) else []
 
 
 COMPONENT = Etcd()

@@ -15,6 +15,8 @@ from .core.errors import PlatformError
 from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
+#: firewall -> its packages, per platform family (ufw is EPEL-only on EL9: refused there)
+PACKAGES = {"debian": {"ufw": ("ufw",), "firewalld": ("firewalld",)}, "rhel": {"ufw": (), "firewalld": ("firewalld",)}}
 ZONE = "airflow-ha"
 
 
@@ -70,11 +72,12 @@ def rich_rules(ctx) -> list[str]:
 
 def steps(ctx) -> list:
     fw = kind(ctx)
-    if not ctx.platform.packages.get(fw):
+    packages = PACKAGES[ctx.platform.family][fw]
+    if not packages:
         raise PlatformError(f"{fw} is not packaged for {ctx.platform.name}", f"firewall (host {ctx.host.name})",
                             f"use firewall: {ctx.platform.firewall} (or auto) for this host")
     other = "firewalld" if fw == "ufw" else "ufw"
-    out = [Packages(target=fw, names=tuple(ctx.platform.packages[fw]), manager=ctx.platform.pkg, may_start=True)]
+    out = [Packages(target=fw, names=packages, manager=ctx.platform.pkg, may_start=True)]
     if other in ctx.facts.active_firewalls:
         out.append(Command(f"disable {other}", script=_disable(other),
                            unless=f"! systemctl is-active -q {other}"))

@@ -24,6 +24,9 @@ NAME = "keepalived"
 CONF = "/etc/keepalived/keepalived.conf"
 SCRIPT_USER = "keepalived_script"   # keepalived's default script user: the track script never runs as root
 CHECK = "/etc/keepalived/airflow-ha-check.sh"
+#: the same on every platform (Debian 12: 2.2.7; EL9: AppStream)
+PACKAGES = ("keepalived",)
+UNIT = "keepalived"
 
 
 def applies(inv, host) -> bool:
@@ -90,10 +93,9 @@ CONFIG_TEST = (f"rc=0; keepalived --config-test -f {CONF} 2>&1 || rc=$?\n"
 
 
 def steps(ctx) -> list:
-    plat = ctx.platform
-    unit = plat.units["keepalived"]
+    unit = UNIT
     return [
-        Packages(target="keepalived", names=tuple(plat.packages["keepalived"]), manager=plat.pkg),
+        Packages(target="keepalived", names=PACKAGES, manager=ctx.platform.pkg),
         Command(f"user {SCRIPT_USER}", unless=f"getent passwd {SCRIPT_USER}",
                 script=f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {SCRIPT_USER}"),
         File(CHECK, check_script(ctx.inv), mode=0o755),
@@ -112,7 +114,7 @@ class Keepalived(Component):
     steps = staticmethod(steps)
 
     def units(self, run, host) -> list[str]:
-        return [run.facts[host.name].platform.units["keepalived"]] if applies(run.inv, host) else []
+        return [UNIT] if applies(run.inv, host) else []
 
 
 COMPONENT = Keepalived()

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 
-from . import backup
+from . import backup, postgres
 from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
 from .core.component import Component, Role
@@ -79,32 +80,50 @@ def applies(inv, host) -> bool:
     return True   # also with monitoring off: exporters left from an earlier run are stopped (see docstring)
 
 
+@dataclass(frozen=True)
+class MonitoringNames:
+    """The packaged exporters of one platform (docs/platforms.md)."""
+
+    units: dict[str, str]   # exporter -> its unit, in the package of the same name
+    defaults_dir: str       # <dir>/<unit>: the EnvironmentFile (ARGS=...) of every exporter unit
+
+
+#: Debian/Ubuntu only: no statsd_exporter package exists (STATSD_SCRIPT takes its place); EL9's BaseOS/AppStream
+#: ship no exporters and this suite configures no EPEL or vendor repository (monitoring refuses EL9 hosts)
+NAMES = {"debian": MonitoringNames(units={
+    "node_exporter": "prometheus-node-exporter", "redis_exporter": "prometheus-redis-exporter",
+    "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"}, defaults_dir="/etc/default")}
+
+
+def names(platform) -> MonitoringNames | None:
+    """None where no exporter is packaged."""
+    return NAMES.get(platform.family)
+
+
 def exporters(inv, host) -> list[str]:
     """The exporters (port names in cluster.ports) a host runs when monitoring is on, in EXPORTERS order."""
     return [e for e, (roles, _) in EXPORTERS.items() if not roles or host.has(*roles)]
 
 
 def _unit(plat, exporter: str) -> str:
-    return STATSD_UNIT if exporter == "statsd_exporter" else plat.units[exporter]
+    return STATSD_UNIT if exporter == "statsd_exporter" else names(plat).units[exporter]
 
 
 def steps(ctx) -> list:
     inv, plat, host = ctx.inv, ctx.platform, ctx.host
+    packaged = names(plat)
     if not inv.cluster["monitoring"]:
-        if not plat.packages.get("monitoring_node"):
+        if not packaged:
             return []          # never installable here, nothing to stop
-        return [Service(_unit(plat, e), present=False)
-                for e in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus")]
-    if not plat.packages.get("monitoring_node"):
+        return [Service(_unit(plat, e), present=False) for e in EXPORTERS]
+    if not packaged:
         raise PlatformError(f"monitoring is not available on {plat.name}: its repositories ship no Prometheus "
                             "exporters", f"cluster.monitoring (host {host.name})",
                             "set monitoring: false, or run the monitored hosts on Debian 12 / Ubuntu")
     wanted = exporters(inv, host)
-    pkgs = [p for key, e in (("monitoring_node", "node_exporter"), ("monitoring_redis", "redis_exporter"),
-                             ("monitoring_postgres", "postgres_exporter"), ("monitoring_prometheus", "prometheus"))
-            if e in wanted for p in plat.packages[key]]
-    out = [Packages(target="monitoring packages", names=tuple(pkgs), manager=plat.pkg)]
-    for exporter in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus"):
+    pkgs = tuple(package for e, package in packaged.units.items() if e in wanted)
+    out = [Packages(target="monitoring packages", names=pkgs, manager=plat.pkg)]
+    for exporter in EXPORTERS:
         if exporter in wanted:
             out += EXPORTER_STEPS[exporter](ctx)
         else:
@@ -117,12 +136,12 @@ def listen(ctx, exporter: str) -> str:
 
 
 def _defaults(ctx, unit: str, args: str, env=()) -> File:
-    return File(f"{ctx.platform.paths['monitoring_defaults']}/{unit}",
+    return File(f"{names(ctx.platform).defaults_dir}/{unit}",
                 render("monitoring/exporter.default.j2", unit=unit, args=args, env=list(env)), notify=(unit,))
 
 
 def _node(ctx) -> list:
-    unit = ctx.platform.units["node_exporter"]
+    unit = _unit(ctx.platform, "node_exporter")
     return [_defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'node_exporter')}"), Service(unit)]
 
 
@@ -150,7 +169,7 @@ def redis_password_map(ctx) -> dict:
 
 
 def _redis(ctx) -> list:
-    unit, ports = ctx.platform.units["redis_exporter"], ctx.inv.cluster["ports"]
+    unit, ports = _unit(ctx.platform, "redis_exporter"), ctx.inv.cluster["ports"]
     target = f"redis://{ctx.address}:{ports['redis' if ctx.host.has('redis') else 'sentinel']}"
     args = (f"-web.listen-address={listen(ctx, 'redis_exporter')} -redis.addr={target} "
             f"-redis.password-file={REDIS_PASSWORDS}")
@@ -164,7 +183,7 @@ def _redis(ctx) -> list:
 
 def _postgres(ctx) -> list:
     plat = ctx.platform
-    unit, pg_user = plat.units["postgres_exporter"], plat.users["postgres"]
+    unit, pg_user = _unit(plat, "postgres_exporter"), postgres.names(plat).user
     port = ctx.inv.cluster["ports"]["postgres"]
     dsn = f"user={PG_ROLE} host=/run/postgresql port={port} dbname=postgres sslmode=disable"
     check = (f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}' AND rolcanlogin "
@@ -231,7 +250,7 @@ def patroni_rules(inv) -> str:
 
 
 def _prometheus(ctx) -> list:
-    unit = ctx.platform.units["prometheus"]
+    unit = _unit(ctx.platform, "prometheus")
     config = "prometheus-config"       # notification: validate, then restart
     values = scrape_jobs(ctx)
     rules = [PROM_RULES] + [values[k] for k in ("patroni_rules", "backup_rules") if values[k]]
@@ -266,6 +285,7 @@ class Monitoring(Component):
     roles = (Role("monitoring"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
 
     def listens(self, inv, host) -> list[str]:
         if not inv.cluster["monitoring"]:

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 
 from . import selinux
 from .core.component import Component, Role
@@ -23,6 +24,32 @@ from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
 NAME = "nginx"
+
+
+@dataclass(frozen=True)
+class NginxNames:
+    """Where nginx keeps its config on one platform (docs/platforms.md: each entry and its source)."""
+
+    site: str
+    site_link: str | None      # Debian: sites-enabled/ links to sites-available/
+    default_site: str | None   # the packaged default server, removed
+    main_conf: str | None      # EL9: nginx.conf has its own port-80 server: we replace it (nginx-el.conf.j2)
+    user: str
+    packages: tuple[str, ...] = ("nginx", "openssl")   # no apache2-utils: we write the htpasswd ({SSHA})
+    unit: str = "nginx"
+
+
+NAMES = {
+    "debian": NginxNames(site="/etc/nginx/sites-available/airflow-ha.conf",
+                         site_link="/etc/nginx/sites-enabled/airflow-ha.conf",
+                         default_site="/etc/nginx/sites-enabled/default", main_conf=None, user="www-data"),
+    "rhel": NginxNames(site="/etc/nginx/conf.d/airflow-ha.conf", site_link=None, default_site=None,
+                       main_conf="/etc/nginx/nginx.conf", user="nginx"),
+}
+
+
+def names(platform) -> NginxNames:
+    return NAMES[platform.family]
 SELF_SIGNED = ("/etc/nginx/airflow-ha.crt", "/etc/nginx/airflow-ha.key")
 SAN_STAMP = "/etc/nginx/airflow-ha.san"
 #: roles whose processes call the api-servers / Execution API: they get a local nginx on every host
@@ -59,9 +86,9 @@ FAIL_TIMEOUT = 10
 
 
 def steps(ctx) -> list:
-    inv, plat, run = ctx.inv, ctx.platform, ctx.run
+    inv, run, nginx = ctx.inv, ctx.run, names(ctx.platform)
     ports, tls = inv.cluster["ports"], inv.cluster["tls"]
-    unit, web_user = plat.units["nginx"], plat.users["nginx"]
+    unit, web_user = nginx.unit, nginx.user
     flower = inv.with_role("flower")
     cert, key = (tls["cert"], tls["key"]) if tls["cert"] else SELF_SIGNED
     api_servers = [(h.name, run.addresses[h.name]) for h in inv.with_role("api_server")]
@@ -86,23 +113,23 @@ def steps(ctx) -> list:
 
 def _common(ctx, site: str, extra=()) -> list:
     """Site file, proxy settings, packaged default server removed, `nginx -t`, reload, SELinux."""
-    plat, unit, web_user = ctx.platform, ctx.platform.units["nginx"], ctx.platform.users["nginx"]
+    nginx = names(ctx.platform)
+    unit = nginx.unit
     out = []
-    if plat.paths.get("nginx_main_conf"):   # EL9: nginx.conf without its own port-80 server (facts.py)
-        out.append(File(plat.paths["nginx_main_conf"], render("nginx/nginx-el.conf.j2", user=web_user),
-                        notify=(unit,)))
+    if nginx.main_conf:   # EL9: nginx.conf without its own port-80 server
+        out.append(File(nginx.main_conf, render("nginx/nginx-el.conf.j2", user=nginx.user), notify=(unit,)))
     out += [
         File("/etc/nginx/airflow-ha-proxy.conf", render("nginx/proxy.conf.j2"), notify=(unit,)),
-        File(plat.paths["nginx_site"], site, notify=(unit,)),
+        File(nginx.site, site, notify=(unit,)),
         *extra,
     ]
-    if plat.paths["nginx_site_link"]:
-        out.append(Link(plat.paths["nginx_site_link"], source=plat.paths["nginx_site"], notify=(unit,)))
-    if plat.paths["nginx_default_site"]:
-        out.append(Absent(plat.paths["nginx_default_site"], notify=(unit,)))
+    if nginx.site_link:
+        out.append(Link(nginx.site_link, source=nginx.site, notify=(unit,)))
+    if nginx.default_site:
+        out.append(Absent(nginx.default_site, notify=(unit,)))
     out += [
         Command(unit, desc="nginx -t", script="nginx -t 2>&1", only_if_notified=True),
-        Service(unit, reload_only=True, config=plat.paths["nginx_site"]),
+        Service(unit, reload_only=True, config=nginx.site),
     ]
     return out + selinux.steps_for_nginx(ctx)
 
@@ -173,7 +200,7 @@ def set_drained(run, server_host, drained: bool) -> str | None:
     def one(host):
         if host.name in run.failed or host.name not in run.facts:
             return None
-        site = run.facts[host.name].platform.paths["nginx_site"]
+        site = names(run.facts[host.name].platform).site
         res = run.remote(host.name).sh(drain_script(site, server, drained), timeout=30)
         return None if res.ok else f"{host.name}: {res.out.strip()[-200:] or f'exit {res.rc}'}"
     return "; ".join(e for e in run.parallel(one, hosts) if e) or None
@@ -200,8 +227,10 @@ class Nginx(Component):
         tls = inv.cluster["tls"]["enabled"]
         return [p for p in super().public_ports(inv, host) if tls or p != "https"]
 
+    names = staticmethod(names)
+
     def units(self, run, host) -> list[str]:
-        return [run.facts[host.name].platform.units["nginx"]] if runs_nginx(host) else []
+        return [names(run.facts[host.name].platform).unit] if runs_nginx(host) else []
 
 
 COMPONENT = Nginx()

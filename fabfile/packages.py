@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from . import airflow, nginx
+from dataclasses import dataclass
+
+from . import airflow, etcd, nginx, postgres, redis
 from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
+
+
+@dataclass(frozen=True)
+class OsNames:
+    """The base system of one platform (docs/platforms.md: each entry and its source)."""
+
+    base: tuple[str, ...]        # every host
+    timesync: tuple[str, ...]
+    timesync_unit: str
+    proxy_conf: str              # apt: a file of its own; dnf: the `proxy=` line of dnf.conf
+
+
+NAMES = {
+    "debian": OsNames(base=("ca-certificates", "curl", "sudo", "rsync", "logrotate", "acl", "tar"),
+                      timesync=("chrony",), timesync_unit="chrony", proxy_conf="/etc/apt/apt.conf.d/80airflow-ha-proxy"),
+    # no "curl": EL9 installs curl-minimal (@core), which conflicts with the full curl package; either one
+    # provides /usr/bin/curl. semanage comes from policycoreutils-python-utils.
+    "rhel": OsNames(base=("ca-certificates", "sudo", "rsync", "logrotate", "acl", "tar", "policycoreutils-python-utils"),
+                    timesync=("chrony",), timesync_unit="chronyd", proxy_conf="/etc/dnf/dnf.conf"),
+}
+
+
+def names(platform) -> OsNames:
+    return NAMES[platform.family]
 
 
 def applies(inv, host) -> bool:
@@ -14,22 +40,25 @@ def applies(inv, host) -> bool:
 
 
 def role_packages(ctx) -> list[str]:
-    """Distribution packages for the roles of this host (the services' own components add nothing)."""
-    p, host = ctx.platform.packages, ctx.host
-    names = p["base"] + p["timesync"]
-    if host.has("api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower"):
-        names += p["python"] + p["postgres_client"]
+    """Distribution packages for the roles of this host, in one install (components that install their own
+    packages, such as keepalived or pgBackRest, add theirs in their own step)."""
+    plat, host = ctx.platform, ctx.host
+    base = names(plat)
+    out = [*base.base, *base.timesync]
+    if host.has(*airflow.ROLES):
+        out += [*airflow.python_packages(plat), *postgres.names(plat).client_packages]
     if host.has("redis", "sentinel"):
-        names += p["redis"]
+        out += redis.names(plat).packages
     if host.has("sentinel"):
-        names += p["sentinel"]
+        out += redis.names(plat).sentinel_packages
     if host.has("postgres"):
-        names += p["patroni"] if ctx.inv.patroni else p["postgres"]
+        pg = postgres.names(plat)
+        out += pg.patroni_packages if ctx.inv.patroni else pg.packages
     if host.has("etcd") and ctx.inv.patroni:
-        names += p["etcd"]
+        out += etcd.names(plat).packages
     if nginx.runs_nginx(host):
-        names += p["nginx"]
-    return list(dict.fromkeys(names))
+        out += nginx.names(plat).packages
+    return list(dict.fromkeys(out))
 
 
 def steps(ctx) -> list:
@@ -39,14 +68,14 @@ def steps(ctx) -> list:
     out = []
     proxy = ctx.inv.cluster["http_proxy"]
     if proxy and plat.pkg == "apt":
-        out.append(File(plat.paths["apt_proxy"], content=f'Acquire::http::Proxy "{proxy}";\n'
+        out.append(File(names(plat).proxy_conf, content=f'Acquire::http::Proxy "{proxy}";\n'
                                                           f'Acquire::https::Proxy "{proxy}";\n'))
     elif proxy:
-        out.append(Line(target="dnf proxy", path=plat.paths["dnf_conf"], line=f"proxy={proxy}",
+        out.append(Line(target="dnf proxy", path=names(plat).proxy_conf, line=f"proxy={proxy}",
                         replace="^proxy="))
     if ctx.inv.patroni and ctx.host.has("postgres") and plat.family == "debian":
         # Patroni creates (or takes over) the cluster: the postgresql package must not make an empty one
-        out.append(Line(target="createcluster.conf", path=plat.paths["pg_createcluster_conf"],
+        out.append(Line(target="createcluster.conf", path=postgres.names(plat).createcluster_conf,
                         line="create_main_cluster = false", replace=r"^#?\s*create_main_cluster"))
     out.append(Packages(target="os packages", names=tuple(role_packages(ctx)), manager=plat.pkg))
     for name, address in sorted(ctx.run.addresses.items()):
@@ -54,10 +83,10 @@ def steps(ctx) -> list:
                         replace=rf"^[0-9a-f.:]+\s+{name}$"))
     # chrony needs CAP_SYS_TIME: in containers it is "condition failed" (the host's clock is shared).
     if ctx.facts.in_container:
-        out.append(Warn(target="time sync", message=f"{plat.units['timesync']} cannot run in a container "
+        out.append(Warn(target="time sync", message=f"{names(plat).timesync_unit} cannot run in a container "
                         f"({ctx.facts.container}): the host shares the machine's clock"))
     else:
-        out.append(Service(plat.units["timesync"]))
+        out.append(Service(names(plat).timesync_unit))
     return out
 
 
@@ -67,6 +96,7 @@ class OsPackages(Component):
     name = NAME
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
 
 
 COMPONENT = OsPackages()

@@ -39,6 +39,7 @@ import shlex
 from . import etcd, repository
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
+from .postgres import DB, USER, create_sql, max_connections, names
 
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind"
@@ -54,7 +55,7 @@ def scope(inv) -> str:
 
 
 def conf_path(plat) -> str:
-    return plat.paths["patroni_conf"]
+    return names(plat).patroni_conf
 
 
 def api_url(run, host, path: str = "") -> str:
@@ -62,23 +63,21 @@ def api_url(run, host, path: str = "") -> str:
 
 
 def dcs_parameters(inv) -> list[tuple[str, str]]:
-    from .postgres import max_connections
     return [("max_connections", str(max_connections(inv))), ("wal_level", "replica"), ("hot_standby", "'on'"),
             ("wal_log_hints", "'on'"), ("max_wal_senders", "10"), ("max_replication_slots", "10")]
 
 
 def config(ctx) -> str:
     from .core.templates import render
-    from .postgres import DB, USER
-    inv, run, plat = ctx.inv, ctx.run, ctx.platform
+    inv, run, pgn = ctx.inv, ctx.run, names(ctx.platform)
     pg, ports, s = inv.cluster["postgres"], inv.cluster["ports"], ctx.secrets
     return render(
-        "patroni/patroni.yml.j2", user=plat.users["postgres"], scope=scope(inv), member=ctx.host.name,
+        "patroni/patroni.yml.j2", user=pgn.user, scope=scope(inv), member=ctx.host.name,
         address=ctx.address, api_port=ports["patroni_api"], api_password=s["patroni_api_password"],
         etcd_hosts=etcd.endpoints(run), ttl=pg["ttl"], loop_wait=pg["loop_wait"],
         retry_timeout=pg["retry_timeout"], synchronous_mode=pg["synchronous_mode"],
-        dcs_parameters=dcs_parameters(inv), port=ports["postgres"], data_dir=plat.paths["pg_patroni_data"],
-        bin_dir=plat.paths["pg_bin"], config_dir=plat.paths["pg_patroni_conf_dir"], pgpass=plat.paths["pgpass"],
+        dcs_parameters=dcs_parameters(inv), port=ports["postgres"], data_dir=pgn.patroni_data,
+        bin_dir=pgn.bin_dir, config_dir=pgn.patroni_conf_dir, pgpass=pgn.pgpass,
         superuser_password=s["patroni_superuser_password"], replication_user=REPLICATION_USER,
         replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
         rewind_password=s["patroni_rewind_password"], db_name=DB, db_user=USER,
@@ -105,10 +104,11 @@ def holds_database(data: str) -> str:
 
 def steps(ctx) -> list:
     inv, plat, host, run = ctx.inv, ctx.platform, ctx.host, ctx.run
-    unit, user = plat.units["patroni"], plat.users["postgres"]
-    conf, data = conf_path(plat), plat.paths["pg_patroni_data"]
+    pg = names(plat)
+    unit, user = pg.patroni_unit, pg.user
+    conf, data = conf_path(plat), pg.patroni_data
     port = inv.cluster["ports"]["postgres"]
-    old = plat.units["postgres_instance"]
+    old = pg.instance_unit
     out = []
     if plat.family == "debian":
         version = data.rstrip("/").split("/")[-2]
@@ -118,16 +118,16 @@ def steps(ctx) -> list:
             Command("drop empty cluster", desc=f"pg_dropcluster --stop {version} main (empty, made by the package)",
                     unless=f"[ ! -f {data}/PG_VERSION ] || [ -f {conf} ] || {holds_database(data)}",
                     script=(f"pg_dropcluster --stop {version} main\n"
-                            f"install -d -o {user} -g {user} -m 755 {plat.paths['pg_patroni_conf_dir']}")),
-            Directory(plat.paths["pg_patroni_conf_dir"], owner=user, group=user, mode=0o755),
+                            f"install -d -o {user} -g {user} -m 755 {pg.patroni_conf_dir}")),
+            Directory(pg.patroni_conf_dir, owner=user, group=user, mode=0o755),
             # Patroni 3.0.2 renames postgresql.conf to postgresql.base.conf on its first write and
             # crashes (FileNotFoundError) when neither exists: a replica's config dir is empty after the drop
             Command("postgresql.base.conf", desc="empty base config for Patroni to include",
-                    unless=(f"[ -e {plat.paths['pg_patroni_conf_dir']}/postgresql.conf ] || "
-                            f"[ -e {plat.paths['pg_patroni_conf_dir']}/postgresql.base.conf ]"),
+                    unless=(f"[ -e {pg.patroni_conf_dir}/postgresql.conf ] || "
+                            f"[ -e {pg.patroni_conf_dir}/postgresql.base.conf ]"),
                     script=f"install -o {user} -g {user} -m 644 /dev/null "
-                           f"{plat.paths['pg_patroni_conf_dir']}/postgresql.base.conf"),
-            File(plat.paths["pg_start_conf"], "# Managed by airflow-ha: Patroni starts this cluster, not "
+                           f"{pg.patroni_conf_dir}/postgresql.base.conf"),
+            File(pg.start_conf, "# Managed by airflow-ha: Patroni starts this cluster, not "
                  "postgresql@.service\nmanual\n", owner=user, group=user, mode=0o644),
         ]
     out += [
@@ -165,7 +165,7 @@ def archive_mode_step(ctx) -> Command:
     Nothing to do while PostgreSQL is down or not yet under Patroni here: it starts with the file's setting."""
     plat, inv = ctx.platform, ctx.inv
     want = dict(repository.archive_settings(inv)).get("archive_mode", "off")
-    show = (f"runuser -u {plat.users['postgres']} -- psql -XAtq -p {inv.cluster['ports']['postgres']} -d postgres "
+    show = (f"runuser -u {names(plat).user} -- psql -XAtq -p {inv.cluster['ports']['postgres']} -d postgres "
             "-c 'show archive_mode' 2>/dev/null")
     restart = f"patronictl -c {conf_path(plat)} restart --force --pending {scope(inv)} {ctx.host.name}"
     return Command("archive_mode", desc=f"archive_mode {want} in the running server: restart this member "
@@ -183,7 +183,7 @@ def archive_mode_step(ctx) -> Command:
 
 
 def _roles_sql(ctx, port: int) -> str:
-    s, user = ctx.secrets, ctx.platform.users["postgres"]
+    s, user = ctx.secrets, names(ctx.platform).user
 
     def pw(key):
         return s[key].replace("'", "''")
@@ -244,8 +244,8 @@ def prepare(run, hosts) -> None:
         if host.name in run.failed or host.name not in run.facts:
             continue
         plat = run.facts[host.name].platform
-        script = STATE_SCRIPT.format(conf=conf_path(plat), data=plat.paths["pg_patroni_data"], oids=TEMPLATE_OIDS,
-                                     old=plat.units["postgres_instance"])
+        script = STATE_SCRIPT.format(conf=conf_path(plat), data=names(plat).patroni_data, oids=TEMPLATE_OIDS,
+                                     old=names(plat).instance_unit)
         try:
             out = run.remote(host.name).sh(script, timeout=30).out
         except Exception:  # an unreachable host is reported by the component itself
@@ -301,7 +301,6 @@ def leader(run):
 
 
 def dcs_settings(inv) -> dict:
-    from .postgres import max_connections
     pg = inv.cluster["postgres"]
     return {"ttl": pg["ttl"], "loop_wait": pg["loop_wait"], "retry_timeout": pg["retry_timeout"],
             "synchronous_mode": pg["synchronous_mode"], "postgresql.use_pg_rewind": True,
@@ -321,10 +320,9 @@ sys.exit(0 if all(str(get(have, k)).lower() == str(v).lower() for k, v in want.i
 
 def finalize_steps(run, host) -> list:
     """On the leader: the DCS's dynamic config as the inventory says; the airflow role and database."""
-    from .postgres import _create_sql
     plat = run.facts[host.name].platform if host.name in run.facts else None
     conf = conf_path(plat) if plat else "/etc/patroni/patroni.yml"
-    user = plat.users["postgres"] if plat else "postgres"
+    user = names(plat).user if plat else "postgres"
     want = dcs_settings(run.inv)
     sets = " ".join(f"--set {shlex.quote(f'{k}={str(v).lower()}')}" for k, v in want.items())
     check = (f"curl -s -m 3 {api_url(run, host, 'config')} | "
@@ -340,7 +338,7 @@ def finalize_steps(run, host) -> list:
         Command("role+database", desc="create role and database airflow",
                 unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {run.addresses[host.name]} "
                        f"-p {port} -U airflow -d airflow -tAc 'select 1'",
-                script=_create_sql(user, password, port)),
+                script=create_sql(user, password, port)),
     ]
 
 

@@ -37,6 +37,69 @@ BACKUP_DIR = "/var/backups/airflow-ha"
 BINDIR_SQL = "select setting from pg_config where name = 'BINDIR'"
 
 
+@dataclass(frozen=True)
+class PostgresNames:
+    """What PostgreSQL is called on one platform, single and Patroni layouts (docs/platforms.md: sources)."""
+
+    packages: tuple[str, ...]           # the single database
+    client_packages: tuple[str, ...]    # psql, on every Airflow host
+    patroni_packages: tuple[str, ...]
+    unit: str                           # the single database's unit
+    instance_unit: str                  # the cluster's own unit: stopped once Patroni runs the cluster
+    patroni_unit: str
+    user: str
+    home: str                           # the postgres user's home (pgBackRest's SSH key lives there)
+    conf_dir: str
+    hba: str
+    include: str
+    data: str
+    patroni_conf: str
+    bin_dir: str
+    patroni_data: str
+    patroni_conf_dir: str
+    pgpass: str
+    start_conf: str = ""                # Debian: "manual" here, so postgresql@ leaves the cluster to Patroni
+    createcluster_conf: str = ""        # Debian: create_main_cluster = false under Patroni
+
+
+#: the PostgreSQL major of the Debian-family releases' packages (Debian 12: 15, Ubuntu 24.04: 16)
+DEBIAN_MAJOR = {"debian": "15", "ubuntu": "16"}
+
+
+def _debian_names(pg: str) -> PostgresNames:
+    """The pg-common layout, /etc/postgresql/<major>/main. Patroni mode pins the release's major, not the
+    `postgresql` metapackage (a PGDG source would bring a newer one); python3-etcd is the client library
+    Patroni's etcd3 DCS imports; Debian's patroni@.service runs /etc/patroni/<major>-main.yml as postgres."""
+    etc = f"/etc/postgresql/{pg}/main"
+    return PostgresNames(
+        packages=("postgresql", "postgresql-client"), client_packages=("postgresql-client",),
+        patroni_packages=(f"postgresql-{pg}", "postgresql-client", "patroni", "python3-etcd"),
+        unit="postgresql", instance_unit=f"postgresql@{pg}-main", patroni_unit=f"patroni@{pg}-main",
+        user="postgres", home="/var/lib/postgresql", conf_dir=etc, hba=f"{etc}/pg_hba.conf",
+        include=f"{etc}/conf.d/airflow-ha.conf", data=f"/var/lib/postgresql/{pg}/main",
+        patroni_conf=f"/etc/patroni/{pg}-main.yml", bin_dir=f"/usr/lib/postgresql/{pg}/bin",
+        patroni_data=f"/var/lib/postgresql/{pg}/main", patroni_conf_dir=etc,
+        pgpass=f"/var/lib/postgresql/{pg}-main.pgpass", start_conf=f"{etc}/start.conf",
+        createcluster_conf="/etc/postgresql-common/createcluster.conf")
+
+
+#: EL9: AppStream's PostgreSQL (postgresql-setup --initdb creates data and config in /var/lib/pgsql/data) for
+#: the single database; Patroni mode: PostgreSQL 15 from PGDG (repo pgdg15), patroni/patroni-etcd from PGDG's
+#: pgdg-rhel9-extras, their Python dependencies from EPEL (fabfile/patroni.py REPOS_EL9)
+EL9_NAMES = PostgresNames(
+    packages=("postgresql-server", "postgresql"), client_packages=("postgresql",),
+    patroni_packages=("postgresql15-server", "postgresql15", "patroni", "patroni-etcd"),
+    unit="postgresql", instance_unit="postgresql-15", patroni_unit="patroni", user="postgres", home="/var/lib/pgsql",
+    conf_dir="/var/lib/pgsql/data", hba="/var/lib/pgsql/data/pg_hba.conf",
+    include="/var/lib/pgsql/data/conf.d/airflow-ha.conf", data="/var/lib/pgsql/data",
+    patroni_conf="/etc/patroni/patroni.yml", bin_dir="/usr/pgsql-15/bin", patroni_data="/var/lib/pgsql/15/data",
+    patroni_conf_dir="/var/lib/pgsql/15/data", pgpass="/var/lib/pgsql/15.pgpass")
+
+
+def names(platform) -> PostgresNames:
+    return EL9_NAMES if platform.family == "rhel" else _debian_names(DEBIAN_MAJOR[platform.distro])
+
+
 def applies(inv, host) -> bool:
     return host.has("postgres")
 
@@ -94,11 +157,11 @@ def finalize(run, hosts):
 
 
 def steps(ctx) -> list:
-    inv, plat = ctx.inv, ctx.platform
+    inv, plat, pg = ctx.inv, ctx.platform, names(ctx.platform)
     if inv.patroni:
         from . import patroni
         return patroni.steps(ctx)
-    unit, user = plat.units["postgres"], plat.users["postgres"]
+    unit, user = pg.unit, pg.user
     port = inv.cluster["ports"]["postgres"]
     password = ctx.secrets["postgres_password"]
     peers = sorted((n, a) for n, a in ctx.run.addresses.items())
@@ -106,32 +169,32 @@ def steps(ctx) -> list:
     if plat.family == "rhel":
         out += [
             Command("initdb", desc="postgresql-setup --initdb",
-                    unless=f"[ -f {plat.paths['pg_data']}/PG_VERSION ]",
+                    unless=f"[ -f {pg.data}/PG_VERSION ]",
                     script="postgresql-setup --initdb"),
             # EL's postgresql.conf is initdb's sample: `#include_dir = '...'` is commented out (Debian's
             # packaging enables include_dir = 'conf.d'), and conf.d does not exist
-            Line(target="include_dir", path=f"{plat.paths['pg_conf_dir']}/postgresql.conf",
+            Line(target="include_dir", path=f"{pg.conf_dir}/postgresql.conf",
                  line="include_dir = 'conf.d'", replace="^#?include_dir", notify=(unit,)),
-            Directory(f"{plat.paths['pg_conf_dir']}/conf.d", owner=user, group=user, mode=0o700),
+            Directory(f"{pg.conf_dir}/conf.d", owner=user, group=user, mode=0o700),
         ]
     out += selinux.steps_for_postgres(ctx)   # port label before the unit starts on it
     out += [
-        File(plat.paths["pg_include"], render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
+        File(pg.include, render("postgres/airflow-ha.conf.j2", address=ctx.address, port=port,
                                               max_connections=max_connections(inv),
                                               archive=repository.archive_settings(inv)),
              owner=user, group=user, mode=0o644, notify=(unit,)),
-        File(plat.paths["pg_hba"], render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
+        File(pg.hba, render("postgres/pg_hba.conf.j2", peers=peers, db_name=DB, db_user=USER),
              owner=user, group=user, mode=0o640, notify=(unit,)),
-        Service(unit, downtime="single database", config=plat.paths["pg_include"]),
+        Service(unit, downtime="single database", config=pg.include),
         Command("role+database", desc=f"create role and database {DB}",
                 unless=f"PGPASSWORD={shlex.quote(password)} PGCONNECT_TIMEOUT=5 psql -h {ctx.address} -p {port} "
                        f"-U {USER} -d {DB} -tAc 'select 1'",
-                script=_create_sql(user, password, port)),
+                script=create_sql(user, password, port)),
     ]
     return out
 
 
-def _create_sql(os_user: str, password: str, port: int) -> str:
+def create_sql(os_user: str, password: str, port: int) -> str:
     pw = password.replace("'", "''")
     return (f"for i in $(seq 30); do runuser -u {os_user} -- pg_isready -q -p {port} && break; sleep 1; done\n"
             f"runuser -u {os_user} -- psql -p {port} -v ON_ERROR_STOP=1 -q <<'__SQL__'\n"
@@ -247,9 +310,11 @@ class Postgres(Component):
     def peer_ports(self, inv) -> list[str]:
         return super().peer_ports(inv) + (list(PATRONI_PORTS) if inv.patroni else [])
 
+    names = staticmethod(names)
+
     def units(self, run, host) -> list[str]:
-        names = run.facts[host.name].platform.units
-        return [names["patroni" if run.inv.patroni else "postgres"]] if host.has("postgres") else []
+        pg = names(run.facts[host.name].platform)
+        return [pg.patroni_unit if run.inv.patroni else pg.unit] if host.has("postgres") else []
 
 
 COMPONENT = Postgres()

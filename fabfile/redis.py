@@ -13,6 +13,7 @@ import hashlib
 import shlex
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from . import selinux
 from .core.component import Component, Role
@@ -22,6 +23,42 @@ from .core.templates import render
 NAME = "redis"
 MANAGED = "/etc/redis/airflow-ha.conf"
 SENTINEL_STAMP = "/etc/redis/sentinel.airflow-ha.sha256"
+
+
+@dataclass(frozen=True)
+class RedisNames:
+    """What Redis and Sentinel are called on one platform (docs/platforms.md: each entry and its source)."""
+
+    packages: tuple[str, ...]
+    sentinel_packages: tuple[str, ...]
+    unit: str
+    sentinel_unit: str
+    conf: str
+    sentinel_conf: str
+    dropin: str        # file name of our systemd drop-in for both units (LimitNOFILE)
+    user: str
+    version: str       # major.minor of the packaged Redis (Sentinel options differ)
+
+    def unit_of(self, role: str) -> str:
+        """The unit of the `redis` or the `sentinel` role."""
+        return self.sentinel_unit if role == "sentinel" else self.unit
+
+
+NAMES = {
+    "debian": RedisNames(packages=("redis-server", "redis-tools"), sentinel_packages=("redis-sentinel",),
+                         unit="redis-server", sentinel_unit="redis-sentinel", conf="/etc/redis/redis.conf",
+                         sentinel_conf="/etc/redis/sentinel.conf", dropin="airflow-ha.conf", user="redis",
+                         version="7.0"),
+    # one package holds redis-server, redis-sentinel and both units; redis >= 6 (Fedora 34 / EL9): /etc/redis/.
+    # It ships <unit>.service.d/limit.conf (LimitNOFILE=10240): drop-ins apply in name order, ours sorts after it
+    "rhel": RedisNames(packages=("redis",), sentinel_packages=("redis",), unit="redis", sentinel_unit="redis-sentinel",
+                       conf="/etc/redis/redis.conf", sentinel_conf="/etc/redis/sentinel.conf",
+                       dropin="zz-airflow-ha.conf", user="redis", version="6.2"),
+}
+
+
+def names(platform) -> RedisNames:
+    return NAMES[platform.family]
 
 
 def applies(inv, host) -> bool:
@@ -97,45 +134,48 @@ def prepare(run, hosts) -> None:
 
 
 def steps(ctx) -> list:
-    inv, plat, host = ctx.inv, ctx.platform, ctx.host
+    inv, host, redis = ctx.inv, ctx.host, names(ctx.platform)
     master = ctx.run.data.get("redis_master") or ctx.run.addresses[inv.with_role("redis")[0].name]
-    user = plat.users["redis"]
+    user = redis.user
     values = {**settings(inv), "address": ctx.address, "master": master,
               "redis_password": ctx.secrets["redis_password"],
               "sentinel_password": ctx.secrets["sentinel_password"],
-              "resolve_hostnames": _at_least(plat.redis_version, (6, 2))}
+              "resolve_hostnames": _at_least(redis.version, (6, 2))}
     nofile = 16384 if ctx.facts.in_container else 65535
     out = [Directory("/etc/redis", owner=user, group=user, mode=0o2750)]
     out += selinux.steps_for_redis(ctx)   # port labels before the units start on them
     if ctx.facts.in_container:
         out.append(Warn(target="LimitNOFILE", message=f"capped at {nofile} (container limit)"))
     if host.has("redis"):
-        unit = plat.units["redis"]
+        unit = redis.unit
         out += [
             File(MANAGED, render("redis/redis-managed.conf.j2", **values), owner="root", group=user,
                  mode=0o640, notify=(unit,)),
-            File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
-                 render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
-                 notify=("daemon-reload", unit)),
-            _owned_conf(plat.paths["redis_conf"], render("redis/redis.conf.j2", **values), user,
+            _limits(ctx, unit, nofile),
+            _owned_conf(redis.conf, render("redis/redis.conf.j2", **values), user,
                         desc=f"create (replica of {master})" if master != ctx.address else "create (master)",
-                        unless=f"grep -qx 'include {MANAGED}' {plat.paths['redis_conf']}", notify=(unit,)),
+                        unless=f"grep -qx 'include {MANAGED}' {redis.conf}", notify=(unit,)),
             Service(unit, config=MANAGED),
         ]
     if host.has("sentinel"):
-        unit = plat.units["sentinel"]
+        unit = redis.sentinel_unit
         conf = render("redis/sentinel.conf.j2", **values)
         stamp = hashlib.sha256(render("redis/sentinel.conf.j2", **{**values, "master": "-"}).encode()).hexdigest()
         out += [
-            File(f"/etc/systemd/system/{unit}.service.d/{plat.paths['redis_dropin']}",
-                 render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
-                 notify=("daemon-reload", unit)),
-            _owned_conf(plat.paths["sentinel_conf"], conf, user, desc=f"generate (master {master})",
+            _limits(ctx, unit, nofile),
+            _owned_conf(redis.sentinel_conf, conf, user, desc=f"generate (master {master})",
                         unless=f"[ \"$(cat {SENTINEL_STAMP})\" = {stamp} ]", notify=(unit,),
                         then=f"echo {stamp} > {SENTINEL_STAMP}"),
             Service(unit, config=SENTINEL_STAMP),
         ]
     return out
+
+
+def _limits(ctx, unit: str, nofile: int) -> File:
+    """The unit's LimitNOFILE drop-in (capped in a container)."""
+    return File(f"/etc/systemd/system/{unit}.service.d/{names(ctx.platform).dropin}",
+                render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
+                notify=("daemon-reload", unit))
 
 
 def _at_least(version: str, wanted: tuple) -> bool:
@@ -165,7 +205,7 @@ def roll_order(run, hosts) -> list:
 
 def before_restart(run, host, units):
     """Restarting redis-server on the master: fail it over to a replica first (none: restart in place)."""
-    unit = run.facts[host.name].platform.units["redis"]
+    unit = names(run.facts[host.name].platform).unit
     if unit not in units or run.addresses[host.name] != run.data.get("redis_master"):
         return None
     if len(run.inv.with_role("redis")) < 2 or not run.inv.with_role("sentinel"):
@@ -276,9 +316,11 @@ class Redis(Component):
     before_restart = staticmethod(before_restart)
     gate = staticmethod(gate)
 
+    names = staticmethod(names)
+
     def units(self, run, host) -> list[str]:
-        names = run.facts[host.name].platform.units
-        return [names[role.name] for role in self.roles if host.has(role.name)]
+        redis = names(run.facts[host.name].platform)
+        return [redis.unit_of(role.name) for role in self.roles if host.has(role.name)]
 
 
 COMPONENT = Redis()

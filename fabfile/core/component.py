@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from .facts import Platform
     from .inventory import Host, Inventory
     from .runner import HostContext, HostPlan, Run
     from .steps import Step
@@ -67,6 +68,11 @@ class Component:
     def units(self, run: Run, host: Host) -> list[str]:
         """The systemd units the component keeps active on `host` (health checks each one)."""
         return []
+
+    def names(self, platform: Platform) -> object | None:
+        """What the component's packages, units, paths and users are called on `platform`: a small frozen
+        dataclass in its module (Ansible's vars/<os>.yml). None when nothing of it differs between platforms."""
+        return None
 
     # -- optional hooks: the defaults do nothing --------------------------------------------------------
     def connect_probe(self, run: Run, host: Host) -> str:

@@ -171,7 +171,7 @@ def test_local_only_nginx_on_airflow_hosts_without_the_nginx_role(tmp_path):
     assert nginx.local_only(node4) and nginx.applies(inv, node4)
     assert not nginx.local_only(inv.hosts["node1"])
     ctx = ctx_for(inv, "node4")
-    site = next(s for s in nginx.steps(ctx) if s.target == ctx.platform.paths["nginx_site"]).content
+    site = next(s for s in nginx.steps(ctx) if s.target == nginx.names(ctx.platform).site).content
     assert "listen 127.0.0.1:80 default_server;" in site
     assert "10.0.0.11:8080" in site and "10.0.0.12:8080" in site
     assert "flower" not in site and "ssl" not in site
