@@ -419,5 +419,10 @@ class Airflow(Component):
     steps = staticmethod(steps)
     finalize = staticmethod(finalize)
 
+    def local_artifacts(self, inv) -> None:
+        """The constraints file and the wheelhouse every host installs from."""
+        ensure_constraints_local(inv)
+        ensure_wheelhouse_local(inv)
+
 
 COMPONENT = Airflow()

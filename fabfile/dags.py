@@ -171,16 +171,21 @@ def rollback_steps(ctx) -> list:
 
 
 class Dags(Component):
-    """The DAG release on every Airflow host."""
+    """The DAG release on every Airflow host, bundled on the control machine first."""
 
     name = NAME
     applies = staticmethod(applies)
     steps = staticmethod(steps)
 
+    def local_artifacts(self, inv) -> None:
+        bundle(*sources(inv))
 
-class DagsRollback(Dags):
+
+class DagsRollback(Component):
     """`dags.rollback`: the same hosts, one step switching `current` back to the previous release."""
 
+    name = NAME
+    applies = staticmethod(applies)
     steps = staticmethod(rollback_steps)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from . import airflow, dags, dependencies, repository, spof
+from . import dependencies, repository, spof
 from .components import COMPONENTS, load_inventory
 from .core import profile
 from .core.errors import UserError
@@ -35,7 +35,8 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
             selected = inv.select(hosts)
         comps = components or COMPONENTS
         with profile.span("local artifacts (constraints, wheelhouse, DAG bundle)"):
-            _ensure_local_artifacts(inv, comps)
+            for component in comps:
+                component.local_artifacts(inv)
         rc = execute(inv, selected, comps,
                      Options(check=check, verbose=verbose, quiet=quiet, serial=serial, parallel=parallel),
                      preflight=lambda run, hosts: _preflight(run, hosts, comps),
@@ -62,15 +63,6 @@ def spof_report(inv) -> str:
     if not points:
         return "single points of failure: none"
     return "single points of failure (accepted layout):\n" + "\n".join(f"  {p}" for p in points)
-
-
-def _ensure_local_artifacts(inv, comps) -> None:
-    """Everything built on the control machine exists before a host is touched."""
-    if airflow.COMPONENT in comps:
-        airflow.ensure_constraints_local(inv)
-        airflow.ensure_wheelhouse_local(inv)
-    if dags.COMPONENT in comps:
-        dags.bundle(*dags.sources(inv))
 
 
 def ends_healthy(run, timeout: float = 180, interval: float = 5) -> None:

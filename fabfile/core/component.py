@@ -75,6 +75,9 @@ class Component:
         return None
 
     # -- optional hooks: the defaults do nothing --------------------------------------------------------
+    def local_artifacts(self, inv: Inventory) -> None:
+        """Build what the steps read on the control machine (wheelhouse, DAG bundle) before any host is reached."""
+
     def connect_probe(self, run: Run, host: Host) -> str:
         """Shell asked of every host with its facts (same round trip), read by `prepare`; "" = no question."""
         return ""

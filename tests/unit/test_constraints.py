@@ -132,7 +132,7 @@ def test_used_for_the_wheelhouse_and_sent_to_hosts(server, cache, tmp_path, monk
         dest.mkdir(parents=True, exist_ok=True)
         (dest / wheelhouse.MANIFEST).write_text("")
     monkeypatch.setattr(wheelhouse, "build", fake_build)
-    stack._ensure_local_artifacts(inv, [airflow.COMPONENT])
+    airflow.COMPONENT.local_artifacts(inv)
     fetched = constraints.cache_path(url)
     assert airflow.constraints_path(inv) == fetched and built == {"dest": wheels, "constraints": fetched}
 
