@@ -197,10 +197,10 @@ def toggled_inventory(text: str, secrets: str) -> tuple[str, int, int]:
     original inventory's file so the copy uses the cluster's keys."""
     import yaml
 
-    from fabfile.core.inventory import CLUSTER_DEFAULTS
+    from fabfile.airflow import SETTINGS
     data = yaml.safe_load(text)
     cluster = data.setdefault("cluster", {})
-    old = int(cluster.get("parallelism", CLUSTER_DEFAULTS["parallelism"]))
+    old = int(cluster.get("parallelism", SETTINGS["parallelism"]))
     cluster["parallelism"] = old + 1
     cluster.setdefault("secrets", secrets)
     return yaml.safe_dump(data, sort_keys=False), old, old + 1

@@ -21,20 +21,41 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shlex
 import tarfile
 from pathlib import Path
 
 from . import constraints, postgres, selinux
 from .core.component import Component, Role
-from .core.errors import PlatformError, UserError
+from .core.errors import InventoryError, PlatformError, UserError
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
 NAME = "airflow"
+SETTINGS = {
+    "airflow_version": "3.3.2",
+    "python_version": "3.11",          # wheelhouse/constraints target (Debian 12: 3.11, Ubuntu 24.04/EL9: 3.12)
+    "constraints_url": None,           # optional official constraints URL instead of the shipped file
+    "wheelhouse": None,                # local wheelhouse dir; default /var/cache/airflow-ha/wheelhouse-<v>-py<p>
+    "worker_concurrency": 4,
+    "parallelism": 32,
+    "api_workers": 2,
+    "worker_queues": ["default"],      # Celery queues a worker consumes; per host overridable
+    "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
+    "admin_user": "admin",
+}
+PORTS = {"api": 8080, "worker_log": 8793, "flower": 5555}
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: the roles that run Airflow processes, with the ports they listen on (their units: fabfile/services.py)
-AIRFLOW_ROLES = (Role("api_server", ("api",)), Role("scheduler"), Role("dag_processor"), Role("triggerer"),
-                 Role("worker", ("worker_log",)), Role("flower", ("flower",)))
+AIRFLOW_ROLES = (
+    Role("api_server", ("api",), required="give at least one host (2 for HA) the 'api_server' role"),
+    Role("scheduler", required="give at least one host (2 for HA) the 'scheduler' role"),
+    Role("dag_processor", required="give one host the 'dag_processor' role"),
+    Role("triggerer"),
+    Role("worker", ("worker_log",), required="give at least one host the 'worker' role"),
+    Role("flower", ("flower",)),
+)
 ROLES = tuple(role.name for role in AIRFLOW_ROLES)
 VENVS = "/opt/airflow/venvs"
 VENV = f"{VENVS}/current"          # what every unit and the CLI run: a link to venvs/<version>
@@ -212,7 +233,7 @@ def env_values(ctx) -> dict:
         "fernet_key": s["fernet_key"], "api_secret_key": s["api_secret_key"], "jwt_secret": s["jwt_secret"],
         "db_user": postgres.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
         "db_port": inv.cluster["ports"]["postgres"], "db_name": postgres.DB,
-        "db_hosts": postgres.db_hosts(run) if inv.patroni else [], "db_params": postgres.MULTI_HOST_PARAMS,
+        "db_hosts": postgres.db_hosts(run) if postgres.patroni_mode(inv) else [], "db_params": postgres.MULTI_HOST_PARAMS,
         "redis_password": s["redis_password"], "sentinel_password": s["sentinel_password"],
         "sentinels": [f"{run.addresses[h.name]}:{port}" for h in inv.with_role("sentinel")],
         "flower_user": "flower", "flower_password": s["flower_password"],
@@ -410,10 +431,41 @@ def _quiet(command: str, lines: int) -> str:
             "[ $rc -eq 0 ] || { echo \"exit status $rc\"; exit $rc; }")
 
 
+def validate(inv) -> None:
+    """Sane per-host worker settings; a worker for the default queue."""
+    for host in inv.hosts.values():
+        if inv.var(host, "worker_concurrency") < 1:
+            raise InventoryError("worker_concurrency must be at least 1",
+                                 f"{inv.path}: hosts.{host.name}.worker_concurrency", "use 1 or more")
+        _check_queues(inv, host)
+    if not any("default" in inv.var(h, "worker_queues") for h in inv.with_role("worker")):
+        raise InventoryError("no worker serves the 'default' queue: tasks without a queue would never run",
+                             f"{inv.path}: worker_queues", "add 'default' to the worker_queues of at least one worker")
+
+
+def _check_queues(inv, host) -> None:
+    where = f"{inv.path}: hosts.{host.name}.worker_queues"
+    queues = inv.var(host, "worker_queues")
+    if "worker_queues" in host.vars and not host.has("worker"):
+        raise InventoryError("worker_queues on a host without the 'worker' role", where,
+                             "add the 'worker' role or remove worker_queues from this host")
+    if not queues or len(set(queues)) != len(queues):
+        raise InventoryError(f"worker_queues must list one or more distinct queues, got {queues!r}", where,
+                             "e.g. worker_queues: [default, heavy]")
+    bad = [q for q in queues if not QUEUE_NAME.match(q)]
+    if bad:
+        raise InventoryError(f"invalid queue name {bad[0]!r}", where,
+                             "use letters, digits, '_', '.' and '-' (Celery queue names)")
+
+
 class Airflow(Component):
     """The Airflow install and config on every Airflow host; `db migrate` once in `finalize`."""
 
     name = NAME
+    settings = SETTINGS
+    default_ports = PORTS
+    host_settings = ("worker_concurrency", "api_workers", "worker_queues")
+    validate = staticmethod(validate)
     roles = AIRFLOW_ROLES
     applies = staticmethod(applies)
     steps = staticmethod(steps)

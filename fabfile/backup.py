@@ -56,12 +56,21 @@ from datetime import datetime, timezone
 
 from . import postgres
 from .core.component import Component, Role
-from .core.errors import UserError
+from .core.errors import InventoryError, UserError
 from .core.steps import Command, Directory, File, Packages, Service
 from .core.templates import render
 from .repository import ARCHIVE_TIMEOUT, REPO_USER, STANZA, enabled, mode, owner, repo_host, repo_path, runs_backups
 
 NAME = "backup"
+#: pgBackRest: the repository is the `backup` host, else `repo_path` (a local or shared mount), else S3
+#: (`s3_bucket` + `s3_endpoint` + `s3_region`; key and secret in the secrets file as backup_s3_key /
+#: backup_s3_key_secret). None of them = no backups (health and --check warn). Schedules are systemd
+#: OnCalendar expressions; "" turns a schedule off. max_age_hours 0 = derived (24 with a diff schedule,
+#: else 168): health warns past it + 6 h, fails at twice that.
+SETTINGS = {"backup": {"repo_path": None, "full_schedule": "Sun *-*-* 01:00:00",
+                       "diff_schedule": "Mon..Sat *-*-* 01:00:00", "retention_full": 2, "max_age_hours": 0,
+                       "s3_bucket": None, "s3_endpoint": None, "s3_region": None, "s3_uri_style": None}}
+CALENDAR = re.compile(r"^[A-Za-z0-9*.,:/~ +-]*$")
 CONF = "/etc/pgbackrest/pgbackrest.conf"
 LOG_DIR = "/var/log/pgbackrest"
 REPO_HOME = "/home/pgbackrest"
@@ -104,7 +113,7 @@ def _secret(secrets, key) -> str:
 
 def _pg_opts(inv, plat, index: int = 1, address: str | None = None) -> list[tuple[str, str]]:
     p, pg = f"pg{index}", postgres.names(plat)
-    data = pg.patroni_data if inv.patroni else pg.data
+    data = pg.patroni_data if postgres.patroni_mode(inv) else pg.data
     remote = [(f"{p}-host", address), (f"{p}-host-user", pg.user)] if address else []
     return remote + [(f"{p}-path", data), (f"{p}-port", str(inv.cluster["ports"]["postgres"])),
                      (f"{p}-socket-path", "/var/run/postgresql")]
@@ -115,7 +124,7 @@ def config_opts(inv, host, plat, addresses: dict, secrets: dict) -> tuple[list, 
     log = [("log-level-file", "detail")]
     if mode(inv) == "host" and host.has("backup"):
         pgs = [o for i, h in enumerate(inv.with_role("postgres"), 1) for o in _pg_opts(inv, plat, i, addresses[h.name])]
-        standby = [("backup-standby", "y")] if inv.patroni else []
+        standby = [("backup-standby", "y")] if postgres.patroni_mode(inv) else []
         return _repo_opts(inv, secrets) + standby + log, pgs
     if mode(inv) == "host":
         repo = repo_host(inv)
@@ -261,7 +270,7 @@ def alert_rules(inv) -> str:
 def timer_steps(ctx, user: str) -> list:
     inv = ctx.inv
     b = inv.cluster["backup"]
-    primary_only = mode(inv) != "host" and inv.patroni
+    primary_only = mode(inv) != "host" and postgres.patroni_mode(inv)
     out = [
         File(SCRIPT, render("pgbackrest/backup.sh.j2", stanza=STANZA, primary_only=primary_only,
                             port=inv.cluster["ports"]["postgres"]), mode=0o755),
@@ -312,7 +321,7 @@ def backup_runner(run, planning: bool = False):
     inv = run.inv
     if mode(inv) == "host":
         return repo_host(inv)
-    if inv.patroni:
+    if postgres.patroni_mode(inv):
         from . import patroni
         leader = patroni.leader(run)
         if leader is None and planning:
@@ -474,7 +483,7 @@ def restore_plan(inv, info: dict, target: str | None, leader: str | None) -> lis
              f"STOP Airflow on {', '.join(airflow)} (running tasks are killed)",
              f"DESTROY every change made after the target on {leader or pg[0]} (its data dir is rewritten, "
              "--delta)"]
-    if inv.patroni:
+    if postgres.patroni_mode(inv):
         others = [p for p in pg if p != leader]
         lines += [f"DESTROY the data dirs of {', '.join(others)}: they are re-created from {leader} (pg_basebackup)",
                   "Patroni's cluster state in etcd is reset (dynamic configuration kept); Patroni takes the restored "
@@ -549,7 +558,7 @@ class Restore:
     def execute(self) -> None:
         self.archive_current_wal()
         self.stop_airflow()
-        if self.inv.patroni:
+        if postgres.patroni_mode(self.inv):
             self.restore_patroni()
         else:
             self.restore_single()
@@ -746,10 +755,50 @@ def fernet_verdict(out: str) -> str | None:
             "start Airflow; Airflow stays stopped")
 
 
+def validate(inv) -> None:
+    """One repository: at most one `backup` host, not also S3; S3 complete; sane retention and schedules."""
+    b, path = inv.cluster["backup"], inv.path
+    hosts = inv.with_role("backup")
+    if len(hosts) > 1:
+        raise InventoryError(f"{len(hosts)} backup hosts ({', '.join(h.name for h in hosts)}): pgBackRest "
+                             "keeps one repository here", f"{path}: hosts", "give the 'backup' role to one host")
+    if hosts and b["s3_bucket"]:
+        raise InventoryError("a backup host and backup.s3_bucket: two repositories", f"{path}: cluster.backup",
+                             "keep the 'backup' role or the S3 settings, not both")
+    if hosts and postgres.patroni_mode(inv) and hosts[0].has("postgres"):
+        raise InventoryError(f"backup host {hosts[0].name} is also a Patroni member: the repository would be "
+                             "lost with that member", f"{path}: hosts.{hosts[0].name}.roles",
+                             "give the 'backup' role to a host without 'postgres'")
+    missing = [k for k in ("s3_endpoint", "s3_region") if b["s3_bucket"] and not b[k]]
+    if missing:
+        raise InventoryError(f"backup.s3_bucket without backup.{missing[0]}", f"{path}: cluster.backup",
+                             "set s3_bucket, s3_endpoint and s3_region together (e.g. s3.us-east-1.amazonaws.com, "
+                             "us-east-1)")
+    if b["s3_uri_style"] not in (None, "host", "path"):
+        raise InventoryError(f"backup.s3_uri_style {b['s3_uri_style']!r}", f"{path}: cluster.backup.s3_uri_style",
+                             "use host (AWS) or path (most S3-compatible stores, e.g. MinIO)")
+    if b["repo_path"] is not None and not b["repo_path"].startswith("/"):
+        raise InventoryError(f"backup.repo_path {b['repo_path']!r} is not absolute", f"{path}: cluster.backup.repo_path",
+                             "write an absolute path such as /var/lib/pgbackrest")
+    if b["retention_full"] < 1:
+        raise InventoryError("backup.retention_full must be at least 1", f"{path}: cluster.backup.retention_full",
+                             "keep 2 or more full backups (the default is 2)")
+    for key in ("full_schedule", "diff_schedule"):
+        if not CALENDAR.match(b[key]):
+            raise InventoryError(f"backup.{key} {b[key]!r} is not a systemd calendar expression",
+                                 f"{path}: cluster.backup.{key}", "write e.g. 'Sun *-*-* 01:00:00' or 'daily', "
+                                 "'' for none (`systemd-analyze calendar` checks it)")
+    if not b["full_schedule"]:
+        raise InventoryError("backup.full_schedule is empty: differential backups need a full one",
+                             f"{path}: cluster.backup.full_schedule", "use e.g. 'Sun *-*-* 01:00:00' (the default)")
+
+
 class Backup(Component):
     """pgBackRest on the database hosts and the repository host; the stanza in `finalize`."""
 
     name = NAME
+    settings = SETTINGS
+    validate = staticmethod(validate)
     roles = (Role("backup"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import patroni
+from . import patroni, postgres
 from .backup import (
     SERVICE,
     TYPES,
@@ -106,7 +106,7 @@ def restore(inventory=None, target: str | None = None, yes: bool = False) -> int
 
 
 def _leader_name(run) -> str:
-    if not run.inv.patroni:
+    if not postgres.patroni_mode(run.inv):
         return run.inv.with_role("postgres")[0].name
     host = patroni.leader(run)
     return host.name if host else run.inv.with_role("postgres")[0].name

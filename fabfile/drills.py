@@ -28,6 +28,7 @@ from . import health
 from .airflow_api import Airflow, http
 from .components import load_inventory
 from .core.runner import Options, Run
+from .postgres import patroni_mode
 
 LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
 
@@ -298,14 +299,14 @@ def node(d: Drill) -> Row:
 def node_candidates(inv, leader: str | None) -> list[str]:
     """Hosts drill.node may power off: Redis + api-server + scheduler, and not the database primary."""
     def primary(h):
-        return h.has("postgres") and (not inv.patroni or h.name == leader or leader is None)
+        return h.has("postgres") and (not patroni_mode(inv) or h.name == leader or leader is None)
     return [h.name for h in inv.hosts.values() if h.has("redis") and h.has("api_server")
             and h.has("scheduler") and not primary(h)]
 
 
 def pg_leader(d: Drill) -> str | None:
     """Patroni mode: the member answering /primary 200 (None in single mode or when none does)."""
-    if not d.inv.patroni:
+    if not patroni_mode(d.inv):
         return None
     from . import patroni
     host = patroni.leader(d.run)
@@ -543,7 +544,7 @@ def pg_row(old, new, power_off, times, rejoined, state, failed, retried, lost) -
 
 def postgres(d: Drill) -> list[Row]:
     """Kill the Patroni leader's postmaster, then pull the plug on its host; writes and DAG runs carry on."""
-    if not d.inv.patroni:
+    if not patroni_mode(d.inv):
         return [NOT_COVERED]
     return [pg_fault(d, power_off=False), pg_fault(d, power_off=True)]
 
@@ -580,7 +581,7 @@ def run(names: list[str], inventory=None, power: PowerSwitch | None = None) -> i
     for name in names:
         d = Drill(inventory, power)
         try:
-            if not (name == "postgres" and not d.inv.patroni):
+            if not (name == "postgres" and not patroni_mode(d.inv)):
                 d.wait_healthy()
             result = DRILLS[name](d)
             new = result if isinstance(result, list) else [result]

@@ -1,7 +1,7 @@
 """etcd (v3 API): Patroni's distributed configuration store, on the hosts with the `etcd` role.
 
 Only in Patroni mode (`postgres` on >= 2 hosts). With no `etcd` host named, the inventory gives the role
-to the Sentinel hosts (fabfile/core/inventory.py `_default_etcd`); the count must be odd (3 or 5).
+to the Sentinel hosts (`default_roles`); the count must be odd (3 or 5).
 Packages: Debian/Ubuntu etcd-server + etcd-client (etcdctl); EL9 etcd from PGDG's pgdg-rhel9-extras.
 The packaged unit reads its environment file (Debian: /etc/default/etcd, `EnvironmentFile=-/etc/default/%p`
 in etcd.service; EL9: /etc/etcd/etcd.conf), which we own whole.
@@ -20,13 +20,16 @@ needs `etcdctl member add/remove` first (README "High availability"; not automat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .core.component import Component, Role
+from .core.errors import InventoryError
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
+from .postgres import patroni_layout, patroni_mode
 
 NAME = "etcd"
+PORTS = {"etcd_client": 2379, "etcd_peer": 2380}    # Patroni mode only
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def names(platform) -> EtcdNames:
 
 
 def applies(inv, host) -> bool:
-    return inv.patroni and host.has("etcd")
+    return patroni_mode(inv) and host.has("etcd")
 
 
 def endpoints(run) -> list[str]:
@@ -103,17 +106,48 @@ def gate(run, host) -> str | None:
     return None if "is healthy" in out else f"etcd: {out[:100] or 'no answer'}"
 
 
+def default_roles(hosts: dict) -> dict:
+    """Patroni mode with no `etcd` host named: etcd runs where the Sentinels run (an odd number already)."""
+    if not patroni_layout(hosts.values()) or any(h.has("etcd") for h in hosts.values()):
+        return hosts
+    return {n: (replace(h, roles=h.roles | {"etcd"}) if h.has("sentinel") else h) for n, h in hosts.items()}
+
+
+def validate(inv) -> None:
+    """etcd only in Patroni mode, where it has an odd membership (a majority survives one loss)."""
+    path, members, patroni = inv.path, inv.with_role("etcd"), patroni_mode(inv)
+    if members and not patroni:
+        raise InventoryError("hosts have the 'etcd' role but PostgreSQL runs on one host (no Patroni)",
+                             f"{path}: hosts", "give the 'postgres' role to 2 or more hosts (3 recommended) "
+                             "for Patroni, or remove the 'etcd' role")
+    if not patroni:
+        return
+    if not members:
+        raise InventoryError(
+            f"{len(inv.with_role('postgres'))} postgres hosts (Patroni mode) but no etcd host: Patroni needs a "
+            "DCS", f"{path}: hosts", "give the 'etcd' role to 3 hosts (or to none: it then follows the "
+            "'sentinel' role), or keep one postgres host")
+    if len(members) % 2 == 0:
+        raise InventoryError(
+            f"{len(members)} etcd hosts ({', '.join(h.name for h in members)}): an even number of members cannot "
+            "form a safer majority than one member less", f"{path}: hosts", "give the 'etcd' role to an odd "
+            "number of hosts (3 recommended, 5 to survive two losses)")
+
+
 class Etcd(Component):
     """Patroni's DCS; a restarted member rejoins the quorum before the next one restarts."""
 
     name = NAME
+    default_ports = PORTS
+    default_roles = staticmethod(default_roles)
+    validate = staticmethod(validate)
     roles = (Role("etcd", ("etcd_client", "etcd_peer")),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     gate = staticmethod(gate)
 
     def peer_ports(self, inv) -> list[str]:
-        return super().peer_ports(inv) if inv.patroni else []
+        return super().peer_ports(inv) if patroni_mode(inv) else []
 
     names = staticmethod(names)
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from . import keepalived
 from .core.component import Component
-from .core.errors import PlatformError
+from .core.errors import InventoryError, PlatformError
 from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
+SETTINGS = {"firewall": "auto"}        # auto (the platform's default) | ufw | firewalld; per host overridable
+FIREWALLS = ("auto", "ufw", "firewalld")
 #: firewall -> its packages, per platform family (ufw is EPEL-only on EL9: refused there)
 PACKAGES = {"debian": {"ufw": ("ufw",), "firewalld": ("firewalld",)}, "rhel": {"ufw": (), "firewalld": ("firewalld",)}}
 ZONE = "airflow-ha"
@@ -153,10 +155,22 @@ def _firewalld(ctx) -> list:
     ]
 
 
+def validate(inv) -> None:
+    """A firewall this component knows, for the cluster and for each host."""
+    for where, wanted in [("cluster.firewall", inv.cluster["firewall"])] + [
+            (f"hosts.{h.name}.firewall", inv.var(h, "firewall")) for h in inv.hosts.values()]:
+        if wanted not in FIREWALLS:
+            raise InventoryError(f"unknown firewall {wanted!r}", f"{inv.path}: {where}",
+                                 f"use one of: {', '.join(FIREWALLS)}")
+
+
 class Firewall(Component):
     """One active host firewall: public SSH/HTTP(S), every service port to cluster peers only."""
 
     name = NAME
+    settings = SETTINGS
+    host_settings = ("firewall",)
+    validate = staticmethod(validate)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
 

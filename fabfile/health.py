@@ -79,7 +79,7 @@ def host_script(run, host) -> str:
 
 def _patroni_lines(run, host) -> list[str]:
     """Patroni mode: this member's own /cluster view and /primary code; this etcd member's health."""
-    if not run.inv.patroni:
+    if not postgres.patroni_mode(run.inv):
         return []
     from . import etcd, patroni
     out = []
@@ -337,7 +337,7 @@ def etcd_checks(members: list[str], answers: dict) -> list[Check]:
 
 def patroni_rows(run) -> list[Check]:
     """Patroni mode: the member/leader/lag/sync/etcd rows from what check_host gathered."""
-    if not run.inv.patroni:
+    if not postgres.patroni_mode(run.inv):
         return []
     inv = run.inv
     return (patroni_checks([h.name for h in inv.with_role("postgres")], run.data.get("pcluster", {}),
@@ -350,7 +350,7 @@ def check_postgres(run) -> list[Check]:
     from contextlib import ExitStack
     inv = run.inv
     hosts = [h for h in inv.with_role("postgres") if h.name not in run.failed]
-    if not hosts or (not inv.patroni and hosts[0] != inv.with_role("postgres")[0]):
+    if not hosts or (not postgres.patroni_mode(inv) and hosts[0] != inv.with_role("postgres")[0]):
         return []
     out, ports = [], {}
     try:
@@ -365,7 +365,7 @@ def check_postgres(run) -> list[Check]:
                 return [Check("cluster", "postgres", "fail", "no SSH forward to any postgres host")]
             out += _query_primary(run, ports)
     except Exception as exc:
-        name = next(iter(ports.values()), hosts[0].name) if not inv.patroni else "cluster"
+        name = next(iter(ports.values()), hosts[0].name) if not postgres.patroni_mode(inv) else "cluster"
         out.append(Check(name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
     return out
 
@@ -382,7 +382,8 @@ def _query_primary(run, ports: dict) -> list[Check]:
     import psycopg2
     inv = run.inv
     conn = psycopg2.connect(user=postgres.USER, dbname=postgres.DB, password=run.secrets["postgres_password"],
-                            connect_timeout=inv.cluster["check_timeout"], **conninfo(list(ports), inv.patroni))
+                            connect_timeout=inv.cluster["check_timeout"],
+                            **conninfo(list(ports), postgres.patroni_mode(inv)))
     try:
         name = ports.get(int(conn.info.port), "?")
         cur = conn.cursor()
@@ -391,7 +392,7 @@ def _query_primary(run, ports: dict) -> list[Check]:
             return [Check(name, "postgres", "fail", "connected, but it is in recovery (a replica)")]
         cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
         used, limit = cur.fetchone()
-        via = " (the writable member)" if inv.patroni else ""
+        via = " (the writable member)" if postgres.patroni_mode(inv) else ""
         out = [Check(name, "postgres", "ok" if used < 0.8 * limit else "warn",
                      f"SELECT 1 ok{via}, {used}/{limit} connections")]
         if backup.enabled(inv):

@@ -13,14 +13,20 @@ The firewall allows VRRP (IP protocol 112) from the nginx peers (fabfile/firewal
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 from . import selinux
 from .core.component import Component
-from .core.errors import UserError
+from .core.errors import InventoryError, UserError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render
 
 NAME = "keepalived"
+SETTINGS = {
+    "vip": None,                       # IPv4 address keepalived moves between the nginx hosts (VRRP)
+    "vip_interface": None,             # default: the interface carrying the host's cluster address
+    "vip_router_id": 0,                # VRRP virtual_router_id 1-255; 0 = derived from the cluster name
+}
 CONF = "/etc/keepalived/keepalived.conf"
 SCRIPT_USER = "keepalived_script"   # keepalived's default script user: the track script never runs as root
 CHECK = "/etc/keepalived/airflow-ha-check.sh"
@@ -106,10 +112,35 @@ def steps(ctx) -> list:
     ]
 
 
+def validate(inv) -> None:
+    """`vip` is an IPv4 address no host has; `vip_interface` only with it; router id 0 (derived) or 1-255."""
+    c, path = inv.cluster, inv.path
+    if c["vip"] is None:
+        for key in ("vip_interface", "vip_router_id"):
+            if c[key]:
+                raise InventoryError(f"{key} without vip", f"{path}: cluster.{key}",
+                                     "set cluster.vip (the address clients use) or remove this key")
+        return
+    try:
+        vip = ipaddress.IPv4Address(c["vip"])
+    except ValueError:
+        raise InventoryError(f"vip {c['vip']!r} is not an IPv4 address", f"{path}: cluster.vip",
+                             "give a free IPv4 address in the nginx hosts' subnet, e.g. 10.0.0.100") from None
+    owner = next((h.name for h in inv.hosts.values() if h.address == str(vip)), None)
+    if owner:
+        raise InventoryError(f"vip {vip} is the address of host {owner}", f"{path}: cluster.vip",
+                             "the VIP must be an address no host owns: pick a free one in the same subnet")
+    if not 0 <= c["vip_router_id"] <= 255:
+        raise InventoryError(f"vip_router_id {c['vip_router_id']} is not in 1-255", f"{path}: cluster.vip_router_id",
+                             "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
+
+
 class Keepalived(Component):
     """The VIP on the nginx hosts (only with `cluster.vip`)."""
 
     name = NAME
+    settings = SETTINGS
+    validate = staticmethod(validate)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
 

@@ -54,6 +54,12 @@ from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
 
 NAME = "monitoring"
+SETTINGS = {
+    "monitoring": False,               # statsd + exporters on every host
+    "monitoring_cidr": None,           # extra source allowed to scrape exporters
+}
+PORTS = {"statsd": 9125, "statsd_exporter": 9102, "node_exporter": 9100, "redis_exporter": 9121,
+         "postgres_exporter": 9187, "prometheus": 9090}
 STATSD_UNIT = "airflow-ha-statsd-exporter"
 STATSD_SCRIPT = "/usr/local/lib/airflow-ha/statsd_exporter.py"
 STATSD_MAPPING = "/etc/airflow-ha/statsd_mapping.yml"
@@ -196,11 +202,11 @@ def _postgres(ctx) -> list:
               f"ALTER ROLE {PG_ROLE} WITH LOGIN;\n"
               f"GRANT pg_monitor TO {PG_ROLE};\n"
               "__SQL__")
-    if ctx.inv.patroni:
+    if postgres.patroni_mode(ctx.inv):
         create = role_on_leader_only(psql, has_role, create)
     return [
         Command(f"postgres role {PG_ROLE}", desc=f"create login role {PG_ROLE} in pg_monitor (peer auth, no password)"
-                + (" on the leader; replicas wait for it" if ctx.inv.patroni else ""),
+                + (" on the leader; replicas wait for it" if postgres.patroni_mode(ctx.inv) else ""),
                 unless=has_role, script=create),
         _defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'postgres_exporter')}",
                   env=[("DATA_SOURCE_NAME", dsn)]),
@@ -227,14 +233,14 @@ def scrape_jobs(ctx) -> dict:
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
-    if inv.patroni:
+    if postgres.patroni_mode(inv):
         jobs.append(("patroni", "/metrics", [(h.name, f"{addrs[h.name]}:{ports['patroni_api']}")
                                              for h in inv.with_role("postgres")]))
     sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
     return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
-            "patroni_rules": PROM_RULES_PATRONI if inv.patroni else None,
+            "patroni_rules": PROM_RULES_PATRONI if postgres.patroni_mode(inv) else None,
             "backup_rules": PROM_RULES_BACKUP if backup.enabled(inv) else None,
             "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
             "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
@@ -282,6 +288,8 @@ class Monitoring(Component):
     """Exporters and Prometheus (`cluster.monitoring`), or their units stopped."""
 
     name = NAME
+    settings = SETTINGS
+    default_ports = PORTS
     roles = (Role("monitoring"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 
 from . import selinux
 from .core.component import Component, Role
+from .core.errors import InventoryError
 from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
 NAME = "nginx"
+SETTINGS = {"tls": {"enabled": False, "cert": None, "key": None}}
+PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -213,11 +216,22 @@ def gate(run, host) -> str | None:
     return None if code == "200" else f"{url}: HTTP {code or 'no answer'}"
 
 
+def validate(inv) -> None:
+    """A TLS certificate comes with its key."""
+    tls = inv.cluster["tls"]
+    if bool(tls["cert"]) != bool(tls["key"]):
+        raise InventoryError("tls.cert and tls.key must be given together", f"{inv.path}: cluster.tls",
+                             "give both paths, or neither to generate a self-signed pair")
+
+
 class Nginx(Component):
     """nginx on every host that serves or calls the api-servers; reloads gated on the health URL."""
 
     name = NAME
-    roles = (Role("nginx", ("http", "https"), public=True),)
+    settings = SETTINGS
+    default_ports = PORTS
+    validate = staticmethod(validate)
+    roles = (Role("nginx", ("http", "https"), public=True, required="give at least one host the 'nginx' role"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     gate = staticmethod(gate)

@@ -9,6 +9,8 @@ from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
+#: proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
+SETTINGS = {"http_proxy": None}
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ def role_packages(ctx) -> list[str]:
         out += redis.names(plat).sentinel_packages
     if host.has("postgres"):
         pg = postgres.names(plat)
-        out += pg.patroni_packages if ctx.inv.patroni else pg.packages
-    if host.has("etcd") and ctx.inv.patroni:
+        out += pg.patroni_packages if postgres.patroni_mode(ctx.inv) else pg.packages
+    if host.has("etcd") and postgres.patroni_mode(ctx.inv):
         out += etcd.names(plat).packages
     if nginx.runs_nginx(host):
         out += nginx.names(plat).packages
@@ -73,7 +75,7 @@ def steps(ctx) -> list:
     elif proxy:
         out.append(Line(target="dnf proxy", path=names(plat).proxy_conf, line=f"proxy={proxy}",
                         replace="^proxy="))
-    if ctx.inv.patroni and ctx.host.has("postgres") and plat.family == "debian":
+    if postgres.patroni_mode(ctx.inv) and ctx.host.has("postgres") and plat.family == "debian":
         # Patroni creates (or takes over) the cluster: the postgresql package must not make an empty one
         out.append(Line(target="createcluster.conf", path=postgres.names(plat).createcluster_conf,
                         line="create_main_cluster = false", replace=r"^#?\s*create_main_cluster"))
@@ -94,6 +96,7 @@ class OsPackages(Component):
     """OS packages, time sync and /etc/hosts, before anything else."""
 
     name = NAME
+    settings = SETTINGS
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     names = staticmethod(names)

@@ -1,6 +1,6 @@
 """PostgreSQL under Patroni (the `postgres` role on >= 2 hosts): no single point of failure for the database.
 
-`fabfile/postgres.py` delegates here when `inv.patroni`; one host keeps the single mode untouched.
+`fabfile/postgres.py` delegates here in Patroni mode (`postgres.patroni_mode`); one host keeps the single mode untouched.
 
 * Packages: Debian/Ubuntu `patroni` (+ python3-etcd, the client library its etcd3 DCS imports) and the
   distribution's PostgreSQL; EL9: postgresql15-server from PGDG (repo pgdg15), patroni + patroni-etcd from

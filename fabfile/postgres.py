@@ -21,11 +21,19 @@ from dataclasses import dataclass
 
 from . import repository, selinux
 from .core.component import Component, Role
+from .core.errors import InventoryError
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
 from .core.templates import render
 
 NAME = "postgres"
+#: max_connections 0 = computed from the number of Airflow processes. The rest applies to Patroni mode
+#: (postgres on >= 2 hosts, fabfile/patroni.py): Patroni's DCS timing (loop_wait + 2*retry_timeout <= ttl)
+#: and synchronous_mode (a commit is on a standby before the client hears "ok"; costs one network
+#: round trip per commit, and writes wait while no standby is in sync).
+SETTINGS = {"postgres": {"max_connections": 0, "synchronous_mode": True, "ttl": 30, "loop_wait": 10,
+                         "retry_timeout": 10}}
+PORTS = {"postgres": 5432, "patroni_api": 8008}    # patroni_api: Patroni mode only
 #: Patroni mode: every postgres host also serves Patroni's REST API (leader checks, /cluster for health)
 PATRONI_PORTS = ("patroni_api",)
 DB = "airflow"
@@ -104,6 +112,15 @@ def applies(inv, host) -> bool:
     return host.has("postgres")
 
 
+def patroni_layout(hosts) -> bool:
+    """Patroni mode: PostgreSQL on two or more of `hosts` (one host = the single database, no Patroni)."""
+    return sum(h.has("postgres") for h in hosts) >= 2
+
+
+def patroni_mode(inv) -> bool:
+    return patroni_layout(inv.hosts.values())
+
+
 def max_connections(inv) -> int:
     """Room for every Airflow daemon's SQLAlchemy pool (5 + 10 overflow), Celery result writes and admin.
 
@@ -138,27 +155,27 @@ MULTI_HOST_PARAMS = ("target_session_attrs=read-write&connect_timeout=3&keepaliv
 def psql_target(run) -> str:
     """psql's connection arguments for the airflow database (user/database included)."""
     port = run.inv.cluster["ports"]["postgres"]
-    if not run.inv.patroni:
+    if not patroni_mode(run.inv):
         return f"-h {db_host(run)} -p {port} -U {USER} -d {DB}"
     hosts = ",".join(run.addresses[h.name] for h in run.inv.with_role("postgres"))
     return shlex.quote(f"host={hosts} port={port} user={USER} dbname={DB} target_session_attrs=read-write")
 
 
 def prepare(run, hosts):
-    if run.inv.patroni:
+    if patroni_mode(run.inv):
         from . import patroni
         patroni.prepare(run, hosts)
 
 
 def finalize(run, hosts):
-    if run.inv.patroni:
+    if patroni_mode(run.inv):
         from . import patroni
         patroni.finalize(run, hosts)
 
 
 def steps(ctx) -> list:
     inv, plat, pg = ctx.inv, ctx.platform, names(ctx.platform)
-    if inv.patroni:
+    if patroni_mode(inv):
         from . import patroni
         return patroni.steps(ctx)
     unit, user = pg.unit, pg.user
@@ -208,7 +225,7 @@ def create_sql(os_user: str, password: str, port: int) -> str:
 
 def gate(run, host) -> str | None:
     """After its restart, PostgreSQL accepts connections again (pg_isready) before anything goes on."""
-    if run.inv.patroni:
+    if patroni_mode(run.inv):
         from . import patroni
         return patroni.gate(run, host)
     port = run.inv.cluster["ports"]["postgres"]
@@ -221,7 +238,7 @@ def gate(run, host) -> str | None:
 
 def backup_host(run):
     """Where a backup runs: the single database host, or the Patroni leader (REST /primary); None = no leader."""
-    if not run.inv.patroni:
+    if not patroni_mode(run.inv):
         return run.inv.with_role("postgres")[0]
     from . import patroni
     return patroni.leader(run)
@@ -293,11 +310,27 @@ def db_revision(run, host) -> str | None:
     return res.out.strip() if res.ok else None
 
 
+def validate(inv) -> None:
+    """Patroni mode's DCS timing: loop_wait + 2*retry_timeout <= ttl, ttl >= 20."""
+    pg = inv.cluster["postgres"]
+    if not patroni_mode(inv):
+        return
+    if pg["ttl"] < 20 or pg["loop_wait"] < 1 or pg["loop_wait"] + 2 * pg["retry_timeout"] > pg["ttl"]:
+        raise InventoryError(
+            f"Patroni timing ttl={pg['ttl']} loop_wait={pg['loop_wait']} retry_timeout={pg['retry_timeout']} "
+            "breaks loop_wait + 2*retry_timeout <= ttl (ttl >= 20)", f"{inv.path}: cluster.postgres",
+            "use the defaults ttl: 30, loop_wait: 10, retry_timeout: 10, or raise ttl")
+
+
 class Postgres(Component):
     """The single database, or Patroni mode on two or more hosts (fabfile/patroni.py)."""
 
     name = NAME
-    roles = (Role("postgres", ("postgres",)),)
+    settings = SETTINGS
+    default_ports = PORTS
+    validate = staticmethod(validate)
+    roles = (Role("postgres", ("postgres",),
+                  required="give one host (single database) or 3 hosts (Patroni) the 'postgres' role"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     prepare = staticmethod(prepare)
@@ -305,16 +338,16 @@ class Postgres(Component):
     gate = staticmethod(gate)
 
     def listens(self, inv, host) -> list[str]:
-        return super().listens(inv, host) + (list(PATRONI_PORTS) if inv.patroni and host.has("postgres") else [])
+        return super().listens(inv, host) + (list(PATRONI_PORTS) if patroni_mode(inv) and host.has("postgres") else [])
 
     def peer_ports(self, inv) -> list[str]:
-        return super().peer_ports(inv) + (list(PATRONI_PORTS) if inv.patroni else [])
+        return super().peer_ports(inv) + (list(PATRONI_PORTS) if patroni_mode(inv) else [])
 
     names = staticmethod(names)
 
     def units(self, run, host) -> list[str]:
         pg = names(run.facts[host.name].platform)
-        return [pg.patroni_unit if run.inv.patroni else pg.unit] if host.has("postgres") else []
+        return [pg.patroni_unit if patroni_mode(run.inv) else pg.unit] if host.has("postgres") else []
 
 
 COMPONENT = Postgres()

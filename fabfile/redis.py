@@ -10,6 +10,7 @@ Log rotation: the distributions' redis packages ship /etc/logrotate.d rules for 
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import time
 from collections import Counter
@@ -17,10 +18,15 @@ from dataclasses import dataclass
 
 from . import selinux
 from .core.component import Component, Role
+from .core.errors import InventoryError
 from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
 
 NAME = "redis"
+SETTINGS = {"redis": {"mode": "replication", "master_name": "airflow", "down_after_ms": 5000,
+                      "failover_timeout_ms": 60000,
+                      "maxmemory": "0"}}   # 0 = no limit (noeviction: a full broker refuses)
+PORTS = {"redis": 6379, "sentinel": 26379}
 MANAGED = "/etc/redis/airflow-ha.conf"
 SENTINEL_STAMP = "/etc/redis/sentinel.airflow-ha.sha256"
 
@@ -303,11 +309,38 @@ def _sections(out: str):
         yield name, "\n".join(buf)
 
 
+def validate(inv) -> None:
+    """Replication only (kombu has no Redis Cluster transport), a memory size Redis reads, an odd number of
+    Sentinels."""
+    path, r = inv.path, inv.cluster["redis"]
+    if r["mode"] == "cluster":
+        raise InventoryError(
+            "redis.mode 'cluster' is not supported: Celery/kombu has no Redis Cluster transport (CROSSSLOT/"
+            "MovedError; kombu offers redis, rediss and sentinel only), and a 3-master Redis Cluster without "
+            "replicas is not HA either", f"{path}: cluster.redis.mode",
+            "use 'replication' (the default): 1 master + replicas, failover by 3 Sentinels, sentinel:// broker URLs")
+    if r["mode"] != "replication":
+        raise InventoryError(f"unknown redis.mode {r['mode']!r}", f"{path}: cluster.redis.mode", "use 'replication'")
+    if not re.fullmatch(r"\d+(kb|mb|gb)?", str(r["maxmemory"]).lower()):
+        raise InventoryError(f"redis.maxmemory {r['maxmemory']!r} is not a Redis memory size",
+                             f"{path}: cluster.redis.maxmemory", "write e.g. 0 (no limit), 512mb or 2gb")
+    sentinels = len(inv.with_role("sentinel"))
+    if sentinels % 2 == 0:
+        raise InventoryError(
+            f"{sentinels} sentinel hosts: an {'empty' if not sentinels else 'even'} number of Sentinels cannot "
+            "form a safe majority", f"{path}: hosts",
+            "give the 'sentinel' role to an odd number of hosts (3 recommended)")
+
+
 class Redis(Component):
     """Asks the Sentinels for the master before planning; rolls the master last, failed over first."""
 
     name = NAME
-    roles = (Role("redis", ("redis",)), Role("sentinel", ("sentinel",)))
+    settings = SETTINGS
+    default_ports = PORTS
+    validate = staticmethod(validate)
+    roles = (Role("redis", ("redis",), required="give one or more hosts (3 recommended) the 'redis' role"),
+             Role("sentinel", ("sentinel",)))
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     connect_probe = staticmethod(connect_probe)

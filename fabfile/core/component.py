@@ -26,6 +26,7 @@ class Role:
     name: str
     ports: tuple[str, ...] = ()
     public: bool = False     # reachable from anywhere (else from cluster hosts only)
+    required: str = ""       # a cluster needs a host with it: the fix shown when none has it ("" = optional)
 
 
 class Component:
@@ -34,6 +35,13 @@ class Component:
     name: ClassVar[str]
     #: the inventory roles this component brings (each role belongs to one component)
     roles: ClassVar[tuple[Role, ...]] = ()
+    #: the `cluster:` keys it brings, with their defaults (a default's type is the type the key must have;
+    #: None = an optional string)
+    settings: ClassVar[dict] = {}
+    #: the ports it brings (names in `cluster.ports`), with their default numbers
+    default_ports: ClassVar[dict[str, int]] = {}
+    #: which of its settings a host may override
+    host_settings: ClassVar[tuple[str, ...]] = ()
 
     #: optional: (run, host) -> None once the host is healthy after a restart, else why not. Polled by a
     #: rolling restart before the next host restarts; None = no gate (the roll goes straight on).
@@ -51,6 +59,14 @@ class Component:
     def steps(self, ctx: HostContext) -> list[Step]:
         """The host's desired state, as steps the runner probes, plans and applies in order."""
         raise NotImplementedError
+
+    # -- the inventory: checked before any connection ----------------------------------------------------
+    def default_roles(self, hosts: dict[str, Host]) -> dict[str, Host]:
+        """The hosts, with the roles the component gives when the inventory names none (etcd: the Sentinels)."""
+        return hosts
+
+    def validate(self, inv: Inventory) -> None:
+        """Refuse an inventory the component cannot run on: raise InventoryError (what, where, fix)."""
 
     # -- what the component listens on and runs: read by the port check, the firewall and health -------
     def listens(self, inv: Inventory, host: Host) -> list[str]:
@@ -108,9 +124,18 @@ class Component:
 
 @dataclass(frozen=True)
 class Registry:
-    """The ordered components, and what core asks of all of them at once: roles, ports, units."""
+    """The ordered components, and what core asks of all of them at once: settings, roles, ports, units."""
 
     components: tuple[Component, ...] = ()
+
+    def settings(self) -> dict:
+        return {key: default for c in self.components for key, default in c.settings.items()}
+
+    def default_ports(self) -> dict[str, int]:
+        return {name: port for c in self.components for name, port in c.default_ports.items()}
+
+    def host_settings(self) -> tuple[str, ...]:
+        return tuple(key for c in self.components for key in c.host_settings)
 
     def roles(self) -> dict[str, Role]:
         """Every role a host may have, by name, in component order."""

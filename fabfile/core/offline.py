@@ -14,13 +14,12 @@ What a fresh host answers, on purpose:
 * any other question (a Sentinel's master, a Patroni member's state, a file's current text): no output;
 * the control machine: placeholder secrets (`<fernet_key>`) and files (`<constraints-….txt>`), addresses
   only from the inventory's `address:` keys (spec inventories must set them).
-`cluster.python_version` follows the platform (`Platform.python_version`), as a user deploying to that
-platform must set it (see facts.py).
+The spec tests set `cluster.python_version` to the platform's (`Platform.python_version`), as a user
+deploying to that platform must (tests/spec/plans.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +143,7 @@ class PlannedStep:
 def plan_offline(inv: Inventory, os_release_text: str, components: list) -> dict[str, list[PlannedStep]]:
     """host name -> the changes a deploy of `components` would apply to fresh hosts of that distribution,
     in order: the real runner in --check mode; the first host failure is raised."""
-    first = synthetic_facts(os_release_text, "")         # the platform error comes first, host-free
-    inv = dataclasses.replace(inv, cluster={**inv.cluster, "python_version": first.platform.python_version
-                                            or inv.cluster["python_version"]})
+    synthetic_facts(os_release_text, "")         # the platform error comes first, host-free
     run = Run(inv, list(inv.hosts.values()), Options(check=True, silent=True), source=FreshHosts(os_release_text))
     run_components(run, components)
     for host in inv.hosts.values():

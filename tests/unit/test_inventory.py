@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fabfile import stack
-from fabfile.components import load_inventory
+from fabfile.components import REGISTRY, load_inventory
 from fabfile.core import inventory
 from fabfile.core import remote as remote_mod
 from fabfile.core.errors import InventoryError
@@ -175,8 +175,8 @@ def test_readme_inventory_block_documents_every_default():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"## Inventory\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
     doc = yaml.safe_load(block)
-    assert doc["cluster"] == inventory.CLUSTER_DEFAULTS
-    assert set(doc["hosts"]["node1"]) <= set(inventory.HOST_KEYS)
+    assert doc["cluster"] == inventory.cluster_defaults(REGISTRY)
+    assert set(doc["hosts"]["node1"]) <= set(inventory.host_keys(REGISTRY))
 
 
 def test_worker_queues_per_host(tmp_path):
