@@ -26,7 +26,7 @@ import shlex
 import tarfile
 from pathlib import Path
 
-from . import constraints, postgres, selinux
+from . import constraints, pgsql, postgres, selinux
 from .core.component import Component, Role
 from .core.errors import InventoryError, PlatformError, UserError
 from .core.steps import Change, Command, Directory, File, Step
@@ -231,9 +231,9 @@ def env_values(ctx) -> dict:
     port = inv.cluster["ports"]["sentinel"]
     return {
         "fernet_key": s["fernet_key"], "api_secret_key": s["api_secret_key"], "jwt_secret": s["jwt_secret"],
-        "db_user": postgres.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
-        "db_port": inv.cluster["ports"]["postgres"], "db_name": postgres.DB,
-        "db_hosts": postgres.db_hosts(run) if postgres.patroni_mode(inv) else [], "db_params": postgres.MULTI_HOST_PARAMS,
+        "db_user": pgsql.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
+        "db_port": inv.cluster["ports"]["postgres"], "db_name": pgsql.DB,
+        "db_hosts": postgres.db_hosts(run) if pgsql.patroni_mode(inv) else [], "db_params": postgres.MULTI_HOST_PARAMS,
         "redis_password": s["redis_password"], "sentinel_password": s["sentinel_password"],
         "sentinels": [f"{run.addresses[h.name]}:{port}" for h in inv.with_role("sentinel")],
         "flower_user": "flower", "flower_password": s["flower_password"],

@@ -24,7 +24,7 @@ import dataclasses
 import shlex
 import time
 
-from . import keepalived, nginx, postgres, redis, stack
+from . import keepalived, nginx, pgsql, redis, stack
 from .components import COMPONENTS, load_inventory
 from .core import inventory as inventory_mod
 from .core.errors import PreconditionError, UserError
@@ -40,7 +40,7 @@ def without(inv: Inventory, names: list[str]) -> Inventory:
     etcd members are not drained by this command (their membership is fixed: `etcdctl member remove`,
     Patroni's member key), and leaving one postgres host would silently switch the rest to single mode.
     """
-    if postgres.patroni_mode(inv):
+    if pgsql.patroni_mode(inv):
         members = [f"{h.name} ({', '.join(r for r in ('postgres', 'etcd') if h.has(r))})"
                    for h in inv.select(names) if h.has("postgres", "etcd")]
         if members:

@@ -11,7 +11,7 @@ always computed from the whole inventory) and nothing is removed from them.
 
 from __future__ import annotations
 
-from . import postgres, redis
+from . import pgsql, redis
 from .airflow import ROLES as AIRFLOW_ROLES
 from .core.errors import PreconditionError
 from .core.facts import FACTS_SCRIPT, parse_facts
@@ -20,7 +20,7 @@ from .services import UNITS
 
 def _unit(role: str, platform, patroni: bool = False) -> str:
     if role == "postgres":
-        pg = postgres.names(platform)
+        pg = pgsql.names(platform)
         return pg.patroni_unit if patroni else pg.unit
     return UNITS.get(role) or redis.names(platform).unit_of(role)
 
@@ -36,7 +36,7 @@ def needs(inv, selected, components) -> list[tuple[str, int]]:
         return []
     sentinels = len(inv.with_role("sentinel"))
     # Patroni mode: one running member is enough (the others may be replicas still catching up)
-    return [("postgres", 1 if postgres.patroni_mode(inv) else len(inv.with_role("postgres"))), ("redis", 1),
+    return [("postgres", 1 if pgsql.patroni_mode(inv) else len(inv.with_role("postgres"))), ("redis", 1),
             ("sentinel", sentinels // 2 + 1), ("api_server", 1)]
 
 
@@ -46,7 +46,7 @@ def _is_up(run, host, role) -> str:
         rem = run.remote(host.name)
         if host.name not in run.facts:   # a host probed for two roles reads its facts once
             run.facts[host.name] = parse_facts(rem.sh(FACTS_SCRIPT, timeout=30).out)
-        unit = _unit(role, run.facts[host.name].platform, postgres.patroni_mode(run.inv))
+        unit = _unit(role, run.facts[host.name].platform, pgsql.patroni_mode(run.inv))
         state = rem.sh(f"systemctl is-active {unit}", timeout=30).out.strip() or "unknown"
     except Exception as exc:  # any failure means "not usable", reported below
         return f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"

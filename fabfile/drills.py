@@ -28,7 +28,7 @@ from . import health
 from .airflow_api import Airflow, http
 from .components import load_inventory
 from .core.runner import Options, Run
-from .postgres import patroni_mode
+from .pgsql import patroni_mode
 
 LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
 

@@ -26,7 +26,7 @@ from .core.component import Component, Role
 from .core.errors import InventoryError
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
-from .postgres import patroni_layout, patroni_mode
+from .pgsql import patroni_layout, patroni_mode
 
 NAME = "etcd"
 PORTS = {"etcd_client": 2379, "etcd_peer": 2380}    # Patroni mode only

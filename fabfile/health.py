@@ -24,31 +24,18 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from . import backup, keepalived, monitoring, nginx, postgres, spof
+from . import backup, keepalived, monitoring, nginx, pgsql, spof
 from .components import load_inventory
 from .core import profile
+from .core.component import Check
 from .core.errors import UserError
 from .core.runner import Options, Run, fail
+from .patroni import LAG_FAIL_BYTES, LAG_WARN_BYTES
 
 DISK_WARN_PCT = 15
 SKEW_WARN_S = 1.0
-#: replica lag (bytes behind the leader, Patroni's /cluster `lag`): warn at Patroni's
-#: maximum_lag_on_failover (1 MiB, files/patroni/patroni.yml.j2: beyond it the replica is no failover
-#: candidate); fail at 64 MiB (a replica that far behind is not keeping up)
-LAG_WARN_BYTES = 1024 * 1024
-LAG_FAIL_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class Check:
-    """One health check's verdict on one host (or the cluster)."""
-
-    host: str
-    check: str
-    status: str   # ok | warn | fail
-    detail: str = ""
 
 
 def expected_units(run, host) -> list[str]:
@@ -79,7 +66,7 @@ def host_script(run, host) -> str:
 
 def _patroni_lines(run, host) -> list[str]:
     """Patroni mode: this member's own /cluster view and /primary code; this etcd member's health."""
-    if not postgres.patroni_mode(run.inv):
+    if not pgsql.patroni_mode(run.inv):
         return []
     from . import etcd, patroni
     out = []
@@ -337,7 +324,7 @@ def etcd_checks(members: list[str], answers: dict) -> list[Check]:
 
 def patroni_rows(run) -> list[Check]:
     """Patroni mode: the member/leader/lag/sync/etcd rows from what check_host gathered."""
-    if not postgres.patroni_mode(run.inv):
+    if not pgsql.patroni_mode(run.inv):
         return []
     inv = run.inv
     return (patroni_checks([h.name for h in inv.with_role("postgres")], run.data.get("pcluster", {}),
@@ -350,7 +337,7 @@ def check_postgres(run) -> list[Check]:
     from contextlib import ExitStack
     inv = run.inv
     hosts = [h for h in inv.with_role("postgres") if h.name not in run.failed]
-    if not hosts or (not postgres.patroni_mode(inv) and hosts[0] != inv.with_role("postgres")[0]):
+    if not hosts or (not pgsql.patroni_mode(inv) and hosts[0] != inv.with_role("postgres")[0]):
         return []
     out, ports = [], {}
     try:
@@ -365,7 +352,7 @@ def check_postgres(run) -> list[Check]:
                 return [Check("cluster", "postgres", "fail", "no SSH forward to any postgres host")]
             out += _query_primary(run, ports)
     except Exception as exc:
-        name = next(iter(ports.values()), hosts[0].name) if not postgres.patroni_mode(inv) else "cluster"
+        name = next(iter(ports.values()), hosts[0].name) if not pgsql.patroni_mode(inv) else "cluster"
         out.append(Check(name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
     return out
 
@@ -381,9 +368,9 @@ def conninfo(ports: list[int], patroni: bool) -> dict:
 def _query_primary(run, ports: dict) -> list[Check]:
     import psycopg2
     inv = run.inv
-    conn = psycopg2.connect(user=postgres.USER, dbname=postgres.DB, password=run.secrets["postgres_password"],
+    conn = psycopg2.connect(user=pgsql.USER, dbname=pgsql.DB, password=run.secrets["postgres_password"],
                             connect_timeout=inv.cluster["check_timeout"],
-                            **conninfo(list(ports), postgres.patroni_mode(inv)))
+                            **conninfo(list(ports), pgsql.patroni_mode(inv)))
     try:
         name = ports.get(int(conn.info.port), "?")
         cur = conn.cursor()
@@ -392,7 +379,7 @@ def _query_primary(run, ports: dict) -> list[Check]:
             return [Check(name, "postgres", "fail", "connected, but it is in recovery (a replica)")]
         cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
         used, limit = cur.fetchone()
-        via = " (the writable member)" if postgres.patroni_mode(inv) else ""
+        via = " (the writable member)" if pgsql.patroni_mode(inv) else ""
         out = [Check(name, "postgres", "ok" if used < 0.8 * limit else "warn",
                      f"SELECT 1 ok{via}, {used}/{limit} connections")]
         if backup.enabled(inv):

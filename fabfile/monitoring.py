@@ -45,7 +45,7 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from . import backup, postgres
+from . import backup, patroni, pgsql
 from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
 from .core.component import Component, Role
@@ -189,7 +189,7 @@ def _redis(ctx) -> list:
 
 def _postgres(ctx) -> list:
     plat = ctx.platform
-    unit, pg_user = _unit(plat, "postgres_exporter"), postgres.names(plat).user
+    unit, pg_user = _unit(plat, "postgres_exporter"), pgsql.names(plat).user
     port = ctx.inv.cluster["ports"]["postgres"]
     dsn = f"user={PG_ROLE} host=/run/postgresql port={port} dbname=postgres sslmode=disable"
     check = (f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}' AND rolcanlogin "
@@ -202,11 +202,11 @@ def _postgres(ctx) -> list:
               f"ALTER ROLE {PG_ROLE} WITH LOGIN;\n"
               f"GRANT pg_monitor TO {PG_ROLE};\n"
               "__SQL__")
-    if postgres.patroni_mode(ctx.inv):
+    if pgsql.patroni_mode(ctx.inv):
         create = role_on_leader_only(psql, has_role, create)
     return [
         Command(f"postgres role {PG_ROLE}", desc=f"create login role {PG_ROLE} in pg_monitor (peer auth, no password)"
-                + (" on the leader; replicas wait for it" if postgres.patroni_mode(ctx.inv) else ""),
+                + (" on the leader; replicas wait for it" if pgsql.patroni_mode(ctx.inv) else ""),
                 unless=has_role, script=create),
         _defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'postgres_exporter')}",
                   env=[("DATA_SOURCE_NAME", dsn)]),
@@ -233,14 +233,14 @@ def scrape_jobs(ctx) -> dict:
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
-    if postgres.patroni_mode(inv):
+    if pgsql.patroni_mode(inv):
         jobs.append(("patroni", "/metrics", [(h.name, f"{addrs[h.name]}:{ports['patroni_api']}")
                                              for h in inv.with_role("postgres")]))
     sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
     return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
-            "patroni_rules": PROM_RULES_PATRONI if postgres.patroni_mode(inv) else None,
+            "patroni_rules": PROM_RULES_PATRONI if pgsql.patroni_mode(inv) else None,
             "backup_rules": PROM_RULES_BACKUP if backup.enabled(inv) else None,
             "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
             "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
@@ -250,9 +250,8 @@ def scrape_jobs(ctx) -> dict:
 
 def patroni_rules(inv) -> str:
     """The Patroni alert rules, with "no sync standby" only under synchronous_mode."""
-    from .health import LAG_FAIL_BYTES, LAG_WARN_BYTES
     return render("monitoring/alerts-patroni.yml.j2", synchronous_mode=bool(inv.cluster["postgres"]["synchronous_mode"]),
-                  lag_warn_bytes=LAG_WARN_BYTES, lag_fail_bytes=LAG_FAIL_BYTES)
+                  lag_warn_bytes=patroni.LAG_WARN_BYTES, lag_fail_bytes=patroni.LAG_FAIL_BYTES)
 
 
 def _prometheus(ctx) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import airflow, etcd, nginx, postgres, redis
+from . import airflow, etcd, nginx, pgsql, redis
 from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
@@ -48,15 +48,15 @@ def role_packages(ctx) -> list[str]:
     base = names(plat)
     out = [*base.base, *base.timesync]
     if host.has(*airflow.ROLES):
-        out += [*airflow.python_packages(plat), *postgres.names(plat).client_packages]
+        out += [*airflow.python_packages(plat), *pgsql.names(plat).client_packages]
     if host.has("redis", "sentinel"):
         out += redis.names(plat).packages
     if host.has("sentinel"):
         out += redis.names(plat).sentinel_packages
     if host.has("postgres"):
-        pg = postgres.names(plat)
-        out += pg.patroni_packages if postgres.patroni_mode(ctx.inv) else pg.packages
-    if host.has("etcd") and postgres.patroni_mode(ctx.inv):
+        pg = pgsql.names(plat)
+        out += pg.patroni_packages if pgsql.patroni_mode(ctx.inv) else pg.packages
+    if host.has("etcd") and pgsql.patroni_mode(ctx.inv):
         out += etcd.names(plat).packages
     if nginx.runs_nginx(host):
         out += nginx.names(plat).packages
@@ -75,9 +75,9 @@ def steps(ctx) -> list:
     elif proxy:
         out.append(Line(target="dnf proxy", path=names(plat).proxy_conf, line=f"proxy={proxy}",
                         replace="^proxy="))
-    if postgres.patroni_mode(ctx.inv) and ctx.host.has("postgres") and plat.family == "debian":
+    if pgsql.patroni_mode(ctx.inv) and ctx.host.has("postgres") and plat.family == "debian":
         # Patroni creates (or takes over) the cluster: the postgresql package must not make an empty one
-        out.append(Line(target="createcluster.conf", path=postgres.names(plat).createcluster_conf,
+        out.append(Line(target="createcluster.conf", path=pgsql.names(plat).createcluster_conf,
                         line="create_main_cluster = false", replace=r"^#?\s*create_main_cluster"))
     out.append(Packages(target="os packages", names=tuple(role_packages(ctx)), manager=plat.pkg))
     for name, address in sorted(ctx.run.addresses.items()):

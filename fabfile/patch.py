@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 
-from . import keepalived, nginx, postgres, redis, services, stack
+from . import keepalived, nginx, pgsql, postgres, redis, services, stack
 from .components import load_inventory
 from .core.errors import UserError
 from .core.remote import Unreachable
@@ -175,7 +175,7 @@ def check_lines(run, hosts, updates: dict) -> list[str]:
                                  ("VIP moved", keepalived.applies(run.inv, host)),
                                  ("api-server drained", host.has("api_server")),
                                  ("worker warm shutdown", host.has("worker")),
-                                 ("DOWNTIME: single database", host.has("postgres") and not postgres.patroni_mode(run.inv)))
+                                 ("DOWNTIME: single database", host.has("postgres") and not pgsql.patroni_mode(run.inv)))
                if cond]
         lines.append(f"{i}. {host.name:<8} {len(todo)} update(s)" + (f"; {', '.join(how)}" if how else ""))
         lines += [f"     {u}" for u in todo[:50]] + ([f"     ... {len(todo) - 50} more"] if len(todo) > 50 else [])

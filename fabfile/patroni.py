@@ -1,6 +1,6 @@
 """PostgreSQL under Patroni (the `postgres` role on >= 2 hosts): no single point of failure for the database.
 
-`fabfile/postgres.py` delegates here in Patroni mode (`postgres.patroni_mode`); one host keeps the single mode untouched.
+`fabfile/postgres.py` delegates here in Patroni mode (`pgsql.patroni_mode`); one host keeps the single mode untouched.
 
 * Packages: Debian/Ubuntu `patroni` (+ python3-etcd, the client library its etcd3 DCS imports) and the
   distribution's PostgreSQL; EL9: postgresql15-server from PGDG (repo pgdg15), patroni + patroni-etcd from
@@ -39,7 +39,7 @@ import shlex
 from . import etcd, repository
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
-from .postgres import DB, USER, create_sql, max_connections, names
+from .pgsql import DB, USER, create_sql, max_connections, names
 
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewind"
@@ -48,6 +48,11 @@ REPOS_EL9 = {"pgdg15": "PostgreSQL 15 (PGDG)", "pgdg-rhel9-extras": "patroni, pa
              "epel": "Patroni's Python dependencies (EPEL)"}
 #: the database OIDs of a cluster fresh from initdb (PostgreSQL 15: template1, template0, postgres)
 TEMPLATE_OIDS = "1|4|5"
+#: replica lag (bytes behind the leader, Patroni's /cluster `lag`): warn at Patroni's
+#: maximum_lag_on_failover (1 MiB, files/patroni/patroni.yml.j2: beyond it the replica is no failover
+#: candidate); fail at 64 MiB (a replica that far behind is not keeping up)
+LAG_WARN_BYTES = 1024 * 1024
+LAG_FAIL_BYTES = 64 * 1024 * 1024
 
 
 def scope(inv) -> str:

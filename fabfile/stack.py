@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from . import dependencies, postgres, repository, spof
+from . import dependencies, pgsql, repository, spof
 from .components import COMPONENTS, load_inventory
 from .core import profile
 from .core.errors import UserError
@@ -53,7 +53,7 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
 def _preflight(run, hosts, comps) -> None:
     """Before any change: a -H subset's dependencies are up; EL9 Patroni hosts have their repositories."""
     dependencies.check(run, hosts, comps)
-    if postgres.patroni_mode(run.inv):
+    if pgsql.patroni_mode(run.inv):
         from . import patroni
         patroni.check_repos(run, hosts)
 

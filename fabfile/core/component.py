@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from .steps import Step
 
 
+@dataclass
+class Check:
+    """One health check's verdict on one host (or "cluster"): what `inv health` prints as a row."""
+
+    host: str
+    check: str
+    status: str   # ok | warn | fail
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class Role:
     """A role an inventory host may have, and the ports (names in `cluster.ports`) a host with it listens on."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import postgres
+from fabfile import pgsql
 from fabfile.components import load_inventory
 from fabfile.core.facts import platform_from_os_release
 from fabfile.core.offline import format_plan
@@ -52,7 +52,7 @@ def test_patroni_plan_matches_golden(plans, name):
 
 
 def test_etcd_defaults_to_the_sentinel_hosts(inv):
-    assert postgres.patroni_mode(inv) and [h.name for h in inv.with_role("etcd")] == ["node1", "node2", "node3"]
+    assert pgsql.patroni_mode(inv) and [h.name for h in inv.with_role("etcd")] == ["node1", "node2", "node3"]
 
 
 def test_debian_patroni_names(plans):

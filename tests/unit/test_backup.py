@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fabfile import backup, repository
+from fabfile import backup, backup_tasks, repository
 from fabfile.components import load_inventory
 from fabfile.core import secrets
 from fabfile.core.errors import InventoryError, UserError
@@ -137,30 +137,30 @@ def test_archiver_check():
 
 
 def test_target_epoch():
-    assert backup.target_epoch("2026-06-01 01:00:00") == datetime(2026, 6, 1, 1, tzinfo=timezone.utc).timestamp()
-    assert backup.target_epoch("2026-06-01 03:00:00+02") == datetime(2026, 6, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert backup_tasks.target_epoch("2026-06-01 01:00:00") == datetime(2026, 6, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert backup_tasks.target_epoch("2026-06-01 03:00:00+02") == datetime(2026, 6, 1, 1, tzinfo=timezone.utc).timestamp()
     for bad in ("yesterday", "2026-06-01", "2026-06-01T01:00:00", "2026-06-01 01:00:00'; drop"):
         with pytest.raises(UserError):
-            backup.target_epoch(bad)
+            backup_tasks.target_epoch(bad)
 
 
 def test_restore_plan(tmp_path):
     inv = load(tmp_path, node4="backup")
     info = backup.parse_info(json.dumps(INFO))
-    lines = backup.restore_plan(inv, info, "2026-06-02 00:00:00", "node3")
+    lines = backup_tasks.restore_plan(inv, info, "2026-06-02 00:00:00", "node3")
     assert any("STOP Airflow on node1, node2, node3" in line for line in lines)
     assert any("DESTROY every change made after the target on node3" in line for line in lines)
     with pytest.raises(UserError, match="before the oldest backup"):
-        backup.restore_plan(inv, info, "2026-05-01 00:00:00", "node3")
+        backup_tasks.restore_plan(inv, info, "2026-05-01 00:00:00", "node3")
     with pytest.raises(UserError, match="no successful backup"):
-        backup.restore_plan(inv, {"backups": []}, None, "node3")
+        backup_tasks.restore_plan(inv, {"backups": []}, None, "node3")
 
 
 def test_fernet_verdict():
-    assert backup.fernet_verdict("FERNET_OK\n") is None
-    err = backup.fernet_verdict("FERNET_BAD connection my_db,variable api_key\n")
+    assert backup_tasks.fernet_verdict("FERNET_OK\n") is None
+    err = backup_tasks.fernet_verdict("FERNET_BAD connection my_db,variable api_key\n")
     assert "connection my_db,variable api_key" in err and ".secrets/" in err
-    assert backup.fernet_verdict("Traceback ...") is not None
+    assert backup_tasks.fernet_verdict("Traceback ...") is not None
 
 
 def test_generated_ssh_key_gives_a_public_line():
@@ -173,18 +173,18 @@ def test_generated_ssh_key_gives_a_public_line():
 
 def test_backup_set_is_the_newest_before_the_target():
     info = backup.parse_info(json.dumps(INFO))
-    assert backup.backup_set(info, None) is None
-    assert backup.backup_set(info, "2026-06-01 12:00:00") == "20260601-010002F"
-    assert backup.backup_set(info, "2026-06-03 00:00:00") == "20260601-010002F_20260602-010001D"
-    assert backup.backup_set(info, "2026-05-01 00:00:00") is None
+    assert backup_tasks.backup_set(info, None) is None
+    assert backup_tasks.backup_set(info, "2026-06-01 12:00:00") == "20260601-010002F"
+    assert backup_tasks.backup_set(info, "2026-06-03 00:00:00") == "20260601-010002F_20260602-010001D"
+    assert backup_tasks.backup_set(info, "2026-05-01 00:00:00") is None
 
 
 def test_restore_is_not_shadowed_by_its_run():
-    r = backup.Restore(type("R", (), {"inv": None})(), "node3", None)
+    r = backup_tasks.Restore(type("R", (), {"inv": None})(), "node3", None)
     assert callable(r.execute) and not callable(getattr(r, "run", None))
 
 
 def test_target_without_offset_is_sent_as_utc():
-    assert backup.with_offset("2026-06-01 01:00:00") == "2026-06-01 01:00:00+00"
-    assert backup.with_offset("2026-06-01 01:00:00+02") == "2026-06-01 01:00:00+02"
-    assert backup.with_offset(None) is None
+    assert backup_tasks.with_offset("2026-06-01 01:00:00") == "2026-06-01 01:00:00+00"
+    assert backup_tasks.with_offset("2026-06-01 01:00:00+02") == "2026-06-01 01:00:00+02"
+    assert backup_tasks.with_offset(None) is None

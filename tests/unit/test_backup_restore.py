@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fabfile import backup, drills, patroni
+from fabfile import backup, backup_tasks, patroni
 from fabfile.components import load_inventory
 from fabfile.core import inventory
 from fabfile.core.facts import platform_from_os_release
@@ -72,7 +72,7 @@ def run(tmp_path, monkeypatch):
     path = tmp_path / "hosts.yaml"
     path.write_text(textwrap.dedent(LAYOUT))
     healthy = []
-    monkeypatch.setattr(drills, "Drill", lambda inv_path: SimpleNamespace(
+    monkeypatch.setattr(backup_tasks, "Drill", lambda inv_path: SimpleNamespace(
         wait_healthy=lambda timeout: healthy.append(inv_path), close=lambda: None))
     fake = FakeRun(load_inventory(path))
     fake.healthy = healthy
@@ -80,7 +80,7 @@ def run(tmp_path, monkeypatch):
 
 
 def restore(run, leader="node2", label="20260601-010002F"):
-    backup.Restore(run, leader, TARGET, label).execute()
+    backup_tasks.Restore(run, leader, TARGET, label).execute()
 
 
 def first(run, host, pattern) -> int:
@@ -138,7 +138,7 @@ def test_a_failed_step_stops_before_the_replicas_are_wiped(run, failing, step):
 
 
 def test_dcs_reset_keeps_the_dynamic_configuration():
-    script = backup.dcs_reset_script(["10.0.0.11:2379", "10.0.0.12:2379"], "airflow")
+    script = backup_tasks.dcs_reset_script(["10.0.0.11:2379", "10.0.0.12:2379"], "airflow")
     lines = script.splitlines()
     ctl = "etcdctl --endpoints=http://10.0.0.11:2379,http://10.0.0.12:2379"
     assert lines[:2] == ["set -e", "export ETCDCTL_API=3"]
@@ -149,7 +149,7 @@ def test_dcs_reset_keeps_the_dynamic_configuration():
 
 def test_restore_plan_names_what_patroni_loses(run):
     info = {"backups": [backup.BackupRow("20260601-010002F", "full", 1780275602, 1780275610, 1, 1, "", "")]}
-    lines = backup.restore_plan(run.inv, info, TARGET, "node2")
+    lines = backup_tasks.restore_plan(run.inv, info, TARGET, "node2")
     assert any("DESTROY the data dirs of node1, node3" in line for line in lines)
     assert any("dynamic configuration kept" in line for line in lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile import decommission, postgres
+from fabfile import decommission, pgsql
 from fabfile.components import load_inventory as load
 from fabfile.core.errors import PreconditionError
 
@@ -65,7 +65,7 @@ def test_patroni_etcd_member_is_refused(tmp_path):
 
 def test_patroni_layout_a_worker_only_host_can_go(tmp_path):
     rest = decommission.without(_patroni(tmp_path, "  node4: {roles: [worker]}\n"), ["node4"])
-    assert list(rest.hosts) == ["node1", "node2", "node3"] and postgres.patroni_mode(rest)
+    assert list(rest.hosts) == ["node1", "node2", "node3"] and pgsql.patroni_mode(rest)
 
 
 def test_shipped_default_refuses_every_database_host():

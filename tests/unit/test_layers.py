@@ -56,3 +56,54 @@ def test_core_names_no_component_role_port_or_setting():
     found = {(path.name, node.value) for path in CORE.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in declared}
     assert found - set(NOT_A_COMPONENT) == set()
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node that runs: `if TYPE_CHECKING:` blocks (imports for annotations only) are left out."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """fabfile module -> the fabfile modules it imports when it runs (lazy imports inside functions included)."""
+    modules = {".".join(p.relative_to(FABFILE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in FABFILE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in _runtime_nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                stem = f"{base}.{node.module}" if node.module else base
+                # `from . import x` imports the submodule x; its package is already initialised
+                targets |= ({stem} if node.module else set()) | {f"{stem}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                targets |= {node.module} if isinstance(node, ast.ImportFrom) else {a.name for a in node.names}
+        graph[name] = (targets & set(modules)) - {name}
+    return graph
+
+
+def _cycle_from(start: str, graph: dict[str, set[str]]) -> list[str]:
+    """A path start -> ... -> start through the graph, [] when there is none."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph[node]:
+            if nxt == start:
+                return path + [start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, path + [nxt]))
+    return []
+
+
+def test_no_import_cycle_in_fabfile():
+    """No module takes part in an import cycle, lazy imports included (a function-level import hides a cycle,
+    it does not remove it)."""
+    graph = _module_graph()
+    cycles = [" -> ".join(c) for c in (_cycle_from(m, graph) for m in sorted(graph)) if c]
+    assert cycles == []

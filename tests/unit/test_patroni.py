@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from fabfile import patroni, postgres, spof
+from fabfile import patroni, pgsql, spof
 from fabfile.components import load_inventory
 from fabfile.core.errors import InventoryError, UserError
 
@@ -27,7 +27,7 @@ def load(tmp_path, text):
 
 def test_etcd_follows_the_sentinels_when_not_named(tmp_path):
     inv = load(tmp_path, PATRONI)
-    assert postgres.patroni_mode(inv) and [h.name for h in inv.with_role("etcd")] == ["node1", "node2", "node3"]
+    assert pgsql.patroni_mode(inv) and [h.name for h in inv.with_role("etcd")] == ["node1", "node2", "node3"]
     assert "patroni_api" in inv.registry.listening(inv, inv.hosts["node1"])
     assert {"etcd_client", "etcd_peer"} <= set(inv.registry.listening(inv, inv.hosts["node3"]))
 
@@ -60,7 +60,7 @@ def test_patroni_without_any_etcd_or_sentinel_host(tmp_path):
 
 def test_single_database_is_unchanged(tmp_path):
     inv = load(tmp_path, PATRONI.replace("postgres, ", "", 2))
-    assert not postgres.patroni_mode(inv) and not inv.with_role("etcd")
+    assert not pgsql.patroni_mode(inv) and not inv.with_role("etcd")
     assert "database: 1 host (node3)" in spof.single_points(inv)
 
 
@@ -70,8 +70,8 @@ def test_patroni_layout_has_no_database_spof(tmp_path):
 
 
 def test_shipped_layouts_load():
-    assert postgres.patroni_mode(load_inventory("hosts.yaml"))  # the default: no single point of failure
-    assert not postgres.patroni_mode(load_inventory("hosts-single.yaml"))  # one database: the conversion, small setups
+    assert pgsql.patroni_mode(load_inventory("hosts.yaml"))  # the default: no single point of failure
+    assert not pgsql.patroni_mode(load_inventory("hosts-single.yaml"))  # one database: the conversion, small setups
 
 
 def test_conversion_plan_keeps_the_data_host(tmp_path):
