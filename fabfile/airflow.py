@@ -462,13 +462,13 @@ class Airflow(Component):
     """The Airflow install and config on every Airflow host; `db migrate` once in `finalize`."""
 
     name = NAME
+    roles = AIRFLOW_ROLES
     settings = SETTINGS
     default_ports = PORTS
     host_settings = ("worker_concurrency", "api_workers", "worker_queues")
-    validate = staticmethod(validate)
-    roles = AIRFLOW_ROLES
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    validate = staticmethod(validate)
     finalize = staticmethod(finalize)
 
     def local_artifacts(self, inv) -> None:

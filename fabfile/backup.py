@@ -492,13 +492,11 @@ class Backup(Component):
     """pgBackRest on the database hosts and the repository host; the stanza in `finalize`."""
 
     name = NAME
-    settings = SETTINGS
-    validate = staticmethod(validate)
     roles = (Role("backup"),)
+    settings = SETTINGS
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    validate = staticmethod(validate)
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
-
-
 COMPONENT = Backup()

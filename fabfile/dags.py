@@ -193,7 +193,5 @@ class DagsRollback(Component):
     name = NAME
     applies = staticmethod(applies)
     steps = staticmethod(rollback_steps)
-
-
 COMPONENT = Dags()
 ROLLBACK = DagsRollback()

@@ -138,18 +138,17 @@ class Etcd(Component):
     """Patroni's DCS; a restarted member rejoins the quorum before the next one restarts."""
 
     name = NAME
-    default_ports = PORTS
-    default_roles = staticmethod(default_roles)
-    validate = staticmethod(validate)
     roles = (Role("etcd", ("etcd_client", "etcd_peer")),)
+    default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
+    default_roles = staticmethod(default_roles)
+    validate = staticmethod(validate)
     gate = staticmethod(gate)
 
     def peer_ports(self, inv) -> list[str]:
         return super().peer_ports(inv) if patroni_mode(inv) else []
-
-    names = staticmethod(names)
 
     def units(self, run, host) -> list[str]:
         return [names(run.facts[host.name].platform).unit] if applies(run.inv, host) else []

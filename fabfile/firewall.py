@@ -170,9 +170,7 @@ class Firewall(Component):
     name = NAME
     settings = SETTINGS
     host_settings = ("firewall",)
-    validate = staticmethod(validate)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
-
-
+    validate = staticmethod(validate)
 COMPONENT = Firewall()

@@ -140,9 +140,9 @@ class Keepalived(Component):
 
     name = NAME
     settings = SETTINGS
-    validate = staticmethod(validate)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    validate = staticmethod(validate)
 
     def units(self, run, host) -> list[str]:
         return [UNIT] if applies(run.inv, host) else []

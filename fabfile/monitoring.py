@@ -287,9 +287,9 @@ class Monitoring(Component):
     """Exporters and Prometheus (`cluster.monitoring`), or their units stopped."""
 
     name = NAME
+    roles = (Role("monitoring"),)
     settings = SETTINGS
     default_ports = PORTS
-    roles = (Role("monitoring"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     names = staticmethod(names)

@@ -228,20 +228,19 @@ class Nginx(Component):
     """nginx on every host that serves or calls the api-servers; reloads gated on the health URL."""
 
     name = NAME
+    roles = (Role("nginx", ("http", "https"), public=True, required="give at least one host the 'nginx' role"),)
     settings = SETTINGS
     default_ports = PORTS
-    validate = staticmethod(validate)
-    roles = (Role("nginx", ("http", "https"), public=True, required="give at least one host the 'nginx' role"),)
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
+    validate = staticmethod(validate)
     gate = staticmethod(gate)
 
     def public_ports(self, inv, host) -> list[str]:
         """HTTPS only with TLS (nginx listens on it always: the port check counts it)."""
         tls = inv.cluster["tls"]["enabled"]
         return [p for p in super().public_ports(inv, host) if tls or p != "https"]
-
-    names = staticmethod(names)
 
     def units(self, run, host) -> list[str]:
         return [names(run.facts[host.name].platform).unit] if runs_nginx(host) else []

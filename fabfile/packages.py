@@ -100,6 +100,4 @@ class OsPackages(Component):
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     names = staticmethod(names)
-
-
 COMPONENT = OsPackages()

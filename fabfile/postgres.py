@@ -221,13 +221,14 @@ class Postgres(Component):
     """The single database, or Patroni mode on two or more hosts (fabfile/patroni.py)."""
 
     name = NAME
-    settings = SETTINGS
-    default_ports = PORTS
-    validate = staticmethod(validate)
     roles = (Role("postgres", ("postgres",),
                   required="give one host (single database) or 3 hosts (Patroni) the 'postgres' role"),)
+    settings = SETTINGS
+    default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
+    validate = staticmethod(validate)
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
     gate = staticmethod(gate)
@@ -237,8 +238,6 @@ class Postgres(Component):
 
     def peer_ports(self, inv) -> list[str]:
         return super().peer_ports(inv) + (list(PATRONI_PORTS) if patroni_mode(inv) else [])
-
-    names = staticmethod(names)
 
     def units(self, run, host) -> list[str]:
         pg = names(run.facts[host.name].platform)

@@ -336,20 +336,19 @@ class Redis(Component):
     """Asks the Sentinels for the master before planning; rolls the master last, failed over first."""
 
     name = NAME
-    settings = SETTINGS
-    default_ports = PORTS
-    validate = staticmethod(validate)
     roles = (Role("redis", ("redis",), required="give one or more hosts (3 recommended) the 'redis' role"),
              Role("sentinel", ("sentinel",)))
+    settings = SETTINGS
+    default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)
+    names = staticmethod(names)
+    validate = staticmethod(validate)
     connect_probe = staticmethod(connect_probe)
     prepare = staticmethod(prepare)
     roll_order = staticmethod(roll_order)
     before_restart = staticmethod(before_restart)
     gate = staticmethod(gate)
-
-    names = staticmethod(names)
 
     def units(self, run, host) -> list[str]:
         redis = names(run.facts[host.name].platform)
