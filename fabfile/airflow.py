@@ -27,7 +27,8 @@ import tarfile
 from pathlib import Path
 
 from . import constraints, pgsql, postgres, selinux
-from .core.component import Component, Role
+from .airflow_api import monitor_health
+from .core.component import Check, Component, Role
 from .core.errors import InventoryError, PlatformError, UserError
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
@@ -458,6 +459,84 @@ def _check_queues(inv, host) -> None:
                              "use letters, digits, '_', '.' and '-' (Celery queue names)")
 
 
+# -- `inv health` -------------------------------------------------------------------------------------------
+def health_probe(run, host) -> list[str]:
+    """An api-server's own /api/v2/monitor/health."""
+    if not host.has("api_server"):
+        return []
+    return [f'echo "@@api $(curl -s -m 4 http://{run.addresses[host.name]}:{run.inv.cluster["ports"]["api"]}'
+            '/api/v2/monitor/health)"']
+
+
+def health_rows(run, host, answers) -> list[Check]:
+    return [monitor_health(host.name, "api-server health", body) for body in answers.get("api", [])]
+
+
+def database_checks(run, cur) -> list[Check]:
+    """What `airflow jobs check --job-type SchedulerJob --allow-multiple` checks, per scheduler host."""
+    try:
+        cur.execute("SELECT hostname, max(extract(epoch FROM now() - latest_heartbeat)) FROM job "
+                    "WHERE job_type = 'SchedulerJob' AND state = 'running' GROUP BY hostname")
+        beats = {h: age for h, age in cur.fetchall()}
+    except Exception as exc:  # before the first migrate
+        return [Check("cluster", "schedulers", "fail", f"no job table: {str(exc)[:60]}")]
+    out = []
+    for host in run.inv.with_role("scheduler"):
+        age = beats.get(host.name)
+        ok = age is not None and age < 30
+        out.append(Check(host.name, "scheduler alive", "ok" if ok else "fail",
+                         f"heartbeat {age:.0f}s ago" if age is not None else "no running SchedulerJob"))
+    return out
+
+
+def health_checks(run) -> list[Check]:
+    """Celery workers online (flower API with its basic-auth secret) vs the hosts with the worker role."""
+    import base64
+    import json
+    import time
+    import urllib.request  # only health needs it (start-up time)
+    inv = run.inv
+    flower = inv.with_role("flower")
+    if not flower or flower[0].name in run.failed:
+        return []
+    host = flower[0]
+    auth = base64.b64encode(f"flower:{run.secrets['flower_password']}".encode()).decode()
+    expected = {h.name for h in inv.with_role("worker")}
+    try:
+        with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["flower"]) as port:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/flower/api/workers?refresh=1",
+                                         headers={"Authorization": f"Basic {auth}"})
+            for attempt in range(3):   # a worker busy at the moment of flower's broadcast may miss one ping
+                with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
+                    workers = json.loads(resp.read())
+                if expected <= {_celery_host(k) for k in workers} or attempt == 2:
+                    break
+                time.sleep(1)
+    except Exception as exc:
+        return [Check(host.name, "celery workers", "fail", f"flower: {type(exc).__name__}: {str(exc)[:60]}")]
+    return [_worker_check(h.name, workers, inv.var(h, "worker_queues")) for h in inv.with_role("worker")]
+
+
+def _celery_host(node: str) -> str:
+    """The inventory host of a Celery node name (`celery@node3` or `celery@node3.example`)."""
+    return node.split("@", 1)[-1].split(".")[0]
+
+
+def _worker_check(name: str, workers: dict, expected: list) -> Check:
+    """One worker's row from flower's /api/workers: online, and consuming exactly its configured queues."""
+    info = next((v for k, v in workers.items() if _celery_host(k) == name), None)
+    if info is None:
+        return Check(name, "celery worker online", "fail", "not online in flower")
+    queues = info.get("active_queues") if isinstance(info, dict) else None
+    if not isinstance(queues, list):
+        return Check(name, "celery worker online", "fail", "online, but flower sent no queue list")
+    serving = sorted(q.get("name", "?") for q in queues if isinstance(q, dict))
+    if serving != sorted(expected):
+        return Check(name, "celery worker online", "fail",
+                     f"serves queues {','.join(serving) or 'none'}, inventory says {','.join(sorted(expected))}")
+    return Check(name, "celery worker online", "ok", f"answers ping, queues {','.join(serving)}")
+
+
 class Airflow(Component):
     """The Airflow install and config on every Airflow host; `db migrate` once in `finalize`."""
 
@@ -470,6 +549,10 @@ class Airflow(Component):
     steps = staticmethod(steps)
     validate = staticmethod(validate)
     finalize = staticmethod(finalize)
+    health_probe = staticmethod(health_probe)
+    health_rows = staticmethod(health_rows)
+    health_checks = staticmethod(health_checks)
+    database_checks = staticmethod(database_checks)
 
     def local_artifacts(self, inv) -> None:
         """The constraints file and the wheelhouse every host installs from."""

@@ -6,6 +6,8 @@ import json
 import time
 from datetime import datetime, timezone
 
+from .core.component import Check
+
 
 def http(url: str, method="GET", body=None, headers=None, timeout=10):
     """(status, parsed JSON or text); HTTP errors are returned, connection errors raise OSError."""
@@ -86,3 +88,38 @@ class Airflow:
         if status != 200:
             raise RuntimeError(f"task instances: {status} {body}")
         return body["task_instances"]
+
+
+# -- `inv health`: the verdict of /api/v2/monitor/health (api-server and nginx rows) -----------------------
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def monitor_health(host, check, body) -> Check:
+    """The verdict of /api/v2/monitor/health from what it answered: a missing component is a failure."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return Check(host, check, "fail", "no answer" if not body.strip() else body.strip()[:80])
+    if not isinstance(data, dict):
+        return Check(host, check, "fail", f"not a JSON object: {body.strip()[:60]}")
+    bad, healthy = _component_states(data)
+    if bad:
+        return Check(host, check, "fail", ", ".join(bad))
+    return Check(host, check, "ok", f"{', '.join(healthy)} healthy")
+
+
+def _component_states(data: dict) -> tuple[list[str], list[str]]:
+    """(problems, healthy components): each expected component must be present and healthy."""
+    bad, healthy = [], []
+    names = list(AIRFLOW_COMPONENTS) + sorted(k for k in data if k not in AIRFLOW_COMPONENTS)
+    for name in names:
+        if name not in data:
+            bad.append(f"{name} missing")
+            continue
+        value = data[name]
+        status = value.get("status") if isinstance(value, dict) else None
+        if status == "healthy":
+            healthy.append(name)
+        elif isinstance(value, dict) or name in AIRFLOW_COMPONENTS:
+            bad.append(f"{name}={status}")
+    return bad, healthy

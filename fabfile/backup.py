@@ -429,8 +429,8 @@ def archiver_check(row) -> object:
                  + (f", {failed} earlier failures" if failed else ""))
 
 
-def health_rows(run) -> list:
-    """`inv health`: "no backups" (warn) or the last backup's age; WAL archiving comes from check_postgres."""
+def health_checks(run) -> list:
+    """`inv health`: "no backups" (warn) or the last backup's age (WAL archiving: `database_checks`)."""
     if not enabled(run.inv):
         return [Check("cluster", "backups", "warn", "no backups: no backup host, backup.repo_path or S3 "
                       "(README \"Backups\")")]
@@ -440,6 +440,14 @@ def health_rows(run) -> list:
     except Exception as exc:
         return [Check("cluster", "last backup", "fail", f"pgbackrest info: {str(exc)[:80]}")]
     return [age_check(info, time.time(), expected_hours(run.inv))]
+
+
+def database_checks(run, cur) -> list:
+    """With a repository: the WAL archiving row from the primary's pg_stat_archiver."""
+    if not enabled(run.inv):
+        return []
+    cur.execute("SELECT archived_count, failed_count, last_archived_time, last_failed_time FROM pg_stat_archiver")
+    return [archiver_check(cur.fetchone())]
 
 
 def info_from(run, host) -> dict:
@@ -499,4 +507,8 @@ class Backup(Component):
     validate = staticmethod(validate)
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
+    health_checks = staticmethod(health_checks)
+    database_checks = staticmethod(database_checks)
+
+
 COMPONENT = Backup()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .core.component import Component, Role
+from .core.component import Check, Component, Role
 from .core.errors import InventoryError
 from .core.steps import Directory, File, Packages, Service
 from .core.templates import render
@@ -134,6 +134,33 @@ def validate(inv) -> None:
             "number of hosts (3 recommended, 5 to survive two losses)")
 
 
+def etcd_checks(members: list[str], answers: dict) -> list[Check]:
+    """A row per etcd member (`etcdctl endpoint health`) and the quorum: healthy > half the members."""
+    out, healthy = [], 0
+    for h in members:
+        line = answers.get(h)
+        ok = bool(line) and "is healthy" in line and "unhealthy" not in line
+        healthy += ok
+        out.append(Check(h, "etcd", "ok" if ok else "fail", (line or "no answer")[:90]))
+    quorum = len(members) // 2 + 1
+    status = "fail" if healthy < quorum else "warn" if healthy < len(members) else "ok"
+    out.append(Check("cluster", "etcd quorum", status, f"{healthy}/{len(members)} healthy, quorum {quorum}"))
+    return out
+
+
+def health_probe(run, host) -> list[str]:
+    """Patroni mode: this etcd member's own verdict on itself."""
+    return [f'echo "@@etcd $({health_script(run, host)})"'] if applies(run.inv, host) else []
+
+
+def health_summary(run, answers) -> list[Check]:
+    """Patroni mode: a row per etcd member and the quorum."""
+    if not patroni_mode(run.inv):
+        return []
+    said = {h: a["etcd"][-1].strip() for h, a in answers.items() if "etcd" in a}
+    return etcd_checks([h.name for h in run.inv.with_role("etcd")], said)
+
+
 class Etcd(Component):
     """Patroni's DCS; a restarted member rejoins the quorum before the next one restarts."""
 
@@ -146,6 +173,8 @@ class Etcd(Component):
     default_roles = staticmethod(default_roles)
     validate = staticmethod(validate)
     gate = staticmethod(gate)
+    health_probe = staticmethod(health_probe)
+    health_summary = staticmethod(health_summary)
 
     def peer_ports(self, inv) -> list[str]:
         return super().peer_ports(inv) if patroni_mode(inv) else []

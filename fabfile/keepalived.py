@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 
 from . import selinux
-from .core.component import Component
+from .core.component import Check, Component
 from .core.errors import InventoryError, UserError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render
@@ -135,6 +135,29 @@ def validate(inv) -> None:
                              "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
 
 
+# -- `inv health` -------------------------------------------------------------------------------------------
+def health_probe(run, host) -> list[str]:
+    """Whether this host holds the VIP now."""
+    return [f'echo "@@vip $(ip -o -4 addr show to {run.inv.cluster["vip"]}/32 | wc -l)"'] if applies(run.inv, host) else []
+
+
+def health_summary(run, answers) -> list[Check]:
+    """The "vip" row: exactly one nginx host holds it."""
+    vip = run.inv.cluster["vip"]
+    if not vip:
+        return []
+    return [vip_check(vip, {h: a["vip"][-1].strip() not in ("", "0") for h, a in answers.items() if "vip" in a})]
+
+
+def vip_check(vip: str, held: dict) -> Check:
+    """The VIP row from each nginx host's answer (host -> holds it): exactly one holder is ok."""
+    holders = [h for h, has in held.items() if has]
+    if len(holders) == 1:
+        return Check("cluster", "vip", "ok", f"{vip} on {holders[0]}")
+    detail = f"{vip} on {' and '.join(holders)}" if holders else f"{vip} on no host ({len(held)} answered)"
+    return Check("cluster", "vip", "fail", detail)
+
+
 class Keepalived(Component):
     """The VIP on the nginx hosts (only with `cluster.vip`)."""
 
@@ -143,6 +166,8 @@ class Keepalived(Component):
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     validate = staticmethod(validate)
+    health_probe = staticmethod(health_probe)
+    health_summary = staticmethod(health_summary)
 
     def units(self, run, host) -> list[str]:
         return [UNIT] if applies(run.inv, host) else []

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from . import backup, patroni, pgsql
 from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
-from .core.component import Component, Role
+from .core.component import Check, Component, Role
 from .core.errors import PlatformError
 from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
@@ -283,6 +283,26 @@ EXPORTER_STEPS = {"node_exporter": _node, "statsd_exporter": _statsd, "redis_exp
                   "postgres_exporter": _postgres, "prometheus": _prometheus}
 
 
+# -- `inv health` -------------------------------------------------------------------------------------------
+def health_probe(run, host) -> list[str]:
+    """With monitoring on: each exporter's /metrics HTTP code."""
+    if not run.inv.cluster["monitoring"]:
+        return []
+    ports = run.inv.cluster["ports"]
+    return [f"echo \"@@exporter {exporter} $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' "
+            f"http://{run.addresses[host.name]}:{ports[exporter]}/metrics)\"" for exporter in exporters(run.inv, host)]
+
+
+def health_rows(run, host, answers) -> list[Check]:
+    """One row per exporter: up when /metrics answered 200."""
+    out = []
+    for rest in answers.get("exporter", []):
+        exporter, code = (rest.split() + [""])[:2]
+        out.append(Check(host.name, f"exporter {exporter}", "ok" if code == "200" else "fail",
+                         "up" if code == "200" else f"down (HTTP {code or 'no answer'})"))
+    return out
+
+
 class Monitoring(Component):
     """Exporters and Prometheus (`cluster.monitoring`), or their units stopped."""
 
@@ -293,6 +313,8 @@ class Monitoring(Component):
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     names = staticmethod(names)
+    health_probe = staticmethod(health_probe)
+    health_rows = staticmethod(health_rows)
 
     def listens(self, inv, host) -> list[str]:
         if not inv.cluster["monitoring"]:

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from . import selinux
+from .airflow_api import monitor_health
 from .core.component import Component, Role
 from .core.errors import InventoryError
 from .core.steps import Absent, Command, File, Link, Service, Warn
@@ -224,6 +225,18 @@ def validate(inv) -> None:
                              "give both paths, or neither to generate a self-signed pair")
 
 
+def health_probe(run, host) -> list[str]:
+    """`inv health`: Airflow's health through this host's nginx (what its clients and workers reach)."""
+    if not runs_nginx(host):
+        return []
+    return [f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{run.inv.cluster["ports"]["http"]}'
+            '/api/v2/monitor/health)"']
+
+
+def health_rows(run, host, answers) -> list:
+    return [monitor_health(host.name, "health via nginx", body) for body in answers.get("nginx", [])]
+
+
 class Nginx(Component):
     """nginx on every host that serves or calls the api-servers; reloads gated on the health URL."""
 
@@ -236,6 +249,8 @@ class Nginx(Component):
     names = staticmethod(names)
     validate = staticmethod(validate)
     gate = staticmethod(gate)
+    health_probe = staticmethod(health_probe)
+    health_rows = staticmethod(health_rows)
 
     def public_ports(self, inv, host) -> list[str]:
         """HTTPS only with TLS (nginx listens on it always: the port check counts it)."""

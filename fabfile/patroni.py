@@ -37,6 +37,7 @@ import json
 import shlex
 
 from . import etcd, repository
+from .core.component import Check
 from .core.errors import PreconditionError, UserError
 from .core.steps import Command, Directory, File, Service
 from .pgsql import DB, USER, create_sql, max_connections, names
@@ -377,3 +378,95 @@ def members(cluster_json: str) -> list[dict]:
     except ValueError:
         return []
     return data.get("members", []) if isinstance(data, dict) else []
+
+
+# -- `inv health`: the Patroni rows from each member's GET /cluster and /primary answers -------------------
+REPLICA_ROLES = ("replica", "sync_standby")
+#: a replica's nominal state: "running" up to Patroni 3.0.3 (Debian 12 ships 3.0.2), "streaming" from 3.0.4
+REPLICA_STATES = ("running", "streaming")
+
+
+def patroni_checks(members: list[str], views: dict, primaries: dict, sync_mode: bool) -> list[Check]:
+    """Pure: the Patroni rows from each member's answers.
+
+    `views`: host -> its GET /cluster body ("" or missing: no answer); `primaries`: host -> the HTTP code
+    of its GET /primary. `members`: the inventory's postgres hosts. Missing data is named, never ok.
+    """
+    parsed = {h: _members(views.get(h, "")) for h in members}
+    answered = {h: m for h, m in parsed.items() if m is not None}
+    out = [leader_check(members, answered, primaries)]
+    if not answered:
+        return out + [Check(h, "patroni member", "fail", "no /cluster answer from any member") for h in members]
+    leader = next((h for h in members if primaries.get(h) == "200"), None)
+    view = answered.get(leader) or next(iter(answered.values()))
+    by_name = {m.get("name"): m for m in view}
+    out += [member_check(h, by_name.get(h), h in answered) for h in members]
+    out.append(lag_check(view))
+    if sync_mode:
+        out.append(sync_check(view))
+    return out
+
+
+def _members(body: str) -> list[dict] | None:
+    """The `members` list of a /cluster body; None when there was no (JSON object) answer."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("members"), list):
+        return None
+    return [m for m in data["members"] if isinstance(m, dict)]
+
+
+def leader_check(members: list[str], views: dict, primaries: dict) -> Check:
+    """Exactly one member answers /primary 200 and every /cluster view names that same leader."""
+    said = [h for h in members if primaries.get(h) == "200"]
+    silent = [h for h in members if not primaries.get(h) or primaries.get(h) == "000"]
+    named = {m.get("name") for ms in views.values() for m in ms if m.get("role") == "leader"}
+    if len(said) > 1 or len(named) > 1:
+        return Check("cluster", "patroni leader", "fail", "SPLIT BRAIN: " + (
+            f"{' and '.join(said)} all answer /primary 200" if len(said) > 1
+            else f"members' views name different leaders: {', '.join(sorted(map(str, named)))}"))
+    if not said:
+        why = f"; no answer from {', '.join(silent)}" if silent else ""
+        return Check("cluster", "patroni leader", "fail", f"no member answers /primary 200{why}")
+    if named and named != {said[0]}:
+        return Check("cluster", "patroni leader", "fail",
+                     f"{said[0]} answers /primary 200 but /cluster names {named.pop()}")
+    detail = f"{said[0]}" + (f" (no answer from {', '.join(silent)})" if silent else "")
+    return Check("cluster", "patroni leader", "warn" if silent else "ok", detail)
+
+
+def member_check(host: str, m: dict | None, answered: bool) -> Check:
+    """One member's row from the leader's /cluster view (a member missing from it is down)."""
+    if m is None:
+        return Check(host, "patroni member", "fail", "not in /cluster (Patroni down or never joined)"
+                     + ("" if answered else "; its REST API did not answer"))
+    role, state, tl = m.get("role"), m.get("state"), m.get("timeline")
+    ok = (role == "leader" and state == "running") or (role in REPLICA_ROLES and state in REPLICA_STATES)
+    lag = "" if role == "leader" else f", lag {m.get('lag', 'unknown')}"
+    return Check(host, "patroni member", "ok" if ok else "fail", f"{role}, {state}, TL {tl}{lag}")
+
+
+def lag_check(view: list[dict]) -> Check:
+    """The worst replica lag (bytes) against LAG_WARN_BYTES / LAG_FAIL_BYTES; "unknown" lag is a warning."""
+    replicas = [m for m in view if m.get("role") in REPLICA_ROLES]
+    if not replicas:
+        return Check("cluster", "replication lag", "fail", "no replica in /cluster")
+    unknown = [str(m.get("name")) for m in replicas if not isinstance(m.get("lag"), int)]
+    lags = {str(m.get("name")): m["lag"] for m in replicas if isinstance(m.get("lag"), int)}
+    worst = max(lags.values(), default=0)
+    status = "fail" if worst >= LAG_FAIL_BYTES else "warn" if worst >= LAG_WARN_BYTES or unknown else "ok"
+    detail = ", ".join(f"{n} {b} B" for n, b in sorted(lags.items()))
+    if unknown:
+        detail += (", " if detail else "") + f"lag unknown: {', '.join(unknown)}"
+    return Check("cluster", "replication lag", status, detail)
+
+
+def sync_check(view: list[dict]) -> Check:
+    """synchronous_mode: a running sync standby must exist, else commits are not on a second host."""
+    syncs = [str(m.get("name")) for m in view if m.get("role") == "sync_standby"
+             and m.get("state") in REPLICA_STATES]
+    if syncs:
+        return Check("cluster", "sync standby", "ok", ", ".join(syncs))
+    return Check("cluster", "sync standby", "fail", "none: commits are acknowledged by the leader alone")

@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 
 from . import patroni, repository, selinux
-from .core.component import Component, Role
+from .core.component import Check, Component, Role
 from .core.errors import InventoryError
 from .core.remote import Unreachable
 from .core.steps import Command, Directory, File, Line, Service
@@ -217,6 +217,84 @@ def validate(inv) -> None:
             "use the defaults ttl: 30, loop_wait: 10, retry_timeout: 10, or raise ttl")
 
 
+# -- `inv health` -------------------------------------------------------------------------------------------
+def health_probe(run, host) -> list[str]:
+    """Patroni mode: this member's own /cluster view and /primary code."""
+    if not (patroni_mode(run.inv) and host.has("postgres")):
+        return []
+    cluster, primary = patroni.api_url(run, host, "cluster"), patroni.api_url(run, host, "primary")
+    return [f"echo \"@@pcluster $(curl -s -m 3 {cluster} | tr -d '\\n')\"",
+            f"echo \"@@pprimary $(curl -s -m 3 -o /dev/null -w '%{{http_code}}' {primary})\""]
+
+
+def health_summary(run, answers) -> list[Check]:
+    """Patroni mode: the member/leader/lag/sync rows from every member's answers."""
+    inv = run.inv
+    if not patroni_mode(inv):
+        return []
+    said = {tag: {h: a[tag][-1].strip() for h, a in answers.items() if tag in a} for tag in ("pcluster", "pprimary")}
+    return patroni.patroni_checks([h.name for h in inv.with_role("postgres")], said["pcluster"], said["pprimary"],
+                                  bool(inv.cluster["postgres"]["synchronous_mode"]))
+
+
+def health_checks(run) -> list[Check]:
+    """SELECT 1 and connection use on the primary (Patroni: whichever member leads), then every component's
+    `database_checks` over the same connection (WAL archiving, scheduler heartbeats)."""
+    from contextlib import ExitStack
+    inv = run.inv
+    hosts = [h for h in inv.with_role("postgres") if h.name not in run.failed]
+    if not hosts or (not patroni_mode(inv) and hosts[0] != inv.with_role("postgres")[0]):
+        return []
+    out, ports = [], {}
+    try:
+        with ExitStack() as stack:
+            for h in hosts:
+                try:
+                    ports[stack.enter_context(run.remote(h.name).forward(
+                        run.addresses[h.name], inv.cluster["ports"]["postgres"]))] = h.name
+                except Exception:  # that member is named by its own rows
+                    continue
+            if not ports:
+                return [Check("cluster", "postgres", "fail", "no SSH forward to any postgres host")]
+            out += _query_primary(run, ports)
+    except Exception as exc:
+        name = next(iter(ports.values()), hosts[0].name) if not patroni_mode(inv) else "cluster"
+        out.append(Check(name, "postgres", "fail", f"{type(exc).__name__}: {str(exc).strip()[:80]}"))
+    return out
+
+
+def conninfo(ports: list[int], patroni: bool) -> dict:
+    """psycopg2 keywords: one forwarded port, or all of them as a libpq multi-host list (read-write)."""
+    if not patroni:
+        return {"host": "127.0.0.1", "port": ports[0]}
+    return {"host": ",".join("127.0.0.1" for _ in ports), "port": ",".join(str(p) for p in ports),
+            "target_session_attrs": "read-write"}
+
+
+def _query_primary(run, ports: dict) -> list[Check]:
+    import psycopg2  # only health needs it (start-up time)
+    inv = run.inv
+    conn = psycopg2.connect(user=USER, dbname=DB, password=run.secrets["postgres_password"],
+                            connect_timeout=inv.cluster["check_timeout"],
+                            **conninfo(list(ports), patroni_mode(inv)))
+    try:
+        name = ports.get(int(conn.info.port), "?")
+        cur = conn.cursor()
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            return [Check(name, "postgres", "fail", "connected, but it is in recovery (a replica)")]
+        cur.execute("SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity")
+        used, limit = cur.fetchone()
+        via = " (the writable member)" if patroni_mode(inv) else ""
+        out = [Check(name, "postgres", "ok" if used < 0.8 * limit else "warn",
+                     f"SELECT 1 ok{via}, {used}/{limit} connections")]
+        for component in inv.registry.components:
+            out += component.database_checks(run, cur)
+        return out
+    finally:
+        conn.close()
+
+
 class Postgres(Component):
     """The single database, or Patroni mode on two or more hosts (fabfile/patroni.py)."""
 
@@ -232,6 +310,9 @@ class Postgres(Component):
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
     gate = staticmethod(gate)
+    health_probe = staticmethod(health_probe)
+    health_checks = staticmethod(health_checks)
+    health_summary = staticmethod(health_summary)
 
     def listens(self, inv, host) -> list[str]:
         return super().listens(inv, host) + (list(PATRONI_PORTS) if patroni_mode(inv) and host.has("postgres") else [])

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import selinux
-from .core.component import Component, Role
+from .core.component import Check, Component, Role
 from .core.errors import InventoryError
 from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
@@ -332,6 +332,81 @@ def validate(inv) -> None:
             "give the 'sentinel' role to an odd number of hosts (3 recommended)")
 
 
+# -- `inv health`: Sentinels and Redis, asked with redis-py through SSH forwards --------------------------
+def _redis(run, host, port_key: str, secret_key: str):
+    """A redis-py client to `host`'s Redis or Sentinel through an SSH forward (context manager)."""
+    from contextlib import contextmanager
+
+    import redis as redislib  # only health needs it (start-up time)
+
+    @contextmanager
+    def client():
+        with run.remote(host.name).forward(run.addresses[host.name], run.inv.cluster["ports"][port_key]) as port:
+            yield redislib.Redis(port=port, password=run.secrets[secret_key],
+                                 socket_timeout=run.inv.cluster["check_timeout"])
+    return client()
+
+
+def health_checks(run) -> list[Check]:
+    import redis as redislib
+    inv, out = run.inv, []
+    master_name = inv.cluster["redis"]["master_name"]
+    masters = {}
+    for host in inv.with_role("sentinel"):
+        if host.name in run.failed:
+            continue
+        try:
+            with _redis(run, host, "sentinel", "sentinel_password") as s:
+                addr = s.execute_command("SENTINEL", "get-master-addr-by-name", master_name)
+                masters[host.name] = addr[0].decode() if addr else None
+                try:
+                    ok = s.execute_command("SENTINEL", "CKQUORUM", master_name)
+                    usable = re.search(rb"(\d+) usable", ok if isinstance(ok, bytes) else str(ok).encode())
+                    out.append(Check(host.name, "sentinel quorum", "ok", f"master {masters[host.name]}"
+                                     + (f", {usable.group(1).decode()} usable sentinels" if usable else "")))
+                except redislib.ResponseError as exc:
+                    out.append(Check(host.name, "sentinel quorum", "fail", str(exc)[:80]))
+        except Exception as exc:
+            out.append(Check(host.name, "sentinel", "fail", f"unreachable: {type(exc).__name__}"))
+    views = set(masters.values())
+    by_addr = {a: n for n, a in run.addresses.items()}
+    if views:
+        agreed = len(views) == 1 and None not in views
+        master = next(iter(views))
+        out.append(Check("cluster", "sentinels agree on master", "ok" if agreed else "fail",
+                         f"{by_addr.get(master, master)} ({master})" if agreed else f"views: {masters}"))
+        run.data["redis_master"] = master if agreed else None
+    for host in inv.with_role("redis"):
+        if host.name in run.failed:
+            continue
+        try:
+            with _redis(run, host, "redis", "redis_password") as r:
+                info = r.info("replication")
+            out.append(_replication_check(host.name, info, len(inv.with_role("redis")) - 1,
+                                          run.addresses[host.name], run.data.get("redis_master")))
+        except Exception as exc:
+            out.append(Check(host.name, "redis", "fail", f"down: {type(exc).__name__}: {str(exc)[:60]}"))
+    return out
+
+
+def _replication_check(name, info, replicas_expected, address, sentinel_master) -> Check:
+    role = info.get("role")
+    if role == "master" and sentinel_master and address != sentinel_master:
+        return Check(name, "redis", "fail", f"acts as master but the sentinels name {sentinel_master} "
+                                            "(old master not yet converted to a replica?)")
+    if role == "master":
+        slaves = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        offset = info.get("master_repl_offset", 0)
+        lags = [offset - s.get("offset", 0) for s in slaves]
+        status = "ok" if len(slaves) >= replicas_expected else "warn"
+        return Check(name, "redis", status, f"master, {len(slaves)}/{replicas_expected} replicas, "
+                                            f"max lag {max(lags, default=0)} bytes")
+    link = info.get("master_link_status")
+    return Check(name, "redis", "ok" if link == "up" else "fail",
+                 f"replica of {info.get('master_host')}, link {link}")
+
+
+
 class Redis(Component):
     """Asks the Sentinels for the master before planning; rolls the master last, failed over first."""
 
@@ -349,6 +424,7 @@ class Redis(Component):
     roll_order = staticmethod(roll_order)
     before_restart = staticmethod(before_restart)
     gate = staticmethod(gate)
+    health_checks = staticmethod(health_checks)
 
     def units(self, run, host) -> list[str]:
         redis = names(run.facts[host.name].platform)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from .steps import Step
 
 
+#: what one host answered health's round trip: tag -> the text after each `@@<tag> ` line, in order
+Answers = dict[str, list[str]]
+
+
 @dataclass
 class Check:
     """One health check's verdict on one host (or "cluster"): what `inv health` prints as a row."""
@@ -130,6 +134,29 @@ class Component:
     def after_restart(self, run: Run, host: Host) -> str | None:
         """After a `before_restart` host passed its gate: undo what it did; None or why not."""
         return None
+
+    # -- `inv health` (fabfile/health.py gathers and renders; the rows are the component's) -------------
+    def health_probe(self, run: Run, host: Host) -> list[str]:
+        """Shell lines asked of `host` in health's one round trip, each printing `@@<tag> <answer>` lines."""
+        return []
+
+    def health_rows(self, run: Run, host: Host, answers: Answers) -> list[Check]:
+        """`host`'s rows from what it answered (`answers[tag]`: the text after each `@@<tag> `, in order)."""
+        return []
+
+    def health_checks(self, run: Run) -> list[Check]:
+        """Rows the control machine checks itself (client libraries through SSH forwards), in parallel with
+        the hosts' own checks. A host in `run.failed` is named by its own rows: skip it."""
+        return []
+
+    def database_checks(self, run: Run, cursor) -> list[Check]:
+        """Rows read from the Airflow database's primary, over the connection its health check opened
+        (an exception fails that check's row)."""
+        return []
+
+    def health_summary(self, run: Run, answers: dict[str, Answers]) -> list[Check]:
+        """Cross-host rows from what every host answered (host -> its answers), once all of them did."""
+        return []
 
 
 @dataclass(frozen=True)

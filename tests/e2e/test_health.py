@@ -2,7 +2,8 @@
 
 The default hosts.yaml is the Patroni layout: the database row belongs to whichever member leads, and
 there are Patroni rows (a member row per postgres host, "patroni leader", "replication lag", "sync
-standby") and etcd rows (one per member, "etcd quorum"); fabfile/health.py names them.
+standby") and etcd rows (one per member, "etcd quorum"); fabfile/patroni.py and fabfile/etcd.py make them
+(their health hooks).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabfile import health, monitoring
+from fabfile import monitoring, patroni
 from fabfile.components import load_inventory
 from tests.spec.plans import deploy_plan
 
@@ -72,7 +72,7 @@ def test_patroni_rules_cover_the_issue(inv):
     r = rules(inv)
     assert {"PatroniNoLeader", "PatroniSplitBrain", "PatroniNoSyncStandby", "PatroniReplicaLag"} <= set(r)
     assert all(x["expr"] and x["labels"]["severity"] in ("warning", "critical") for x in r.values())
-    assert str(health.LAG_WARN_BYTES) in r["PatroniReplicaLag"]["expr"]
+    assert str(patroni.LAG_WARN_BYTES) in r["PatroniReplicaLag"]["expr"]
     used = {w for x in r.values() for w in _names(x["expr"]) if w.startswith("patroni_")}
     assert used and used <= PATRONI_METRICS
 

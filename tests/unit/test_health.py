@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fabfile import health
+from fabfile import airflow, health
+from fabfile.airflow_api import monitor_health
 from fabfile.core import secrets
 
 ALL = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -17,19 +18,19 @@ def _body(**states) -> str:
 
 
 def test_empty_health_json_fails_naming_every_component():
-    c = health._airflow_health("node1", "api-server health", "{}")
+    c = monitor_health("node1", "api-server health", "{}")
     assert c.status == "fail"
     assert all(f"{name} missing" in c.detail for name in ALL)
 
 
 def test_partial_health_json_fails_naming_the_missing():
-    c = health._airflow_health("node1", "h", _body(metadatabase="healthy", scheduler="healthy"))
+    c = monitor_health("node1", "h", _body(metadatabase="healthy", scheduler="healthy"))
     assert c.status == "fail"
     assert c.detail == "triggerer missing, dag_processor missing"
 
 
 def test_partial_and_unhealthy_both_reported():
-    c = health._airflow_health("node1", "h", _body(metadatabase="healthy", scheduler="unhealthy", triggerer="healthy"))
+    c = monitor_health("node1", "h", _body(metadatabase="healthy", scheduler="unhealthy", triggerer="healthy"))
     assert c.status == "fail"
     assert c.detail == "scheduler=unhealthy, dag_processor missing"
 
@@ -37,31 +38,31 @@ def test_partial_and_unhealthy_both_reported():
 def test_component_that_is_not_an_object_fails():
     body = json.dumps({"metadatabase": "healthy", "scheduler": {"status": "healthy"},
                        "triggerer": {"status": "healthy"}, "dag_processor": {"status": "healthy"}})
-    c = health._airflow_health("node1", "h", body)
+    c = monitor_health("node1", "h", body)
     assert c.status == "fail" and c.detail == "metadatabase=None"
 
 
 @pytest.mark.parametrize("body", ["[]", '"ok"', "null", "42", '[{"status": "healthy"}]'])
 def test_non_object_json_fails(body):
-    c = health._airflow_health("node1", "h", body)
+    c = monitor_health("node1", "h", body)
     assert c.status == "fail" and "not a JSON object" in c.detail
 
 
 def test_no_answer_fails():
-    assert health._airflow_health("node1", "h", "").detail == "no answer"
+    assert monitor_health("node1", "h", "").detail == "no answer"
 
 
 def test_all_healthy_lists_what_was_received():
-    c = health._airflow_health("node1", "h", _body(**dict.fromkeys(ALL, "healthy")))
+    c = monitor_health("node1", "h", _body(**dict.fromkeys(ALL, "healthy")))
     assert c.status == "ok"
     assert c.detail == "metadatabase, scheduler, triggerer, dag_processor healthy"
 
 
 def test_extra_healthy_component_is_listed_and_unhealthy_one_fails():
     states = dict.fromkeys(ALL, "healthy")
-    ok = health._airflow_health("n", "h", _body(**states, webserver="healthy"))
+    ok = monitor_health("n", "h", _body(**states, webserver="healthy"))
     assert ok.status == "ok" and ok.detail.endswith("dag_processor, webserver healthy")
-    bad = health._airflow_health("n", "h", _body(**states, webserver="unhealthy"))
+    bad = monitor_health("n", "h", _body(**states, webserver="unhealthy"))
     assert bad.status == "fail" and bad.detail == "webserver=unhealthy"
 
 
@@ -97,18 +98,18 @@ def _flower(queues_by_host):
 
 
 def test_worker_row_shows_its_queues():
-    from fabfile.health import _worker_check
+    _worker_check = airflow._worker_check
     row = _worker_check("node3", _flower({"node3": ["default", "heavy"]}), ["default", "heavy"])
     assert row.status == "ok" and "queues default,heavy" in row.detail
 
 
 def test_worker_serving_other_queues_than_the_inventory_fails():
-    from fabfile.health import _worker_check
+    _worker_check = airflow._worker_check
     row = _worker_check("node3", _flower({"node3": ["default"]}), ["default", "heavy"])
     assert row.status == "fail" and "inventory says default,heavy" in row.detail
 
 
 def test_worker_missing_or_without_queue_list_fails():
-    from fabfile.health import _worker_check
+    _worker_check = airflow._worker_check
     assert _worker_check("node2", _flower({"node3": ["default"]}), ["default"]).detail == "not online in flower"
     assert _worker_check("node2", {"celery@node2": {}}, ["default"]).status == "fail"

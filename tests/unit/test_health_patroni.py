@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fabfile import health
+from fabfile import etcd, health, patroni, postgres
 from fabfile.components import load_inventory
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -20,7 +20,7 @@ FAILOVER = (SAMPLES / "patroni_cluster_failover.json").read_text()
 
 
 def rows(views, primaries, sync=True):
-    return {(c.host, c.check): c for c in health.patroni_checks(MEMBERS, views, primaries, sync)}
+    return {(c.host, c.check): c for c in patroni.patroni_checks(MEMBERS, views, primaries, sync)}
 
 
 def test_healthy_cluster_is_all_ok():
@@ -74,10 +74,10 @@ def test_member_missing_from_view_fails():
 
 def test_lag_thresholds():
     def lag(n):
-        return health.lag_check([{"name": "node2", "role": "replica", "state": "running", "lag": n}]).status
+        return patroni.lag_check([{"name": "node2", "role": "replica", "state": "running", "lag": n}]).status
     assert lag(0) == "ok"
-    assert lag(health.LAG_WARN_BYTES) == "warn"
-    assert lag(health.LAG_FAIL_BYTES) == "fail"
+    assert lag(patroni.LAG_WARN_BYTES) == "warn"
+    assert lag(patroni.LAG_FAIL_BYTES) == "fail"
 
 
 def test_no_sync_standby_in_synchronous_mode_fails():
@@ -95,19 +95,19 @@ def test_garbage_answer_is_no_answer():
 def test_etcd_quorum():
     ok = "http://192.0.2.11:2379 is healthy: successfully committed proposal: took = 2.1ms"
     bad = "http://192.0.2.12:2379 is unhealthy: failed to commit proposal: context deadline exceeded"
-    all_ok = health.etcd_checks(MEMBERS, {h: ok for h in MEMBERS})
+    all_ok = etcd.etcd_checks(MEMBERS, {h: ok for h in MEMBERS})
     assert {c.status for c in all_ok} == {"ok"}
-    one_down = {(c.host, c.check): c for c in health.etcd_checks(MEMBERS, {"node1": ok, "node2": bad})}
+    one_down = {(c.host, c.check): c for c in etcd.etcd_checks(MEMBERS, {"node1": ok, "node2": bad})}
     assert one_down[("node2", "etcd")].status == "fail"
     assert one_down[("node3", "etcd")].detail == "no answer"
     assert one_down[("cluster", "etcd quorum")].status == "fail"      # 1/3 < quorum 2
-    two = health.etcd_checks(MEMBERS, {"node1": ok, "node3": ok})
+    two = etcd.etcd_checks(MEMBERS, {"node1": ok, "node3": ok})
     assert two[-1].status == "warn" and two[-1].detail == "2/3 healthy, quorum 2"
 
 
 def test_conninfo_multi_host_targets_the_writable_member():
-    assert health.conninfo([4001], False) == {"host": "127.0.0.1", "port": 4001}
-    c = health.conninfo([4001, 4002, 4003], True)
+    assert postgres.conninfo([4001], False) == {"host": "127.0.0.1", "port": 4001}
+    c = postgres.conninfo([4001, 4002, 4003], True)
     assert c["port"] == "4001,4002,4003" and c["host"].count(",") == 2
     assert c["target_session_attrs"] == "read-write"
 
@@ -115,10 +115,10 @@ def test_conninfo_multi_host_targets_the_writable_member():
 def test_host_script_asks_patroni_and_etcd_in_patroni_mode_only():
     from fabfile.core.offline import fresh_run
     spec = Path(__file__).resolve().parents[1] / "spec"
-    for name, patroni in (("hosts-patroni.yaml", True), ("hosts.yaml", False)):
+    for name, patroni_mode in (("hosts-patroni.yaml", True), ("hosts.yaml", False)):
         inv = load_inventory(spec / name)
         run = fresh_run(inv, (spec / "os-release" / "debian-12").read_text())
         host = inv.with_role("postgres")[0]
         script = health.host_script(run, host)
-        assert ("@@pcluster" in script and "/primary" in script) is patroni
-        assert ("ETCDCTL_API=3" in script) is (patroni and host.has("etcd"))
+        assert ("@@pcluster" in script and "/primary" in script) is patroni_mode
+        assert ("ETCDCTL_API=3" in script) is (patroni_mode and host.has("etcd"))

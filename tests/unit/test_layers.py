@@ -7,6 +7,7 @@ drills' power switch)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 FABFILE = Path(__file__).resolve().parents[2] / "fabfile"
@@ -56,6 +57,28 @@ def test_core_names_no_component_role_port_or_setting():
     found = {(path.name, node.value) for path in CORE.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in declared}
     assert found - set(NOT_A_COMPONENT) == set()
+
+
+#: what the health engine (fabfile/health.py) may import from fabfile: besides core, the ordered component list
+#: (to load the inventory) and the single-points-of-failure report
+HEALTH_IMPORTS = {".components", ".spof"}
+
+
+def test_health_engine_names_no_component():
+    """fabfile/health.py gathers and renders; every row is a component's (its health hooks): it imports no
+    component and names none, nor a role, port or setting of one."""
+    path = FABFILE / "health.py"
+    tree = ast.parse(path.read_text())
+    imports = {f".{a.name}" if node.module is None else f".{node.module}" for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.level for a in node.names}
+    imports = {name for name in imports if not name.startswith(".core")}
+    assert imports - HEALTH_IMPORTS == set()
+    docstrings = {id(body[0].value) for node in ast.walk(tree) if isinstance(node, ast.Module | ast.FunctionDef)
+                  and (body := node.body) and isinstance(body[0], ast.Expr)}
+    words = {(node.lineno, word) for node in ast.walk(tree) if isinstance(node, ast.Constant)
+             and isinstance(node.value, str) and id(node) not in docstrings
+             for word in re.findall(r"[a-z_]+", node.value)}
+    assert {(line, word) for line, word in words if word in _declared()} == set()
 
 
 def _runtime_nodes(tree: ast.AST):

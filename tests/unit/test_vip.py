@@ -226,9 +226,9 @@ def test_single_points_of_a_minimal_layout(tmp_path):
 def test_health_rows_for_single_points_and_the_vip(tmp_path):
     rows = health.spof_checks(load(tmp_path))
     assert {(r.host, r.check, r.status) for r in rows} == {("cluster", "single point of failure", "warn")}
-    assert health.vip_check("10.0.0.100", {"node1": False, "node2": True}).status == "ok"
-    assert health.vip_check("10.0.0.100", {"node1": True, "node2": True}).status == "fail"
-    assert health.vip_check("10.0.0.100", {"node1": False}).detail == "10.0.0.100 on no host (1 answered)"
+    assert keepalived.vip_check("10.0.0.100", {"node1": False, "node2": True}).status == "ok"
+    assert keepalived.vip_check("10.0.0.100", {"node1": True, "node2": True}).status == "fail"
+    assert keepalived.vip_check("10.0.0.100", {"node1": False}).detail == "10.0.0.100 on no host (1 answered)"
 
 
 def test_health_expects_keepalived_on_nginx_hosts_and_nginx_on_local_ones(tmp_path):
