@@ -172,7 +172,7 @@ def steps(ctx) -> list:
 def worker_ready_step(timeout=180) -> Command:
     """After the worker (re)started, wait for Celery's "ready." line: it then consumes tasks."""
     since = "$(systemctl show -p ActiveEnterTimestamp --value airflow-worker)"
-    return Command("airflow-worker:started", desc=f"wait until the celery worker is ready (<= {timeout}s)",
+    return Command(Service.started(UNITS["worker"]), desc=f"wait until the celery worker is ready (<= {timeout}s)",
                    only_if_notified=True,
                    script=(f"for i in $(seq {timeout}); do journalctl -u airflow-worker --no-pager -q "
                            f"--since \"{since}\" | grep -q ' ready\\.' && exit 0; sleep 1; done\n"
@@ -182,7 +182,7 @@ def worker_ready_step(timeout=180) -> Command:
 def api_ready_step(ctx, timeout=180) -> Command:
     """After the api-server (re)started, wait until it answers: a deploy ends with a serving cluster."""
     url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['api']}/api/v2/monitor/health"
-    return Command("airflow-api-server:started", desc=f"wait until the api-server answers (<= {timeout}s)",
+    return Command(Service.started(UNITS["api_server"]), desc=f"wait until the api-server answers (<= {timeout}s)",
                    only_if_notified=True,
                    script=(f"for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 1; done\n"
                            f"echo 'api-server not answering {url} after {timeout}s'; exit 1"))

@@ -330,6 +330,12 @@ class Service(Step):
     config: str = ""            # our config file: absent when probed = the unit runs a package's defaults,
     #                             so its restart is a first start (not rolled, no downtime)
 
+    @staticmethod
+    def started(unit: str) -> str:
+        """The notification a Service step sends when this run (re)starts `unit`: a step waiting for the unit
+        to serve again (`Command(Service.started(unit), only_if_notified=True)`) runs only then."""
+        return f"{unit}:started"
+
     def probe(self):
         u = q(self.target)
         ours = f"; [ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
@@ -369,7 +375,7 @@ class Service(Step):
             what.append("start")
         if not cmds:
             return None
-        started = (f"{self.target}:started",) if {"start", "restart"} & set(what) else ()
+        started = (Service.started(self.target),) if {"start", "restart"} & set(what) else ()
         restart = bool({"restart", "reload"} & set(what)) and not first
         downtime = self.downtime if restart else ""
         desc = " + ".join(what) + (f" (DOWNTIME: {downtime})" if downtime else "")
