@@ -17,11 +17,12 @@ exporter ports to cluster hosts and `monitoring_cidr` only):
   Sentinel target, whose password differs). The file is 0640 root:prometheus; argv carries only its path;
 * Patroni mode (postgres on >= 2 hosts): the postgres exporter runs on every member (each reports its own
   PostgreSQL: pg_up, replication views); the `prometheus` role is created on the leader only (replicas are
-  read-only and receive it by streaming replication; a replica waits for it). Prometheus also scrapes each
-  member's Patroni REST API /metrics (job `patroni`: patroni_primary/replica/sync_standby, WAL positions)
-  with the rules of files/monitoring/alerts-patroni.yml.j2: no leader, split brain, no sync standby (only
-  with synchronous_mode), replica lag. The firewall opens the REST port to inventory hosts only, so the
-  Prometheus doing it must be an inventory host (`monitoring` role), not one from `monitoring_cidr`;
+  read-only and receive it by streaming replication; a replica waits for it). Each member's Patroni REST
+  API /metrics (patroni_primary/replica/sync_standby, WAL positions) reaches Prometheus through the node
+  exporter's textfile collector (job `node`): a 15 s timer fetches it locally and turns Patroni 3.0's
+  `None` values (a replica's timeline while it does not stream) into NaN — scraped directly, one such line
+  marks the whole target down. Rules of files/monitoring/alerts-patroni.yml.j2: no leader, split brain,
+  no sync standby (only with synchronous_mode), replica lag, metrics missing;
 * the postgres host: prometheus-postgres-exporter (:postgres_exporter) as Debian's README.Debian
   recommends: a passwordless `prometheus` role (member of pg_monitor) reached over the Unix socket with
   `peer` authentication (pg_hba's `local all all peer` line), so there is no secret at all and no pg_hba
@@ -62,6 +63,9 @@ PROM_RULES = "/etc/prometheus/airflow-ha-alerts.yml"
 PROM_RULES_PATRONI = "/etc/prometheus/airflow-ha-alerts-patroni.yml"
 PROM_RULES_BACKUP = "/etc/prometheus/airflow-ha-alerts-backup.yml"
 PG_ROLE = "prometheus"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+PATRONI_METRICS = "airflow-ha-patroni-metrics"
+PATRONI_METRICS_SCRIPT = "/usr/local/lib/airflow-ha/patroni-metrics.sh"
 SCRAPE_INTERVAL = "15s"
 
 
@@ -84,7 +88,8 @@ def steps(ctx) -> list:
         if not plat.packages.get("monitoring_node"):
             return []          # never installable here, nothing to stop
         return [Service(_unit(plat, e), present=False)
-                for e in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus")]
+                for e in ("node_exporter", "statsd_exporter", "redis_exporter", "postgres_exporter", "prometheus")
+                ] + [Service(f"{PATRONI_METRICS}.timer", present=False)]
     if not plat.packages.get("monitoring_node"):
         raise PlatformError(f"monitoring is not available on {plat.name}: its repositories ship no Prometheus "
                             "exporters", f"cluster.monitoring (host {host.name})",
@@ -113,7 +118,29 @@ def _defaults(ctx, unit: str, args: str, env=()) -> File:
 
 def _node(ctx) -> list:
     unit = ctx.platform.units["node_exporter"]
-    return [_defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'node_exporter')}"), Service(unit)]
+    args = f"--web.listen-address={listen(ctx, 'node_exporter')} --collector.textfile.directory={TEXTFILE_DIR}"
+    extra = _patroni_metrics(ctx)    # unit files before the first service action (the runner's one daemon-reload)
+    return ([_defaults(ctx, unit, args)] + [s for s in extra if not isinstance(s, Service)] + [Service(unit)]
+            + [s for s in extra if isinstance(s, Service)])
+
+
+def _patroni_metrics(ctx) -> list:
+    """Patroni members: a 15 s timer copies the REST API's /metrics (None → NaN) to the textfile collector."""
+    timer = f"{PATRONI_METRICS}.timer"
+    if not (ctx.inv.patroni and ctx.host.has("postgres")):
+        return [Service(timer, present=False)]
+    url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['patroni_api']}/metrics"
+    head = "# Managed by airflow-ha (fabfile/monitoring.py)\n[Unit]\n"
+    service = (f"{head}Description=airflow-ha: Patroni /metrics for node_exporter\n\n"
+               f"[Service]\nType=oneshot\nExecStart={PATRONI_METRICS_SCRIPT}\n")
+    timer_unit = (f"{head}Description=airflow-ha: Patroni /metrics every 15 s\n\n[Timer]\nOnBootSec=15s\n"
+                  "OnUnitActiveSec=15s\nAccuracySec=1s\n\n[Install]\nWantedBy=timers.target\n")
+    return [
+        File(PATRONI_METRICS_SCRIPT, render("monitoring/patroni-metrics.sh.j2", url=url), mode=0o755),
+        File(f"/etc/systemd/system/{PATRONI_METRICS}.service", service, notify=("daemon-reload",)),
+        File(f"/etc/systemd/system/{timer}", timer_unit, notify=("daemon-reload", timer)),
+        Service(timer),
+    ]
 
 
 def _statsd(ctx) -> list:
@@ -198,9 +225,6 @@ def scrape_jobs(ctx) -> dict:
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
-    if inv.patroni:
-        jobs.append(("patroni", "/metrics", [(h.name, f"{addrs[h.name]}:{ports['patroni_api']}")
-                                             for h in inv.with_role("postgres")]))
     sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
