@@ -17,11 +17,12 @@ exporter ports to cluster hosts and `monitoring_cidr` only):
   Sentinel target, whose password differs). The file is 0640 root:prometheus; argv carries only its path;
 * Patroni mode (postgres on >= 2 hosts): the postgres exporter runs on every member (each reports its own
   PostgreSQL: pg_up, replication views); the `prometheus` role is created on the leader only (replicas are
-  read-only and receive it by streaming replication; a replica waits for it). Prometheus also scrapes each
-  member's Patroni REST API /metrics (job `patroni`: patroni_primary/replica/sync_standby, WAL positions)
-  with the rules of files/monitoring/alerts-patroni.yml.j2: no leader, split brain, no sync standby (only
-  with synchronous_mode), replica lag. The firewall opens the REST port to inventory hosts only, so the
-  Prometheus doing it must be an inventory host (`monitoring` role), not one from `monitoring_cidr`;
+  read-only and receive it by streaming replication; a replica waits for it). Each member's Patroni REST
+  API /metrics (patroni_primary/replica/sync_standby, WAL positions) reaches Prometheus through the node
+  exporter's textfile collector (job `node`): a 15 s timer fetches it locally and turns Patroni 3.0's
+  `None` values (a replica's timeline while it does not stream) into NaN — scraped directly, one such line
+  marks the whole target down. Rules of files/monitoring/alerts-patroni.yml.j2: no leader, split brain,
+  no sync standby (only with synchronous_mode), replica lag, metrics missing;
 * the postgres host: prometheus-postgres-exporter (:postgres_exporter) as Debian's README.Debian
   recommends: a passwordless `prometheus` role (member of pg_monitor) reached over the Unix socket with
   `peer` authentication (pg_hba's `local all all peer` line), so there is no secret at all and no pg_hba
@@ -70,6 +71,8 @@ PROM_RULES = "/etc/prometheus/airflow-ha-alerts.yml"
 PROM_RULES_PATRONI = "/etc/prometheus/airflow-ha-alerts-patroni.yml"
 PROM_RULES_BACKUP = "/etc/prometheus/airflow-ha-alerts-backup.yml"
 PG_ROLE = "prometheus"
+PATRONI_METRICS = "airflow-ha-patroni-metrics"
+PATRONI_METRICS_SCRIPT = "/usr/local/lib/airflow-ha/patroni-metrics.sh"
 SCRAPE_INTERVAL = "15s"
 #: exporter -> (roles of the hosts that run it, () = every host; the ports it listens on, the first one
 #: scraped and named like the exporter). The one table of what runs where: steps, port check, firewall.
@@ -92,13 +95,15 @@ class MonitoringNames:
 
     units: dict[str, str]   # exporter -> its unit, in the package of the same name
     defaults_dir: str       # <dir>/<unit>: the EnvironmentFile (ARGS=...) of every exporter unit
+    textfile_dir: str       # node_exporter's textfile collector reads <dir>/*.prom (the package's own directory)
 
 
 #: Debian/Ubuntu only: no statsd_exporter package exists (STATSD_SCRIPT takes its place); EL9's BaseOS/AppStream
 #: ship no exporters and this suite configures no EPEL or vendor repository (monitoring refuses EL9 hosts)
 NAMES = {"debian": MonitoringNames(units={
     "node_exporter": "prometheus-node-exporter", "redis_exporter": "prometheus-redis-exporter",
-    "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"}, defaults_dir="/etc/default")}
+    "postgres_exporter": "prometheus-postgres-exporter", "prometheus": "prometheus"}, defaults_dir="/etc/default",
+    textfile_dir="/var/lib/prometheus/node-exporter")}
 
 
 def names(platform) -> MonitoringNames | None:
@@ -121,7 +126,8 @@ def steps(ctx) -> list:
     if not inv.cluster["monitoring"]:
         if not packaged:
             return []          # never installable here, nothing to stop
-        return [Service(_unit(plat, e), present=False) for e in EXPORTERS]
+        return ([Service(_unit(plat, e), present=False) for e in EXPORTERS]
+                + [Service(f"{PATRONI_METRICS}.timer", present=False)])
     if not packaged:
         raise PlatformError(f"monitoring is not available on {plat.name}: its repositories ship no Prometheus "
                             "exporters", f"cluster.monitoring (host {host.name})",
@@ -148,7 +154,31 @@ def _defaults(ctx, unit: str, args: str, env=()) -> File:
 
 def _node(ctx) -> list:
     unit = _unit(ctx.platform, "node_exporter")
-    return [_defaults(ctx, unit, f"--web.listen-address={listen(ctx, 'node_exporter')}"), Service(unit)]
+    textfile_dir = names(ctx.platform).textfile_dir
+    args = f"--web.listen-address={listen(ctx, 'node_exporter')} --collector.textfile.directory={textfile_dir}"
+    extra = _patroni_metrics(ctx)    # unit files before the first service action (the runner's one daemon-reload)
+    return ([_defaults(ctx, unit, args)] + [s for s in extra if not isinstance(s, Service)] + [Service(unit)]
+            + [s for s in extra if isinstance(s, Service)])
+
+
+def _patroni_metrics(ctx) -> list:
+    """Patroni members: a 15 s timer copies the REST API's /metrics (None → NaN) to the textfile collector."""
+    timer = f"{PATRONI_METRICS}.timer"
+    if not (pgsql.patroni_mode(ctx.inv) and ctx.host.has("postgres")):
+        return [Service(timer, present=False)]
+    url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['patroni_api']}/metrics"
+    head = "# Managed by airflow-ha (fabfile/monitoring.py)\n[Unit]\n"
+    service = (f"{head}Description=airflow-ha: Patroni /metrics for node_exporter\n\n"
+               f"[Service]\nType=oneshot\nExecStart={PATRONI_METRICS_SCRIPT}\n")
+    timer_unit = (f"{head}Description=airflow-ha: Patroni /metrics every 15 s\n\n[Timer]\nOnBootSec=15s\n"
+                  "OnUnitActiveSec=15s\nAccuracySec=1s\n\n[Install]\nWantedBy=timers.target\n")
+    return [
+        File(PATRONI_METRICS_SCRIPT, mode=0o755, content=render(
+            "monitoring/patroni-metrics.sh.j2", url=url, textfile_dir=names(ctx.platform).textfile_dir)),
+        File(f"/etc/systemd/system/{PATRONI_METRICS}.service", service, notify=("daemon-reload",)),
+        File(f"/etc/systemd/system/{timer}", timer_unit, notify=("daemon-reload", timer)),
+        Service(timer),
+    ]
 
 
 def _statsd(ctx) -> list:
@@ -233,9 +263,6 @@ def scrape_jobs(ctx) -> dict:
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
-    if pgsql.patroni_mode(inv):
-        jobs.append(("patroni", "/metrics", [(h.name, f"{addrs[h.name]}:{ports['patroni_api']}")
-                                             for h in inv.with_role("postgres")]))
     sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")

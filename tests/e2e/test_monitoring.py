@@ -6,8 +6,9 @@ node2 (a cluster host, as Prometheus would): the StatsD bridge shows Airflow's s
 dagrun duration, the redis exporter `redis_up 1` (and each Sentinel through /scrape), the postgres exporter
 `pg_up 1`, the node exporter node_* metrics; Prometheus reports every target up; `inv health` has one ok
 row per exporter; a second deploy changes nothing. In the default (Patroni) layout every postgres member
-runs a postgres exporter, Prometheus also scrapes each member's Patroni REST /metrics (job `patroni`) and
-loads the Patroni alert rules. Finally the normal inventory (monitoring off) is
+runs a postgres exporter, each member's Patroni REST /metrics reaches Prometheus through the node exporter's
+textfile collector (patroni_primary of every member, exactly one leader, no NaN where a value is known) and
+Prometheus loads the Patroni alert rules. Finally the normal inventory (monitoring off) is
 deployed again, which stops and disables every exporter.
 """
 
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.e2e
 DAG = "test_ha_celery_workers"
 PORTS = {"node_exporter": 9100, "statsd_exporter": 9102, "redis_exporter": 9121, "postgres_exporter": 9187,
          "prometheus": 9090}
-UNITS = ("prometheus-node-exporter", "airflow-ha-statsd-exporter", "prometheus-redis-exporter",
-         "prometheus-postgres-exporter", "prometheus")
+UNITS = ("prometheus-node-exporter", "airflow-ha-patroni-metrics.timer", "airflow-ha-statsd-exporter",
+         "prometheus-redis-exporter", "prometheus-postgres-exporter", "prometheus")
 AIRFLOW_ROLES = {"api_server", "scheduler", "dag_processor", "triggerer", "worker", "flower"}
 
 
@@ -146,9 +147,9 @@ def test_no_secret_on_exporter_command_lines(monitored):
 
 
 def test_prometheus_scrapes_every_target_up(dag_ran):
-    patroni = len(hosts_with("postgres")) >= 2          # one target per member in job `patroni`
+    patroni = len(hosts_with("postgres")) >= 2          # Patroni /metrics via each member's node exporter
     expected = (1 + len(NODES) + len(hosts_with(*AIRFLOW_ROLES)) + len(hosts_with("redis"))
-                + len(hosts_with("postgres")) * (2 if patroni else 1) + len(hosts_with("sentinel"))
+                + len(hosts_with("postgres")) + len(hosts_with("sentinel"))
                 + len(hosts_with("flower")))
 
     def check():
@@ -160,9 +161,16 @@ def test_prometheus_scrapes_every_target_up(dag_ran):
         summary = sorted((t["labels"]["job"], t["labels"].get("host"), t["health"], t.get("lastError", ""))
                          for t in targets)
         return len(targets) == expected and all(t["health"] == "up" for t in targets), summary
-    summary = wait_for(check, 90, f"all {expected} Prometheus targets up")
+    wait_for(check, 90, f"all {expected} Prometheus targets up")
     if patroni:
-        assert sorted(h for job, h, _, _ in summary if job == "patroni") == sorted(hosts_with("postgres")), summary
+        def members():
+            res = json.loads(scrape("node1", PORTS["prometheus"], "/api/v1/query?query=patroni_primary"))["data"]
+            got = {r["metric"]["host"]: r["value"][1] for r in res["result"]}
+            return sorted(got) == sorted(hosts_with("postgres")) and list(got.values()).count("1") == 1, got
+        wait_for(members, 90, "patroni_primary of every member, one leader")
+        up = json.loads(scrape("node1", PORTS["prometheus"], "/api/v1/query?query=airflow_ha_patroni_metrics_up"))
+        assert sorted((r["metric"]["host"], r["value"][1]) for r in up["data"]["result"]) == \
+            sorted((h, "1") for h in hosts_with("postgres")), up
 
     rules = json.loads(scrape("node1", PORTS["prometheus"], "/api/v1/rules"))
     names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}

@@ -110,9 +110,10 @@ def triggered_throughout(api, dag_id: str, action, every: float = 20):
         t.join()
 
 
-def inv_under_load(args: list[str], inventory, name: str, every: float = 20) -> str:
+def inv_under_load(args: list[str], inventory, name: str, every: float = 20, max_failed_share: float = 0.0) -> str:
     """`inv ARGS` with a probe through the VIP (5 req/s) and `ha_load` triggered every `every` s throughout;
-    asserts the run succeeded, 0 failed probe requests and every load run succeeded. Returns its output."""
+    asserts the run succeeded, every load run succeeded with 0 failed tasks, and at most `max_failed_share`
+    of the probe requests failed (0 unless a caller says why). Returns its output."""
     vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
     api = Airflow()
     api.wait_dag_loaded("ha_load")
@@ -127,8 +128,8 @@ def inv_under_load(args: list[str], inventory, name: str, every: float = 20) -> 
         probe.close()
     print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert failed_requests == 0, (f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n"
-                                  + res.stdout[-4000:])
+    assert failed_requests <= max_failed_share * sent, (
+        f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n" + res.stdout[-4000:])
     assert None not in runs and len(runs) >= 2, runs
     for run_id in runs:
         assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id

@@ -79,7 +79,7 @@ def test_units_started_where_they_belong(plan):
 def test_every_exporter_listens_on_the_cluster_address(plan):
     for host, addr in ADDR.items():
         node = step(plan, host, "file /etc/default/prometheus-node-exporter").script
-        assert f'ARGS="--web.listen-address={addr}:9100"' in node
+        assert f'ARGS="--web.listen-address={addr}:9100 --collector.textfile.directory=' in node
         unit = step(plan, host, "file /etc/systemd/system/airflow-ha-statsd-exporter.service").script
         assert "--statsd.listen-udp=127.0.0.1:9125" in unit and f"--web.listen-address={addr}:9102" in unit
         assert "/opt/airflow/venvs/current/bin/python /usr/local/lib/airflow-ha/statsd_exporter.py" in unit
@@ -209,7 +209,8 @@ def test_monitoring_off_stops_exporters_left_running():
     steps = monitoring.steps(ctx)
     assert all(isinstance(s, Service) and not s.present for s in steps)
     assert {s.target for s in steps} == {"prometheus-node-exporter", "airflow-ha-statsd-exporter",
-                                         "prometheus-redis-exporter", "prometheus-postgres-exporter", "prometheus"}
+                                         "prometheus-redis-exporter", "prometheus-postgres-exporter", "prometheus",
+                                         "airflow-ha-patroni-metrics.timer"}
     change = steps[0].plan("enabled\nactive\n", set())
     assert change.script == "systemctl disable --now prometheus-node-exporter"
     ctx_el = HostContext(run, off.hosts["node3"], synthetic_facts(os_release("rocky-9"), "node3"))

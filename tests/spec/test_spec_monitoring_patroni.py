@@ -1,7 +1,9 @@
 """Spec tests of monitoring in Patroni mode (issue 15 item 7), planned offline on Debian 12.
 
-postgres_exporter on every member, its role created on the leader only (a replica waits for it), a
-`patroni` scrape job on each member's REST port, and the Patroni alert rules: no leader, split brain,
+postgres_exporter on every member, its role created on the leader only (a replica waits for it), each
+member's Patroni /metrics copied every 15 s into the node exporter's textfile collector (None -> NaN: Patroni
+3.0 prints None for a replica's unknown timeline and Prometheus would mark a direct scrape down), and the
+Patroni alert rules: no leader, split brain,
 no sync standby (only with synchronous_mode), replica lag. Metric names are those of Patroni's /metrics
 (Patroni docs "Monitoring endpoint").
 """
@@ -53,12 +55,18 @@ def test_exporter_on_every_member_role_on_the_leader_only(plan):
         step(plan, host, "service prometheus-postgres-exporter")
 
 
-def test_patroni_scrape_job_and_rules_file(plan):
+def test_patroni_metrics_through_the_textfile_collector_and_rules_file(plan):
+    for host, addr in ADDR.items():
+        script = step(plan, host, "file /usr/local/lib/airflow-ha/patroni-metrics.sh").script
+        assert f"curl -sf -m 5 http://{addr}:8008/metrics" in script and "s/ (None|null)$/ NaN/" in script
+        assert "/var/lib/prometheus/node-exporter" in script and "airflow_ha_patroni_metrics_up" in script
+        step(plan, host, "service airflow-ha-patroni-metrics.timer")
+        node = step(plan, host, "file /etc/default/prometheus-node-exporter").script
+        assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in node
     text = step(plan, "node1", "file /etc/prometheus/prometheus.yml").script.split("\n", 1)[1]
     cfg = yaml.safe_load(text)
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
-    targets = sorted(t for sc in jobs["patroni"]["static_configs"] for t in sc["targets"])
-    assert targets == [f"{a}:8008" for a in ADDR.values()]
+    assert "patroni" not in jobs          # a direct scrape fails on a replica's `None`
     assert sorted(t for sc in jobs["postgres"]["static_configs"] for t in sc["targets"]) == \
         [f"{a}:9187" for a in ADDR.values()]
     assert cfg["rule_files"] == ["/etc/prometheus/airflow-ha-alerts.yml", "/etc/prometheus/airflow-ha-alerts-patroni.yml"]
@@ -75,6 +83,7 @@ def test_patroni_rules_cover_the_issue(inv):
     assert str(patroni.LAG_WARN_BYTES) in r["PatroniReplicaLag"]["expr"]
     used = {w for x in r.values() for w in _names(x["expr"]) if w.startswith("patroni_")}
     assert used and used <= PATRONI_METRICS
+    assert 'job="patroni"' not in monitoring.patroni_rules(inv)
 
 
 def test_no_sync_standby_rule_only_with_synchronous_mode(inv):
