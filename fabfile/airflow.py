@@ -190,6 +190,7 @@ def config_values(ctx) -> dict:
         "sentinel_master_name": inv.cluster["redis"]["master_name"],
         "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports["statsd"],
         "parallelism": inv.cluster["parallelism"], "default_timezone": "utc",
+        "task_queued_timeout": inv.cluster["task_queued_timeout"],
     }
 
 

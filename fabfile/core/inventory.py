@@ -42,6 +42,9 @@ CLUSTER_DEFAULTS: dict = {
     "api_workers": 2,
     "worker_queues": ["default"],      # Celery queues a worker consumes; per host overridable
     "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
+    # seconds a task may stay "queued" (sent, not started) before a scheduler re-sends it; after 3 times it
+    # fails. A task whose worker host died while starting it waits this long (README "Lost workers").
+    "task_queued_timeout": 600,        # Airflow's default
     "admin_user": "admin",
     "ports": {
         "redis": 6379, "sentinel": 26379, "postgres": 5432, "api": 8080,
