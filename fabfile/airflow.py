@@ -44,6 +44,9 @@ SETTINGS = {
     "api_workers": 2,
     "worker_queues": ["default"],      # Celery queues a worker consumes; per host overridable
     "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
+    # seconds a task may stay "queued" (sent, not started) before a scheduler re-sends it; after 3 times it
+    # fails. A task whose worker host died while starting it waits this long (README "Lost workers").
+    "task_queued_timeout": 600,        # Airflow's default
     "admin_user": "admin",
 }
 PORTS = {"api": 8080, "worker_log": 8793, "flower": 5555}
@@ -224,6 +227,7 @@ def config_values(ctx) -> dict:
         "sentinel_master_name": inv.cluster["redis"]["master_name"],
         "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports["statsd"],
         "parallelism": inv.cluster["parallelism"], "default_timezone": "utc",
+        "task_queued_timeout": inv.cluster["task_queued_timeout"],
     }
 
 
