@@ -27,7 +27,7 @@ def test(c, k="", e2e=True, keep=False):
 
 
 @task(name="now", help={"type": "full | diff | incr (default full)", "inventory": HELP["inventory"]})
-def backup_now(c, type="full", inventory=None):  # noqa: A002 - the documented flag is --type
+def backup_now(c, type="full", inventory=None):  # shadows the builtin: the documented flag is --type
     """Take a pgBackRest backup now (on the repo host, or the primary), then list the backups."""
     from fabfile import backup_tasks
     exit_with(backup_tasks.backup_now(inventory, type))

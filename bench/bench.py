@@ -321,7 +321,8 @@ def readme_1() -> dict:
 
 
 def machine() -> dict:
-    mem_kb = int(next(ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")))
+    with open("/proc/meminfo") as fh:
+        mem_kb = int(next(ln.split()[1] for ln in fh if ln.startswith("MemTotal")))
     versions = {}
     for mod in ("fabric", "invoke", "paramiko"):
         try:

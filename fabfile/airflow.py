@@ -305,7 +305,8 @@ def steps(ctx) -> list:
         File(f"{HOME}/config/airflow_ha_celery_config.py", static("airflow/airflow_ha_celery_config.py"),
              notify=("airflow",)),
         File("/etc/logrotate.d/airflow-ha", render("airflow/logrotate.j2", logs=LOGS)),
-    ] + selinux.steps_for_airflow(ctx)
+        *selinux.steps_for_airflow(ctx),
+    ]
 
 
 NICE = "nice -n 19"   # an upgrade installs beside the running version: serving processes keep the CPU
@@ -481,7 +482,7 @@ def database_checks(run, cur) -> list[Check]:
     try:
         cur.execute("SELECT hostname, max(extract(epoch FROM now() - latest_heartbeat)) FROM job "
                     "WHERE job_type = 'SchedulerJob' AND state = 'running' GROUP BY hostname")
-        beats = {h: age for h, age in cur.fetchall()}
+        beats = dict(cur.fetchall())
     except Exception as exc:  # before the first migrate
         return [Check("cluster", "schedulers", "fail", f"no job table: {str(exc)[:60]}")]
     out = []
@@ -523,7 +524,7 @@ def health_checks(run) -> list[Check]:
 
 def _celery_host(node: str) -> str:
     """The inventory host of a Celery node name (`celery@node3` or `celery@node3.example`)."""
-    return node.split("@", 1)[-1].split(".")[0]
+    return node.split("@", 1)[-1].split(".", maxsplit=1)[0]
 
 
 def _worker_check(name: str, workers: dict, expected: list) -> Check:

@@ -99,8 +99,8 @@ def _repo_opts(inv, secrets) -> list[tuple[str, str]]:
             out.append(("repo1-s3-uri-style", b["s3_uri_style"]))
     else:
         out.append(("repo1-path", repo_path(inv)))
-    return out + [("repo1-retention-full", str(b["retention_full"])), ("repo1-cipher-type", "aes-256-cbc"),
-                  ("repo1-cipher-pass", secrets["pgbackrest_cipher_pass"]), ("start-fast", "y")]
+    return [*out, ("repo1-retention-full", str(b["retention_full"])), ("repo1-cipher-type", "aes-256-cbc"),
+            ("repo1-cipher-pass", secrets["pgbackrest_cipher_pass"]), ("start-fast", "y")]
 
 
 def _secret(secrets, key) -> str:
@@ -114,8 +114,8 @@ def _pg_opts(inv, plat, index: int = 1, address: str | None = None) -> list[tupl
     p, pg = f"pg{index}", pgsql.names(plat)
     data = pg.patroni_data if pgsql.patroni_mode(inv) else pg.data
     remote = [(f"{p}-host", address), (f"{p}-host-user", pg.user)] if address else []
-    return remote + [(f"{p}-path", data), (f"{p}-port", str(inv.cluster["ports"]["postgres"])),
-                     (f"{p}-socket-path", "/var/run/postgresql")]
+    return [*remote, (f"{p}-path", data), (f"{p}-port", str(inv.cluster["ports"]["postgres"])),
+            (f"{p}-socket-path", "/var/run/postgresql")]
 
 
 def config_opts(inv, host, plat, addresses: dict, secrets: dict) -> tuple[list, list]:
@@ -127,7 +127,7 @@ def config_opts(inv, host, plat, addresses: dict, secrets: dict) -> tuple[list, 
         return _repo_opts(inv, secrets) + standby + log, pgs
     if mode(inv) == "host":
         repo = repo_host(inv)
-        return [("repo1-host", addresses[repo.name]), ("repo1-host-user", REPO_USER)] + log, _pg_opts(inv, plat)
+        return [("repo1-host", addresses[repo.name]), ("repo1-host-user", REPO_USER), *log], _pg_opts(inv, plat)
     return _repo_opts(inv, secrets) + log, _pg_opts(inv, plat)
 
 
@@ -194,7 +194,7 @@ def prepare(run, hosts) -> None:
     if mode(run.inv) != "host":
         return
     keys = {}
-    for host in run.inv.with_role("postgres") + [repo_host(run.inv)]:
+    for host in [*run.inv.with_role("postgres"), repo_host(run.inv)]:
         if host.name in run.failed:
             continue
         try:
@@ -228,7 +228,7 @@ def steps(ctx) -> list:
         File(CONF, config(ctx), group=user, mode=0o640, notify=("pgbackrest-check",)),
         Directory(LOG_DIR, owner=user, group=user, mode=0o770),
     ]
-    if mode(inv) in ("host", "local") and (is_repo or mode(inv) == "local") or mode(inv) == "path":
+    if (mode(inv) in ("host", "local") and (is_repo or mode(inv) == "local")) or mode(inv) == "path":
         out.append(Directory(repo_path(inv), owner=user, group=user, mode=0o750))
     if mode(inv) == "host":
         out += _ssh_steps(ctx, user, REPO_HOME if is_repo else pg.home)

@@ -298,7 +298,7 @@ class Restore:
 
     def stop_patroni(self) -> None:
         """Replicas first, the leader last (it removes its leader key on a clean stop)."""
-        for m in self.replicas() + [self.leader]:
+        for m in [*self.replicas(), self.leader]:
             self.sh(m, f"systemctl stop {self.patroni_unit(m)}", timeout=180, what="stop Patroni")
         self.say(f"Patroni stopped on {', '.join(self.members())}")
 

@@ -34,8 +34,8 @@ def _normalize(name: str) -> str:
 def problem(text: str) -> str | None:
     """Why `text` is not a constraints file (None when it is one)."""
     pins = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         m = _PIN.match(line)
@@ -59,7 +59,7 @@ def _download(url: str, where: str, timeout: float) -> str:
     if not url.startswith(SCHEMES):
         raise _refuse(url, "unsupported URL scheme", where, "use an http://, https:// or file:// URL")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:   # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.read().decode("utf-8")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise _refuse(url, f"cannot fetch the constraints file: {getattr(exc, 'reason', exc)}", where,

@@ -72,7 +72,7 @@ def check_host(run, host) -> list[Check]:
         pct = 100 * avail / total if total else 0
         out.append(Check(name, "disk /", "ok" if pct >= DISK_WARN_PCT else "warn", f"{pct:.0f}% free"))
     for rest in answers.get("unit", []):
-        unit, state, restarts = (rest.split() + ["?", "?"])[:3]
+        unit, state, restarts = [*rest.split(), "?", "?"][:3]
         out.append(Check(name, f"unit {unit}", "ok" if state == "active" else "fail", f"{state}, {restarts} restarts"))
     run.data.setdefault("health answers", {})[name] = answers
     for component in run.inv.registry.components:

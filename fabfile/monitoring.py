@@ -324,7 +324,7 @@ def health_rows(run, host, answers) -> list[Check]:
     """One row per exporter: up when /metrics answered 200."""
     out = []
     for rest in answers.get("exporter", []):
-        exporter, code = (rest.split() + [""])[:2]
+        exporter, code = [*rest.split(), ""][:2]
         out.append(Check(host.name, f"exporter {exporter}", "ok" if code == "200" else "fail",
                          "up" if code == "200" else f"down (HTTP {code or 'no answer'})"))
     return out

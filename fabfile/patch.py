@@ -93,9 +93,9 @@ def drain(run, host) -> str | None:
         run.say(f"{host.name:<10} {NAME:<10} SENTINEL FAILOVER: the Redis master moves away first", always=True)
         if why := redis.failover(run):
             return f"Redis failover: {why}"
-    if host.has("api_server") and len(run.inv.with_role("api_server")) > 1:
-        if why := nginx.set_drained(run, host, True):
-            return f"drain: {why}"
+    if host.has("api_server") and len(run.inv.with_role("api_server")) > 1 \
+            and (why := nginx.set_drained(run, host, True)):
+        return f"drain: {why}"
     stops = (["keepalived"] if keepalived.applies(run.inv, host) else []) + \
         (["airflow-worker"] if host.has("worker") else [])
     if stops:

@@ -246,7 +246,7 @@ def gate_verdict(out: str) -> str | None:
         tag, _, rest = line.partition(" ")
         words = rest.split()
         if tag == "@@unit":
-            unit, state, age = (words + ["?", "?", "0"])[:3]
+            unit, state, age = [*words, "?", "?", "0"][:3]
             if state != "active":
                 bad.append(f"{unit} {state}")
             elif not age.lstrip("-").isdigit() or int(age) < MIN_UP:

@@ -71,7 +71,7 @@ def platforms(max_glibc: str = "2.34", arch: str = "x86_64") -> list[str]:
     """Explicit manylinux tags (pip <= 23 does not expand ``manylinux_2_N`` to older glibc levels)."""
     top = int(max_glibc.split(".")[1])
     tags = [f"manylinux_2_{minor}_{arch}" for minor in range(top, 4, -1)]
-    return tags + [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
+    return [*tags, f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}"]
 
 
 def _sha256(path: Path) -> str:

@@ -31,8 +31,8 @@ def __getattr__(name: str):
 __all__ = [
     "OUTSIDER",
     "LabError",
-    "Power",
     "Node",
+    "Power",
     "down",
     "inventory_names",
     "is_running",

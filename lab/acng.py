@@ -48,12 +48,12 @@ def ensure_running(mirror: str) -> str:
     if not conf.is_dir():
         shutil.copytree("/etc/apt-cacher-ng", conf)
     (conf / "backends_debian").write_text(mirror.rstrip("/") + "/\n")
-    out = open(ACNG_DIR / "stdout.log", "ab")
-    proc = subprocess.Popen(
-        [which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
-         f"BindAddress={CONTROL_ADDR} 127.0.0.1", f"Port={ACNG_PORT}", f"CacheDir={ACNG_DIR / 'cache'}",
-         f"LogDir={ACNG_DIR / 'log'}", f"SocketPath={ACNG_DIR / 'socket'}", f"PidFile={ACNG_DIR / 'pid'}"],
-        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(ACNG_DIR / "stdout.log", "ab") as out:   # the daemon keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng", "-c", str(conf), "ForeGround=1",
+             f"BindAddress={CONTROL_ADDR} 127.0.0.1", f"Port={ACNG_PORT}", f"CacheDir={ACNG_DIR / 'cache'}",
+             f"LogDir={ACNG_DIR / 'log'}", f"SocketPath={ACNG_DIR / 'socket'}", f"PidFile={ACNG_DIR / 'pid'}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     record(KEY, proc.pid)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

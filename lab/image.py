@@ -21,23 +21,17 @@ HOSTS_BEGIN, HOSTS_END = "# BEGIN airflow-ha lab", "# END airflow-ha lab"
 
 def mirrors() -> tuple[str, str]:
     """(debian, debian-security) mirror URLs from this machine's apt sources."""
-    debian = security = None
     files = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-    for f in files:
-        for uri in re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M):
-            uri = uri.rstrip("/")
-            if uri.endswith("/debian-security"):
-                security = security or uri
-            elif uri.endswith("/debian"):
-                debian = debian or uri
+    found = [uri for f in files for uri in re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M)]
     legacy = Path("/etc/apt/sources.list")
     if legacy.exists():
-        for uri in re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M):
-            uri = uri.rstrip("/")
-            if uri.endswith("/debian-security"):
-                security = security or uri
-            elif uri.endswith("/debian"):
-                debian = debian or uri
+        found += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", legacy.read_text(), re.M)
+    debian = security = None
+    for uri in (u.rstrip("/") for u in found):
+        if uri.endswith("/debian-security"):
+            security = security or uri
+        elif uri.endswith("/debian"):
+            debian = debian or uri
     if not debian:
         raise LabError("no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list")
     return debian, security or debian.rsplit("/", 1)[0] + "/debian-security"

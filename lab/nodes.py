@@ -7,6 +7,7 @@ then fails to kill its units (`Input/output error`): each launcher moves itself 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -89,15 +90,15 @@ def boot(name: str, overlay: Overlay) -> dict:
     for g in groups:
         g.mkdir(parents=True, exist_ok=True)
     _drop_stale_veth(name)
-    console = open(STATE / f"{name}.console", "ab")
-    nspawn = which("systemd-nspawn")
-    if not nspawn:
-        raise LabError("systemd-nspawn is missing (package systemd-container)")
-    proc = subprocess.Popen(
-        ["bash", "-c", LAUNCHER, f"airflow-ha-lab-{name}", name, str(overlay.root), BRIDGE,
-         *map(str, groups)],
-        env={"NSPAWN": nspawn, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(STATE / f"{name}.console", "ab") as console:   # the launcher keeps its own copy of the descriptor
+        nspawn = which("systemd-nspawn")
+        if not nspawn:
+            raise LabError("systemd-nspawn is missing (package systemd-container)")
+        proc = subprocess.Popen(
+            ["bash", "-c", LAUNCHER, f"airflow-ha-lab-{name}", name, str(overlay.root), BRIDGE,
+             *map(str, groups)],
+            env={"NSPAWN": nspawn, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
     return record(name, proc.pid, root=str(overlay.root), repo=str(STATE.parent))
 
 
@@ -198,10 +199,8 @@ def _cgroup_pids(group: Path) -> list[int]:
     """PIDs in a cgroup tree (dirs may vanish while walking: a container shutting down)."""
     pids = []
     for d, _, _ in os.walk(group):
-        try:
+        with contextlib.suppress(OSError):
             pids += map(int, (Path(d) / "cgroup.procs").read_text().split())
-        except OSError:
-            pass
     return pids
 
 
@@ -209,14 +208,10 @@ def _rmdir_tree(path: Path) -> None:
     if not path.exists():
         return
     for d in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
+        with contextlib.suppress(OSError):
             d.rmdir()
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass
 
 
 def probe(name: str, address: str) -> Node:

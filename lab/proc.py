@@ -6,6 +6,7 @@ boot id, so a recycled PID is never mistaken for ours. Nothing is ever ended by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,10 +48,8 @@ def starttime(pid: int) -> int | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     if fields[0] == "Z":  # exited; reap it if it is our child (a launcher started by this process)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return None
     return int(fields[19])
 
@@ -67,10 +66,8 @@ def uptime_of(pid: int) -> float | None:
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 
@@ -107,10 +104,8 @@ def is_ours(rec: dict | None, pid_field: str = "pid", start_field: str = "start"
 
 
 def signal_pid(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_gone(pid: int, start: int | None, timeout: float) -> bool:

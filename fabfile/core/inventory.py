@@ -217,11 +217,11 @@ def _hosts(raw, cluster, path, registry: Registry) -> dict:
     if not raw or not isinstance(raw, dict):
         raise InventoryError("no hosts", f"{path}: hosts", "list at least one host with its roles under 'hosts:'")
     hosts = {}
-    for name, spec in raw.items():
+    for name, given in raw.items():
         where = f"{path}: hosts.{name}"
         if not isinstance(name, str) or not name.replace("-", "").replace(".", "").replace("_", "").isalnum():
             raise InventoryError(f"invalid host name {name!r}", where, "use an SSH host name such as node1")
-        spec = spec or {}
+        spec = given or {}
         if not isinstance(spec, dict):
             raise InventoryError(f"expected a mapping, got {_type_name(spec)}", where,
                                  "write 'roles: [...]' under the host")

@@ -28,7 +28,8 @@ _TOOLS = ("ufw", "firewall-cmd", "systemctl", "psql", "redis-cli", "getent", "ng
 def _process_start() -> float:
     """time.monotonic() at which this process started (from /proc; now when /proc is not there)."""
     try:
-        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
         age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
         return time.monotonic() - max(age, 0.0)
     except (OSError, ValueError, IndexError, AttributeError):
@@ -83,7 +84,7 @@ PROFILE: Profile | None = None
 
 def enable(path: str | None) -> Profile:
     """Start profiling (the env variable does this at import); the JSON is written at exit when `path`."""
-    global PROFILE
+    global PROFILE  # noqa: PLW0603 - the one process-wide profile span() reads
     PROFILE = Profile(path)
     if path:
         atexit.register(PROFILE.write)
@@ -91,7 +92,7 @@ def enable(path: str | None) -> Profile:
 
 
 def disable() -> None:
-    global PROFILE
+    global PROFILE  # noqa: PLW0603 - see enable()
     PROFILE = None
 
 

@@ -122,7 +122,7 @@ def read_states(out: str, steps, groups: dict[str, list[int]]) -> tuple[list[str
     batches: dict[str, str] = {}
     current = None
     for line in out.splitlines(True):
-        if line.startswith("@@batch ") or line.startswith("@@probe "):
+        if line.startswith(("@@batch ", "@@probe ")):
             current = line.split()[1] if line.startswith("@@batch ") else None
         elif current is not None:
             batches[current] = batches.get(current, "") + line

@@ -7,6 +7,7 @@ against known_hosts (Fabric's default would auto-accept them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -52,8 +53,8 @@ def load_ssh_config(path: str | Path | None) -> paramiko.SSHConfig:
     """The given ssh_config, else the user's and system's (like ssh and Fabric)."""
     cfg = paramiko.SSHConfig()
     paths = [path] if path else ["~/.ssh/config", "/etc/ssh/ssh_config"]
-    for p in paths:
-        p = os.path.expanduser(str(p))
+    for given in paths:
+        p = os.path.expanduser(str(given))
         if os.path.isfile(p):
             with open(p) as fh:
                 cfg.parse(fh)
@@ -240,7 +241,5 @@ def _pipe(src, dst) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass

@@ -32,7 +32,7 @@ GENERATORS = {
     # pgBackRest (fabfile/backup.py): repository encryption (repo1-cipher-pass) and the SSH key the
     # database hosts and the repository host use to reach each other
     "pgbackrest_cipher_pass": lambda: _random.token_urlsafe(48),
-    "pgbackrest_ssh_key": lambda: _ssh_key(),
+    "pgbackrest_ssh_key": lambda: _ssh_key(),  # noqa: PLW0108 - _ssh_key is defined below
 }
 MASK = "********"
 

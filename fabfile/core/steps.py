@@ -349,7 +349,7 @@ class Service(Step):
         return f"[ -e {q(self.config)} ] && echo ours || echo fresh" if self.config else ""
 
     def plan(self, state, notified):
-        lines = (state.splitlines() + ["", "", ""])[:3]
+        lines = [*state.splitlines(), "", "", ""][:3]
         enabled, active = lines[0].strip(), lines[1].strip()
         first = bool(self.config) and lines[2].strip() != "ours"
         u = q(self.target)

@@ -27,7 +27,7 @@ def _cache_dir() -> Path | None:
 
 def _env():
     """The one Jinja2 environment (created once, even when threads race)."""
-    global _environment
+    global _environment  # noqa: PLW0603 - created lazily, once per process
     with _lock:
         if _environment is None:
             import jinja2

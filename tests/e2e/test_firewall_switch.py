@@ -89,7 +89,7 @@ def test_switch_node3_to_firewalld_and_back(deployed, lab, tmp_path):
     labapi.up(outsider=True)
     copy = firewalld_inventory(tmp_path)
     try:
-        assert_policy({n: "ufw" for n in NODES})
+        assert_policy(dict.fromkeys(NODES, "ufw"))
 
         firewall_deploy(copy)
         assert_policy({"node1": "ufw", "node2": "ufw", "node3": "firewalld"})
@@ -99,7 +99,7 @@ def test_switch_node3_to_firewalld_and_back(deployed, lab, tmp_path):
         assert re.search(r", 0 changed,", again), f"firewalld rules are not idempotent: {again}"
 
         firewall_deploy(None, hosts="node3")      # the real inventory: auto = ufw on Debian
-        assert_policy({n: "ufw" for n in NODES})
+        assert_policy(dict.fromkeys(NODES, "ufw"))
         leftover = ssh("node3", "nft list tables 2>/dev/null | grep -c firewalld || true").stdout.strip()
         assert leftover in ("", "0"), "firewalld left its nftables table behind"
         again = firewall_deploy(None, hosts="node3")

@@ -225,11 +225,11 @@ def test_worker_concurrency_change_touches_only_workers(deployed, tmp_path):
         for node in NODES:
             old = dict(ln.split("=") for ln in pids[node].split())
             new = dict(ln.split("=") for ln in after[node].split())
-            for unit in old:
-                if unit == "airflow-worker" and old[unit] != "0":
-                    assert new[unit] != old[unit], (node, unit)
+            for unit, pid in old.items():
+                if unit == "airflow-worker" and pid != "0":
+                    assert new[unit] != pid, (node, unit)
                 else:
-                    assert new[unit] == old[unit], (node, unit)
+                    assert new[unit] == pid, (node, unit)
     finally:
         assert inv("deploy").returncode == 0
 
@@ -248,7 +248,7 @@ def test_secret_files_modes_on_hosts(deployed):
     out = ssh("node1", "stat -c '%n %U:%G %a' /etc/redis/airflow-ha.conf /etc/airflow/airflow.env "
                        "/etc/nginx/airflow-ha-flower.htpasswd").stdout
     for line in out.splitlines():
-        _, owner, mode = line.split()
+        _, _owner, mode = line.split()
         assert mode in ("600", "640"), line
         assert not int(mode[-1]), line
 

@@ -53,13 +53,13 @@ def _versions() -> dict[str, tuple[str, str]]:
     for node in NODES:
         res = ssh(node, "airflow-ha-cli version 2>/dev/null | tail -n 1; readlink /opt/airflow/venvs/current",
                   check=True)
-        version, link = (res.stdout.split() + ["", ""])[:2]
+        version, link = [*res.stdout.split(), "", ""][:2]
         out[node] = (version, link)
     return out
 
 
 def _assert_on(version: str, other: str) -> None:
-    assert _versions() == {n: (version, f"/opt/airflow/venvs/{version}") for n in NODES}
+    assert _versions() == dict.fromkeys(NODES, (version, f"/opt/airflow/venvs/{version}"))
     for node in NODES:
         ssh(node, f"test -x /opt/airflow/venvs/{other}/bin/airflow", check=True)   # the previous venv is kept
     wait_healthy()
@@ -75,7 +75,7 @@ ROLL_LINE = ("would restart one host at a time: node1 (api-server) -> node2 (api
 
 
 def _rolled_per_role(out: str) -> None:
-    order = out.split("restarted (in this order):")[-1]
+    order = out.rsplit("restarted (in this order):", maxsplit=1)[-1]
     assert re.findall(r"(node\d)\s+services\s+restart airflow-([a-z-]+)", order) == PER_ROLE, order
     assert re.findall(r"(node\d)\s+services\s+drain: every nginx", order) == ["node1", "node2"], order
 

@@ -56,7 +56,7 @@ def downtime(lines: str) -> tuple[float, int]:
 
 
 @pytest.fixture(scope="module")
-def single(lab):  # noqa: ARG001 - the lab must be up
+def single(lab):  # unused: the lab must be up
     """Pristine hosts, then a fresh deploy of the single-database layout. Yields the flow's start time."""
     import lab as labapi
     t0 = time.monotonic()

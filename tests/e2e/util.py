@@ -72,7 +72,7 @@ def pg_leader(timeout: float = 60) -> str:
         time.sleep(3)
 
 
-def Airflow(node="node1"):  # noqa: N802 - reads like the class it returns
+def Airflow(node="node1"):  # capitalised: reads like the class it returns
     """The REST API through nginx on a lab node, logged in as the admin user."""
     return airflow_api.Airflow(f"http://{address(node)}", "admin", secrets()["admin_password"])
 

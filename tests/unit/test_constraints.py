@@ -108,7 +108,7 @@ def test_unsupported_scheme_and_bad_cache(cache):
     url = "http://127.0.0.1:9/never-contacted.txt"
     constraints.cache_path(url).parent.mkdir(parents=True)
     constraints.cache_path(url).write_text(HTML)
-    with pytest.raises(UserError, match="cached constraints file .* is not valid") as err:
+    with pytest.raises(UserError, match=r"cached constraints file .* is not valid") as err:
         constraints.fetch(url)
     assert f"delete {constraints.cache_path(url)}" in err.value.message
 

@@ -36,4 +36,4 @@ def test_ha_test_dags_switch_adds_them_under_their_own_folder(tmp_path):
 
 
 def test_shipped_default_dag_folder_holds_no_test_dags():
-    assert not [p for p in (dags.TEST_DAGS.parent / "dags").rglob("*.py")]
+    assert not list((dags.TEST_DAGS.parent / "dags").rglob("*.py"))

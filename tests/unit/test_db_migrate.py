@@ -25,7 +25,7 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setattr(airflow, "CLI", str(bin_dir / "airflow-ha-cli"))
     inv = load("hosts.yaml")
     run = SimpleNamespace(inv=inv, secrets={"postgres_password": "pw", "admin_password": "ap"},
-                          addresses={h: "10.0.0.1" for h in inv.hosts})
+                          addresses=dict.fromkeys(inv.hosts, "10.0.0.1"))
 
     def tool(name, body):
         path = bin_dir / name

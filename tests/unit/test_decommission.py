@@ -35,7 +35,7 @@ def test_a_worker_only_host_can_go(tmp_path):
 
 def test_two_of_five_sentinel_hosts_leave_together_not_one_by_one(tmp_path):
     five = _inv(tmp_path, "  node4: {roles: [redis, sentinel, worker, nginx]}\n  node5: {roles: [redis, sentinel]}\n")
-    with pytest.raises(PreconditionError, match="cannot decommission node5: without it, .*4 sentinel hosts"):
+    with pytest.raises(PreconditionError, match=r"cannot decommission node5: without it, .*4 sentinel hosts"):
         decommission.without(five, ["node5"])
     assert list(decommission.without(five, ["node4", "node5"]).hosts) == ["node1", "node2", "node3"]
 

@@ -24,7 +24,7 @@ def rows(views, primaries, sync=True):
 
 
 def test_healthy_cluster_is_all_ok():
-    r = rows({h: SYNC for h in MEMBERS}, {"node1": "200", "node2": "503", "node3": "503"})
+    r = rows(dict.fromkeys(MEMBERS, SYNC), {"node1": "200", "node2": "503", "node3": "503"})
     assert {c.status for c in r.values()} == {"ok"}
     assert r[("cluster", "patroni leader")].detail == "node1"
     assert r[("cluster", "sync standby")].detail == "node2"
@@ -32,7 +32,7 @@ def test_healthy_cluster_is_all_ok():
 
 
 def test_two_primaries_is_split_brain():
-    r = rows({h: SYNC for h in MEMBERS}, {"node1": "200", "node2": "200", "node3": "503"})
+    r = rows(dict.fromkeys(MEMBERS, SYNC), {"node1": "200", "node2": "200", "node3": "503"})
     c = r[("cluster", "patroni leader")]
     assert c.status == "fail" and "SPLIT BRAIN" in c.detail and "node1 and node2" in c.detail
 
@@ -95,7 +95,7 @@ def test_garbage_answer_is_no_answer():
 def test_etcd_quorum():
     ok = "http://192.0.2.11:2379 is healthy: successfully committed proposal: took = 2.1ms"
     bad = "http://192.0.2.12:2379 is unhealthy: failed to commit proposal: context deadline exceeded"
-    all_ok = etcd.etcd_checks(MEMBERS, {h: ok for h in MEMBERS})
+    all_ok = etcd.etcd_checks(MEMBERS, dict.fromkeys(MEMBERS, ok))
     assert {c.status for c in all_ok} == {"ok"}
     one_down = {(c.host, c.check): c for c in etcd.etcd_checks(MEMBERS, {"node1": ok, "node2": bad})}
     assert one_down[("node2", "etcd")].status == "fail"

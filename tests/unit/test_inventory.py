@@ -123,7 +123,7 @@ def test_per_host_override_and_type_check(tmp_path):
     inv = load_inventory(write(tmp_path, text))
     assert inv.var(inv.hosts["node3"], "worker_concurrency") == 8
     assert inv.var(inv.hosts["node1"], "worker_concurrency") == 4
-    with pytest.raises(InventoryError, match="hosts.node3.worker_concurrency"):
+    with pytest.raises(InventoryError, match=r"hosts\.node3\.worker_concurrency"):
         load_inventory(write(tmp_path, text.replace("worker_concurrency: 8", "worker_concurrency: '8'")))
 
 

@@ -117,10 +117,10 @@ def _cycle_from(start: str, graph: dict[str, set[str]]) -> list[str]:
         node, path = stack.pop()
         for nxt in graph[node]:
             if nxt == start:
-                return path + [start]
+                return [*path, start]
             if nxt not in seen:
                 seen.add(nxt)
-                stack.append((nxt, path + [nxt]))
+                stack.append((nxt, [*path, nxt]))
     return []
 
 

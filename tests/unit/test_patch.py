@@ -121,7 +121,7 @@ def test_a_failed_upgrade_stops_the_run_before_the_next_host(cluster):
 
 
 def test_check_lists_pending_updates_in_patch_order(cluster):
-    run, hosts, _ = cluster
+    run, _hosts, _ = cluster
     lines = patch.check_lines(run, list(run.inv.hosts.values()), patch.pending(run, list(run.inv.hosts.values())))
     assert lines[0].startswith("1. node2    2 update(s); VIP moved, api-server drained, worker warm shutdown")
     assert lines[1:3] == ["     redis-server 5:7.0.15-1~deb12u2", "     libc6 2.36-9+deb12u9"]

@@ -90,7 +90,7 @@ def test_health_with_silent_hosts_is_bounded_and_parallel(tmp_path, silent_port,
 def test_connect_timeout_must_be_a_positive_number(tmp_path, value):
     path = tmp_path / "hosts.yaml"
     path.write_text(INV.format(timeout=value))
-    with pytest.raises(InventoryError, match="cluster.connect_timeout"):
+    with pytest.raises(InventoryError, match=r"cluster\.connect_timeout"):
         load_inventory(path)
 
 

@@ -74,7 +74,7 @@ class FakeHost(ShellHost):
         if "is-enabled" in probe:
             return self.service
         if probe.startswith("{ systemctl show"):       # the systemd batch: one block per unit
-            enabled, active = (self.service.splitlines() + ["", ""])[:2]
+            enabled, active = [*self.service.splitlines(), "", ""][:2]
             units = probe.split(" -- ", 1)[1].split("\n")[0].split()
             return "\n".join(f"Id={u}.service\nUnitFileState={enabled}\nActiveState={active}\n" for u in units)
         if probe.startswith("{ stat -c"):              # the stat batch: present files have the new content

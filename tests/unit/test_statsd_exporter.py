@@ -67,7 +67,7 @@ def _get(url: str) -> tuple[int, str]:
 def _wait_for(url: str, text: str, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        code, body = _get(url)
+        _code, body = _get(url)
         if text in body or time.monotonic() > deadline:
             return body
         time.sleep(0.02)
