@@ -156,7 +156,7 @@ def build(dest: Path | str | None = None, airflow_version: str = "3.3.2", python
             cmd += ["--find-links", str(dest)]
         cmd += requirements(airflow_version, extras, extra_packages)
         env = dict(os.environ, PIP_CONSTRAINT="/dev/null", PIP_REQUIRE_VIRTUALENV="0")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = "\n".join(line for line in proc.stdout.splitlines()[-15:] + proc.stderr.splitlines()[-25:]
                              if "is ignored: it is neither a file nor a directory" not in line)

@@ -110,7 +110,7 @@ def _drop_stale_veth(name: str) -> None:
     while veth.exists() and time.monotonic() < deadline:
         master = veth / "master"
         if not master.exists() or master.resolve().name == BRIDGE:
-            subprocess.run(["ip", "link", "del", f"vb-{name}"], capture_output=True)
+            subprocess.run(["ip", "link", "del", f"vb-{name}"], capture_output=True, check=False)
         time.sleep(0.2)
 
 

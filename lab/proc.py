@@ -25,7 +25,7 @@ def run(cmd: list[str], check: bool = True, input: str | None = None, timeout: f
     """Run `cmd` capturing text output; on failure raise LabError with its stderr."""
     try:
         r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, **(env or {})})
+                           env={**os.environ, **(env or {})}, check=False)
     except FileNotFoundError:
         raise LabError(f"{cmd[0]}: command not found") from None
     except subprocess.TimeoutExpired:

@@ -25,12 +25,12 @@ def inv(*args, timeout=1800, inventory=None) -> subprocess.CompletedProcess:
     cmd = [str(ROOT / ".venv/bin/inv"), *args]
     if inventory:
         cmd += ["--inventory", str(inventory)]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def ssh(host: str, command: str, timeout=120, check=False) -> subprocess.CompletedProcess:
     res = subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-o", "BatchMode=yes", host, command],
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout, check=False)
     if check and res.returncode:
         raise AssertionError(f"{host}: {command!r} failed ({res.returncode}): {res.stderr or res.stdout}")
     return res

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def ssh(name: str, command: str, config: Path | None = None, check: bool = True) -> str:
     r = subprocess.run(["ssh", "-F", str(config or labapi.ssh_config_path()), name, command],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     if check:
         assert r.returncode == 0, f"{name}: {command}: {r.stderr}"
     return r.stdout.strip()
@@ -69,7 +69,7 @@ def test_ssh_checks_host_keys(lab, tmp_path):
     (tmp_path / "ssh_config").write_text(cfg.replace(str(labapi.ssh_config_path().with_name("known_hosts")),
                                                      str(tmp_path / "known_hosts")))
     r = subprocess.run(["ssh", "-F", str(tmp_path / "ssh_config"), first.name, "true"],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 255 and "host key" in r.stderr.lower(), r.stderr
 
 
@@ -78,10 +78,10 @@ def test_fab_and_ssh_reach_hosts_by_name_with_no_flags(lab, tmp_path):
     fab = str(fab) if fab.exists() else shutil.which("fab")
     names = ",".join(n.name for n in lab)
     r = subprocess.run([fab, "-H", names, "--", "hostname"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [n.name for n in lab]
-    r = subprocess.run(["ssh", lab[0].name, "hostname"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["ssh", lab[0].name, "hostname"], capture_output=True, text=True, timeout=30, check=False)
     assert r.stdout.strip() == lab[0].name, r.stderr
 
 

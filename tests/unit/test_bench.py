@@ -71,7 +71,8 @@ def test_floor_snippet_imports_only_the_ssh_layer():
     import subprocess
     import sys
     code = bench.FLOOR_SNIPPET.split("cfg = ")[0] + "print(sorted(m for m in sys.modules if m.startswith('fabfile')))"
-    res = subprocess.run([sys.executable, "-c", code, str(bench.ROOT), "/dev/null"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code, str(bench.ROOT), "/dev/null"], capture_output=True, text=True,
+                         check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(["fabfile", "fabfile.core", "fabfile.core.errors", "fabfile.core.profile",
                                       "fabfile.core.remote"])

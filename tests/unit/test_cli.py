@@ -21,7 +21,8 @@ program.run(["fab", *sys.argv[1:]], exit=False)
 
 
 def fab(*args: str) -> list[str]:
-    res = subprocess.run([sys.executable, "-c", FAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", FAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
 

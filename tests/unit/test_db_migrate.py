@@ -34,7 +34,7 @@ def fake(tmp_path, monkeypatch):
 
     def sh(script):
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-        return subprocess.run(["sh", "-c", f"( set -e\n{script}\n)"], capture_output=True, text=True, env=env)
+        return subprocess.run(["sh", "-c", f"( set -e\n{script}\n)"], capture_output=True, text=True, env=env, check=False)
 
     return SimpleNamespace(run=run, head=head, tool=tool, sh=sh)
 
@@ -102,6 +102,6 @@ def test_schema_head_script_finds_the_single_head(tmp_path):
     (pkg / "b.py").write_text('revision = "bbbbbbbbbbbb"\ndown_revision = "aaaaaaaaaaaa"\n')
     (pkg / "c.py").write_text("revision = 'cccccccccccc'\ndown_revision = ('bbbbbbbbbbbb',)\n")
     res = subprocess.run(["python3", "-c", airflow.SCHEMA_HEAD_PY], capture_output=True, text=True,
-                         cwd=tmp_path)
+                         cwd=tmp_path, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "cccccccccccc"

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_fabfile_folder_on_sys_path_does_not_shadow_redis_py():
     code = ("import sys; sys.path.insert(0, 'fabfile'); import fabfile, redis; "
             "print(redis.__file__); print(hasattr(redis, 'Redis'))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     path, has_client = res.stdout.split()
     assert "fabfile" not in path and has_client == "True", res.stdout

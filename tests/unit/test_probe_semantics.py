@@ -24,7 +24,7 @@ def _probe(step_or_unless, tmp_path, tools: dict[str, str]) -> str:
     probe = step_or_unless.probe() if hasattr(step_or_unless, "probe") else \
         f"( {step_or_unless} ) >/dev/null 2>&1 && echo done || echo run"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(["sh", "-c", probe], capture_output=True, text=True, env=env).stdout
+    return subprocess.run(["sh", "-c", probe], capture_output=True, text=True, env=env, check=False).stdout
 
 
 ACTIVE_DENY = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n"
@@ -56,7 +56,7 @@ def _run_sh(script: str, tmp_path, tools: dict[str, str] | None = None) -> str:
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, env=env).stdout
+    return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, env=env, check=False).stdout
 
 
 def _old_and_new(steps, tmp_path, tools=None):

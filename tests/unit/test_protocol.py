@@ -34,7 +34,7 @@ DEBIAN = (SPEC / "os-release" / "debian-12").read_text()
 def sh(script: str, path: str | None = None) -> str:
     """Run `script` as a host does (`sh -s`, script on stdin); its stdout."""
     env = {"PATH": f"{path}:/usr/bin:/bin"} if path else None
-    return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, env=env).stdout
+    return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, env=env, check=False).stdout
 
 
 def changes(*scripts: str) -> list:

@@ -32,7 +32,7 @@ hosts:
 
 
 def sh(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", f"( set -e\n{script}\n)"], capture_output=True, text=True)
+    return subprocess.run(["sh", "-c", f"( set -e\n{script}\n)"], capture_output=True, text=True, check=False)
 
 
 @pytest.fixture
