@@ -383,7 +383,7 @@ def _cli(argv: list[str]) -> int:
         out = upgrade(json.loads(Path(argv[1] if len(argv) > 1 else RESULTS / "latest.json").read_text()))
         print("\n".join(readme_rows(out)))
         return 0
-    if argv[:1] == ["profile"] and len(argv) == 2:
+    if argv[:1] == ["profile"] and len(argv) == 2:  # noqa: PLR2004 - profile FILE
         from bench.profile import summarize
         print(summarize(json.loads(Path(argv[1]).read_text())))
         return 0

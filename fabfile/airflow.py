@@ -73,6 +73,8 @@ DAGS_CURRENT = f"{HOME}/dags/current"
 #: in each venv: the alembic head revision of its Airflow (first line: the install it belongs to)
 SCHEMA_HEAD_NAME = ".airflow-ha-schema-head"
 INSTALL_STAMP = ".airflow-ha-install"
+HEARTBEAT_MAX_AGE = 30   # seconds: an older SchedulerJob heartbeat fails `inv health`
+FLOWER_PINGS = 3         # flower API reads: a worker busy at the moment of flower's broadcast may miss one ping
 #: prints the head revision from the installed package's migration files (no `import airflow`: fast, no config)
 SCHEMA_HEAD_PY = r"""import glob, importlib.util, os, re
 pkg = importlib.util.find_spec("airflow").submodule_search_locations[0]
@@ -488,7 +490,7 @@ def database_checks(run, cur) -> list[Check]:
     out = []
     for host in run.inv.with_role("scheduler"):
         age = beats.get(host.name)
-        ok = age is not None and age < 30
+        ok = age is not None and age < HEARTBEAT_MAX_AGE
         out.append(Check(host.name, "scheduler alive", "ok" if ok else "fail",
                          f"heartbeat {age:.0f}s ago" if age is not None else "no running SchedulerJob"))
     return out
@@ -511,10 +513,10 @@ def health_checks(run) -> list[Check]:
         with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["flower"]) as port:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/flower/api/workers?refresh=1",
                                          headers={"Authorization": f"Basic {auth}"})
-            for attempt in range(3):   # a worker busy at the moment of flower's broadcast may miss one ping
+            for attempt in range(FLOWER_PINGS):
                 with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
                     workers = json.loads(resp.read())
-                if expected <= {_celery_host(k) for k in workers} or attempt == 2:
+                if expected <= {_celery_host(k) for k in workers} or attempt == FLOWER_PINGS - 1:
                     break
                 time.sleep(1)
     except Exception as exc:

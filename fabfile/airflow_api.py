@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
+from http import HTTPStatus
 
 from .core.component import Check
 
@@ -52,7 +53,7 @@ class Airflow:
         status, body = None, None
         while time.monotonic() < deadline:
             status, body = self.get(f"/dags/{dag_id}")
-            if status == 200:
+            if status == HTTPStatus.OK:
                 if body.get("is_paused"):
                     self.patch(f"/dags/{dag_id}", {"is_paused": False})
                 return body
@@ -68,7 +69,7 @@ class Airflow:
 
     def run_state(self, dag_id, run_id) -> str | None:
         status, body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-        return body.get("state") if status == 200 and isinstance(body, dict) else None
+        return body.get("state") if status == HTTPStatus.OK and isinstance(body, dict) else None
 
     def wait_run(self, dag_id, run_id, timeout=600) -> str:
         deadline = time.monotonic() + timeout
@@ -85,7 +86,7 @@ class Airflow:
 
     def task_instances(self, dag_id, run_id) -> list:
         status, body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
-        if status != 200:
+        if status != HTTPStatus.OK:
             raise RuntimeError(f"task instances: {status} {body}")
         return body["task_instances"]
 

@@ -380,10 +380,11 @@ def utc_time(epoch: int) -> str:
 
 
 def _size(n: int) -> str:
+    kib = 1024
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+        if n < kib or unit == "TiB":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
+        n /= kib
     return str(n)
 
 

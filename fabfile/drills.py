@@ -22,6 +22,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Protocol
 
 from . import health
@@ -31,6 +32,7 @@ from .core.runner import Options, Run
 from .pgsql import patroni_mode
 
 LOAD, LOAD_RETRY = "ha_load", "ha_load_retry"
+MASTER_ELECTION_WAIT = 120   # seconds the sentinels get to elect a new Redis master
 
 
 @dataclass
@@ -161,7 +163,7 @@ def redis_master(d: Drill) -> Row:
     t_kill = time.time()
     new, t_new = None, None
     others = [s for s in sentinels if s != old_host]
-    while time.time() - t_kill < 120:
+    while time.time() - t_kill < MASTER_ELECTION_WAIT:
         new = d.redis_master(others)
         if new and new != old:
             t_new = time.time()
@@ -173,7 +175,7 @@ def redis_master(d: Drill) -> Row:
                    "systemctl start redis-server")
     d.wait_healthy()
     rejoined = "rejoined as replica" if d.redis_master(sentinels) != old else "old master is master again"
-    recovery = (f"new master {t_new - t_kill:.1f}s" if t_new else "no new master in 120s") + \
+    recovery = (f"new master {t_new - t_kill:.1f}s" if t_new else f"no new master in {MASTER_ELECTION_WAIT}s") + \
         (f", first task done {first_done - t_kill:.1f}s" if first_done else "") + f"; {rejoined}"
     return Row("redis-master", f"SIGKILL redis-server on {old_host} (master)", recovery, str(failed),
                verdict(state, failed) if t_new else "FAIL")
@@ -217,7 +219,7 @@ def api_server(d: Drill, seconds=30, rate=10) -> Row:
         t = time.time()
         try:
             status, _ = http(url, timeout=5)
-            errors += status != 200
+            errors += status != HTTPStatus.OK
         except OSError:
             errors += 1
         sent += 1
@@ -332,7 +334,7 @@ class Probe:
             t = time.time()
             try:
                 status = http(self.url, timeout=self.timeout)[0]
-                why = "" if status == 200 else f"HTTP {status}"
+                why = "" if status == HTTPStatus.OK else f"HTTP {status}"
             except OSError as exc:
                 why = f"{type(exc).__name__}: {exc}"
             self.results.append((t, not why, why))

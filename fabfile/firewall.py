@@ -20,6 +20,7 @@ FIREWALLS = ("auto", "ufw", "firewalld")
 #: firewall -> its packages, per platform family (ufw is EPEL-only on EL9: refused there)
 PACKAGES = {"debian": {"ufw": ("ufw",), "firewalld": ("firewalld",)}, "rhel": {"ufw": (), "firewalld": ("firewalld",)}}
 ZONE = "airflow-ha"
+SSH_PORT = 22
 
 
 def applies(inv, host) -> bool:
@@ -34,7 +35,7 @@ def kind(ctx) -> str:
 def public_ports(ctx) -> list[int]:
     """SSH, and what the host's components open to anyone (the components declare it: core/component.py)."""
     ports = ctx.inv.cluster["ports"]
-    return [22] + [ports[n] for n in ctx.inv.registry.public_ports(ctx.inv, ctx.host)]
+    return [SSH_PORT] + [ports[n] for n in ctx.inv.registry.public_ports(ctx.inv, ctx.host)]
 
 
 def peer_ports(ctx) -> list[int]:
@@ -120,8 +121,8 @@ def _q(rules) -> str:
 
 def _firewalld(ctx) -> list:
     sources = peer_sources(ctx)
-    public = [p for p in public_ports(ctx) if p != 22]
-    peer = " ".join(f"{p}/tcp" for p in sorted({22, *public, *peer_ports(ctx)}))
+    public = [p for p in public_ports(ctx) if p != SSH_PORT]
+    peer = " ".join(f"{p}/tcp" for p in sorted({SSH_PORT, *public, *peer_ports(ctx)}))
     fc = "firewall-cmd --permanent"
     rich = rich_rules(ctx)
     want_zone = f"sources: {' '.join(sources)}|ports: {peer}|rich: {';'.join(sorted(rich))}"

@@ -33,6 +33,7 @@ CHECK = "/etc/keepalived/airflow-ha-check.sh"
 #: the same on every platform (Debian 12: 2.2.7; EL9: AppStream)
 PACKAGES = ("keepalived",)
 UNIT = "keepalived"
+MAX_ROUTER_ID = 255   # VRRP's virtual router id is one byte
 
 
 def applies(inv, host) -> bool:
@@ -130,7 +131,7 @@ def validate(inv) -> None:
     if owner:
         raise InventoryError(f"vip {vip} is the address of host {owner}", f"{path}: cluster.vip",
                              "the VIP must be an address no host owns: pick a free one in the same subnet")
-    if not 0 <= c["vip_router_id"] <= 255:
+    if not 0 <= c["vip_router_id"] <= MAX_ROUTER_ID:
         raise InventoryError(f"vip_router_id {c['vip_router_id']} is not in 1-255", f"{path}: cluster.vip_router_id",
                              "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
 

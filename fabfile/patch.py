@@ -29,6 +29,7 @@ from .core.runner import Options, Run, StepResult, fail
 NAME = "patch"
 APT = "-o Acquire::http::Timeout=30 -o Acquire::Retries=3 -o DPkg::Lock::Timeout=120"
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+LISTED_UPDATES = 50   # --check: the pending updates listed per host
 
 
 def refresh_script(pkg: str) -> str:
@@ -178,7 +179,8 @@ def check_lines(run, hosts, updates: dict) -> list[str]:
                                  ("DOWNTIME: single database", host.has("postgres") and not pgsql.patroni_mode(run.inv)))
                if cond]
         lines.append(f"{i}. {host.name:<8} {len(todo)} update(s)" + (f"; {', '.join(how)}" if how else ""))
-        lines += [f"     {u}" for u in todo[:50]] + ([f"     ... {len(todo) - 50} more"] if len(todo) > 50 else [])
+        lines += [f"     {u}" for u in todo[:LISTED_UPDATES]] + \
+            ([f"     ... {len(todo) - LISTED_UPDATES} more"] if len(todo) > LISTED_UPDATES else [])
     return lines
 
 

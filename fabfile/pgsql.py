@@ -77,7 +77,7 @@ def names(platform) -> PostgresNames:
 
 def patroni_layout(hosts) -> bool:
     """Patroni mode: PostgreSQL on two or more of `hosts` (one host = the single database, no Patroni)."""
-    return sum(h.has("postgres") for h in hosts) >= 2
+    return sum(h.has("postgres") for h in hosts) > 1
 
 
 def patroni_mode(inv) -> bool:

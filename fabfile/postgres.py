@@ -39,6 +39,7 @@ PORTS = {"postgres": 5432, "patroni_api": 8008}    # patroni_api: Patroni mode o
 PATRONI_PORTS = ("patroni_api",)
 #: on the database host: pg_dump -Fc files taken before a migration (0700 dir, 0600 files, owner postgres)
 BACKUP_DIR = "/var/backups/airflow-ha"
+MIN_TTL = 20   # Patroni mode: the shortest DCS leader-key ttl accepted (seconds)
 #: the running server's own bin dir: its pg_dump/pg_restore match the server (EL9 + PGDG: /usr/pgsql-15/bin,
 #: while /usr/bin holds AppStream's older client, which refuses a newer server)
 BINDIR_SQL = "select setting from pg_config where name = 'BINDIR'"
@@ -206,14 +207,14 @@ def db_revision(run, host) -> str | None:
 
 
 def validate(inv) -> None:
-    """Patroni mode's DCS timing: loop_wait + 2*retry_timeout <= ttl, ttl >= 20."""
+    """Patroni mode's DCS timing: loop_wait + 2*retry_timeout <= ttl, ttl >= MIN_TTL."""
     pg = inv.cluster["postgres"]
     if not patroni_mode(inv):
         return
-    if pg["ttl"] < 20 or pg["loop_wait"] < 1 or pg["loop_wait"] + 2 * pg["retry_timeout"] > pg["ttl"]:
+    if pg["ttl"] < MIN_TTL or pg["loop_wait"] < 1 or pg["loop_wait"] + 2 * pg["retry_timeout"] > pg["ttl"]:
         raise InventoryError(
             f"Patroni timing ttl={pg['ttl']} loop_wait={pg['loop_wait']} retry_timeout={pg['retry_timeout']} "
-            "breaks loop_wait + 2*retry_timeout <= ttl (ttl >= 20)", f"{inv.path}: cluster.postgres",
+            f"breaks loop_wait + 2*retry_timeout <= ttl (ttl >= {MIN_TTL})", f"{inv.path}: cluster.postgres",
             "use the defaults ttl: 30, loop_wait: 10, retry_timeout: 10, or raise ttl")
 
 

@@ -113,7 +113,7 @@ def sentinel_views(run, asked: dict | None = None) -> dict[str, str]:
     outs = {**asked, **dict(zip([h.name for h in live],
                                 run.parallel(ask, live) if len(live) > 1 else [ask(h) for h in live], strict=True))}
     views = {h.name: outs[h.name].split() for h in hosts}
-    return {name: words[0] for name, words in views.items() if len(words) >= 2}
+    return {name: words[0] for name, words in views.items() if len(words) > 1}
 
 
 def connect_probe(run, host) -> str:
@@ -214,7 +214,7 @@ def before_restart(run, host, units):
     unit = names(run.facts[host.name].platform).unit
     if unit not in units or run.addresses[host.name] != run.data.get("redis_master"):
         return None
-    if len(run.inv.with_role("redis")) < 2 or not run.inv.with_role("sentinel"):
+    if len(run.inv.with_role("redis")) <= 1 or not run.inv.with_role("sentinel"):
         return None
     name = settings(run.inv)["master_name"]
     return f"SENTINEL FAILOVER {name}: a replica takes over before the old master restarts", lambda: failover(run)

@@ -182,6 +182,6 @@ def build(dest: Path | str | None = None, airflow_version: str = "3.3.2", python
 
 if __name__ == "__main__":  # python -m fabfile.wheelhouse [DEST] [AIRFLOW_VERSION] [PYTHON_VERSION]
     args = sys.argv[1:]
-    version = args[1] if len(args) > 1 else "3.3.2"
-    pyver = args[2] if len(args) > 2 else "3.11"
+    version = args[1] if args[1:] else "3.3.2"
+    pyver = args[2] if args[2:] else "3.11"
     print(build(Path(args[0]) if args else None, version, pyver))

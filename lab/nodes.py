@@ -34,6 +34,7 @@ from lab.proc import (
 )
 from lab.sshcfg import CONFIG
 
+SSH_FAILED = 255   # ssh's own exit status: no connection (sshd still starting, host down)
 CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
 LAUNCHER = r"""
 name=$1; root=$2; bridge=$3; shift 3
@@ -140,7 +141,7 @@ def wait_ready(name: str, address: str, rec: dict, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = ssh(name, f"timeout {int(timeout)} systemctl is-system-running --wait", timeout=timeout + 10)
-        if r.returncode != 255:  # 255 = ssh itself failed (sshd still starting)
+        if r.returncode != SSH_FAILED:
             return r.stdout.strip() or "unknown"
         time.sleep(0.3)
     raise LabError(f"{name}: no SSH login within {timeout:.0f} s: {r.stderr.strip()}")
@@ -227,5 +228,5 @@ def probe(name: str, address: str) -> Node:
     except LabError:
         node.state = "unreachable"
         return node
-    node.state = r.stdout.strip() if r.returncode != 255 else "unreachable"
+    node.state = r.stdout.strip() if r.returncode != SSH_FAILED else "unreachable"
     return node

@@ -28,8 +28,8 @@ def _clear_errors(fn):
 def _uptime(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    s, hour = int(seconds), 3600
+    return f"{s // hour}h{s % hour // 60:02d}m" if s >= hour else f"{s // 60}m{s % 60:02d}s"
 
 
 def _table(nodes: list[lab.Node]) -> None:

@@ -137,7 +137,7 @@ def parse_facts(output: str) -> Facts:
     kv = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("inet4="))
     interfaces = {}
     for line in lines:
-        if line.startswith("inet4=") and len(line.split()) == 2:
+        if line.startswith("inet4=") and len(line.split()) == 2:  # noqa: PLR2004 - inet4=<interface> <cidr>
             name, cidr = line[len("inet4="):].split()
             interfaces[cidr.split("/")[0]] = name.split("@")[0]
     return Facts(

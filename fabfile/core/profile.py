@@ -142,7 +142,7 @@ def take_probe_times(out: str, labels: list[tuple[str, str]], host: str) -> str:
             stamps[int(m.group(1))] = int(m.group(2))
         else:
             kept.append(line)
-    if PROFILE and -2 in stamps and -1 in stamps:
+    if PROFILE and -2 in stamps and -1 in stamps:  # noqa: PLR2004 - the head's two stamps
         cost = stamps[-1] - stamps[-2]                      # one `date` fork, paid again after each section
         for i, (kind, label) in enumerate(labels):
             if i in stamps and i - 1 in stamps:

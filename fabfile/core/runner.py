@@ -47,6 +47,7 @@ from .sshhosts import SSHHosts
 from .steps import Change, File, Preview
 
 STATUS_ORDER = ("ok", "changed", "warn", "failed")
+SHOWN_LINES = 12   # -v: the first lines of each planned command
 
 
 @dataclass
@@ -549,7 +550,8 @@ class Run:
             if isinstance(step, File):
                 text = text.splitlines()[0]
             lines = text.rstrip().splitlines()
-            shown = lines[:12] + ([f"... ({len(lines) - 12} more lines)"] if len(lines) > 12 else [])
+            more = len(lines) - SHOWN_LINES
+            shown = lines[:SHOWN_LINES] + ([f"... ({more} more lines)"] if more > 0 else [])
             self.say(f"{host.name:<10} {component:<10} $ " + "\n    ".join(shown))
 
     def _show_diffs(self, rem, host, todo) -> None:

@@ -35,6 +35,7 @@ GENERATORS = {
     "pgbackrest_ssh_key": lambda: _ssh_key(),  # noqa: PLW0108 - _ssh_key is defined below
 }
 MASK = "********"
+MIN_MASKED = 6   # the shortest secret value masked in output
 
 
 def _ssh_key() -> str:
@@ -83,7 +84,7 @@ def _write(path: Path, data: dict) -> None:
 
 def masker(values: dict):
     """A function that replaces every secret value in a text by ********."""
-    secrets = sorted((v for v in values.values() if isinstance(v, str) and len(v) >= 6), key=len, reverse=True)
+    secrets = sorted((v for v in values.values() if isinstance(v, str) and len(v) >= MIN_MASKED), key=len, reverse=True)
 
     def mask(text: str) -> str:
         for value in secrets:

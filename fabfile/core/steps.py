@@ -90,6 +90,7 @@ def _safe_path(path: str) -> bool:
 
 
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+SHA256_HEX = 64   # characters in a sha256sum digest
 
 
 @dataclass
@@ -209,7 +210,7 @@ class File(Step):
         lines = state.strip().splitlines() or ["absent"]
         want = hashlib.sha256(self.data).hexdigest()
         text = self.content if isinstance(self.content, str) else None
-        if lines[0] == "absent" or len(lines) < 2 or lines[1] != want:
+        if lines[0] == "absent" or lines[1:2] != [want]:
             return Change("create" if lines[0] == "absent" else "update content", self.write_script(),
                           new_content=text if text is not None else "(binary)", notify=self.notify)
         cmds = _ownership(self.target, self.owner, self.group, self.mode, lines[0])
@@ -459,7 +460,7 @@ class StatBatch:
         sums = {}
         for line in sha_part.splitlines():
             digest, _, name = line.partition("  ")
-            if len(digest) == 64 and name:
+            if len(digest) == SHA256_HEX and name:
                 sums[name] = digest
         result = []
         for s in steps:

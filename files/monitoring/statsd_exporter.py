@@ -149,7 +149,7 @@ def handle_line(line: str, mapper: Mapper, store: Store) -> None:
 
 def _sample(name: str, sample: str, mapper: Mapper, store: Store) -> None:
     parts = sample.split("|")
-    if len(parts) < 2 or parts[1] not in TYPES:
+    if len(parts) <= 1 or parts[1] not in TYPES:
         raise BadLine(f"unknown or missing type in {sample!r}")
     raw, mtype = parts[0], TYPES[parts[1]]
     try:
