@@ -46,10 +46,15 @@ def inv():
     return monitored(load_inventory(HERE / "hosts.yaml"))
 
 
-@pytest.fixture(scope="module")
-def plan(inv):
+def monitoring_plan(inv) -> dict:
+    """host -> the monitoring steps planned for a fresh Debian 12 host."""
     return {h: [s for s in steps if s.component == "monitoring"]
             for h, steps in deploy_plan(inv, os_release("debian-12")).items()}
+
+
+@pytest.fixture(scope="module")
+def plan(inv):
+    return monitoring_plan(inv)
 
 
 def step(plan, host, label):

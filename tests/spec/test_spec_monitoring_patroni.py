@@ -20,12 +20,11 @@ from fabfile import monitoring, patroni
 from fabfile.components import load_inventory
 from tests.spec.plans import deploy_plan
 
-from .test_spec_monitoring import monitored, os_release, step
+from .test_spec_monitoring import ADDR, monitored, monitoring_plan, os_release, step
 
 pytestmark = pytest.mark.spec
 
 HERE = Path(__file__).resolve().parent
-ADDR = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}
 #: the gauges of Patroni 3.0's GET /metrics the rules may use
 PATRONI_METRICS = {"patroni_primary", "patroni_replica", "patroni_sync_standby", "patroni_postgres_running",
                    "patroni_xlog_location", "patroni_xlog_replayed_location", "patroni_xlog_received_location"}
@@ -38,8 +37,7 @@ def inv():
 
 @pytest.fixture(scope="module")
 def plan(inv):
-    return {h: [s for s in steps if s.component == "monitoring"]
-            for h, steps in deploy_plan(inv, os_release("debian-12")).items()}
+    return monitoring_plan(inv)
 
 
 def rules(inv) -> dict:
