@@ -1,11 +1,10 @@
-"""Spec tests: the complete planned `deploy` per platform, produced offline, against reviewed golden files.
+"""Spec tests: the complete planned `deploy` per platform, produced offline, with targeted assertions.
 
 These tests do not run on a real host and open no connection: the real runner plans a `deploy --check`
 against fresh hosts (fabfile/core/offline.py) whose facts come from the os-release samples in os-release/;
 the inventory is hosts.yaml here (TEST-NET addresses, never contacted). Only Debian 12 is also deployed for
-real (the lab); Ubuntu and EL9 are right by construction, and these goldens are where a wrong package, path,
-unit or firewall command shows up. Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/spec`
-and review the diff.
+real (the lab); Ubuntu and EL9 are right by construction: a wrong package, path, unit or firewall command
+shows up here, in the golden plans (test_spec_goldens.py) and in the family comparisons (test_spec_families.py).
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ import pytest
 
 from fabfile.components import COMPONENTS, load_inventory
 from fabfile.core.errors import PlatformError
-from fabfile.core.facts import platform_from_os_release
-from fabfile.core.offline import format_plan
-from tests.spec.golden_files import assert_matches_golden
-from tests.spec.plans import deploy_plan
+from tests.spec.plans import deploy_plan, spec_plan
 
 pytestmark = pytest.mark.spec
 
@@ -30,8 +26,6 @@ GOLDEN = HERE / "golden"
 PLATFORMS = ["debian-12", "ubuntu-24.04", "almalinux-9", "rocky-9", "rhel-9"]
 UNSUPPORTED = ["alpine-3.19", "centos-7", "debian-11", "ubuntu-20.04", "ubuntu-22.04"]
 EL9 = ["almalinux-9", "rocky-9", "rhel-9"]
-#: platforms whose plans must be identical share one golden file (its title names all of them)
-SHARED_GOLDEN = dict.fromkeys(EL9, "el9")
 
 
 def os_release(name: str) -> str:
@@ -44,31 +38,12 @@ def inv():
 
 
 @pytest.fixture(scope="module")
-def plans(inv):
-    return {name: deploy_plan(inv, os_release(name)) for name in PLATFORMS}
-
-
-def title_name(name: str, plat) -> str:
-    """The platform as the golden file's title names it (all platforms sharing that golden)."""
-    group = [n.split("-")[0] for n, g in SHARED_GOLDEN.items() if g == SHARED_GOLDEN.get(name)]
-    return f"{'/'.join(group)} {plat.version}" if group else plat.name
-
-
-def text_of(plans, name) -> str:
-    plat = platform_from_os_release(os_release(name))
-    return format_plan(plans[name], f"{title_name(name, plat)} ({plat.family}, {plat.pkg}, {plat.firewall}, {plat.python} "
-                                    f"= Python {plat.python_version}{', SELinux enforcing' if plat.selinux else ''})")
+def plans():
+    return {name: spec_plan("hosts.yaml", name) for name in PLATFORMS}
 
 
 def scripts(plan) -> str:
     return "\n".join(f"{s.label}\n{s.script}" for steps in plan.values() for s in steps)
-
-
-@pytest.mark.parametrize("name", PLATFORMS)
-def test_spec_plan_matches_golden(plans, name):
-    got = text_of(plans, name)
-    path = GOLDEN / f"{SHARED_GOLDEN.get(name, name)}.txt"
-    assert_matches_golden(got, path)
 
 
 @pytest.mark.parametrize("name", PLATFORMS)
