@@ -210,8 +210,14 @@ class File(Step):
         lines = state.strip().splitlines() or ["absent"]
         want = hashlib.sha256(self.data).hexdigest()
         text = self.content if isinstance(self.content, str) else None
-        if lines[0] == "absent" or lines[1:2] != [want]:
-            return Change("create" if lines[0] == "absent" else "update content", self.write_script(),
+        # a symlink at the path is replaced by a regular file: `stat -c` (no -L) shows the link itself
+        # (mode 777) while chown/chmod would change its target, so fixing owner/mode never converges; the
+        # write's rename replaces the link itself (not its target) and the next run sees our regular file.
+        # Not `stat -L`: it would manage a file outside our path (a package's, or shared by other links).
+        link = lines[0].endswith(" symbolic link")
+        if lines[0] == "absent" or link or lines[1:2] != [want]:
+            desc = "create" if lines[0] == "absent" else "replace symlink" if link else "update content"
+            return Change(desc, self.write_script(),
                           new_content=text if text is not None else "(binary)", notify=self.notify)
         cmds = _ownership(self.target, self.owner, self.group, self.mode, lines[0])
         return Change("fix owner/mode", "\n".join(cmds), notify=self.notify) if cmds else None

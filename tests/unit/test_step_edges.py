@@ -1,0 +1,49 @@
+"""File-system steps over a path of an unexpected shape, on a real file system (local sh, each change run in
+a `set -e` shell as the apply runs it): either one apply converges, or it fails loudly and leaves the
+user's data alone. The per-step fixtures (tests/steps) pin the same cases as state in, change out."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+
+from fabfile.core.steps import File
+
+ME = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+
+def sh(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+
+
+def plan(step):
+    return step.plan(sh(step.probe()).stdout, set())
+
+
+def apply(change) -> subprocess.CompletedProcess:
+    return sh(f"set -e\n{change.script}")
+
+
+def test_a_file_over_a_symlink_is_replaced_by_our_regular_file_in_one_run(tmp_path):
+    target = tmp_path / "package.conf"
+    target.write_text("ours\n")
+    target.chmod(0o644)
+    path = tmp_path / "app.conf"
+    path.symlink_to(target)
+    step = File(str(path), "ours\n", owner=ME[0], group=ME[1], mode=0o640)
+    change = plan(step)
+    assert change.desc == "replace symlink"                 # was "fix owner/mode", on every run
+    assert apply(change).returncode == 0
+    assert not path.is_symlink() and path.read_text() == "ours\n" and path.stat().st_mode & 0o777 == 0o640
+    assert target.stat().st_mode & 0o777 == 0o644           # the link's target is left alone
+    assert plan(step) is None
+
+
+def test_a_file_over_a_dangling_symlink_is_replaced_too(tmp_path):
+    path = tmp_path / "app.conf"
+    path.symlink_to(tmp_path / "nowhere")
+    step = File(str(path), "ours\n", owner=ME[0], group=ME[1])
+    assert apply(plan(step)).returncode == 0
+    assert not path.is_symlink() and plan(step) is None
