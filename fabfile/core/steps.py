@@ -181,6 +181,13 @@ class Directory(Step):
         if state == "absent":
             return Change("create", f"install -d -o {q(self.owner)} -g {q(self.group)} "
                                     f"-m {format(self.mode, 'o')} {q(self.target)}")
+        kind = " ".join(state.split()[3:])        # stat's %F: "directory", "regular file", ...
+        if kind and kind not in ("directory", "symbolic link"):
+            # a file (or fifo, socket, device) where the directory belongs: never deleted silently, the
+            # apply fails loudly until the user moves it away (a symlink is not judged here: it may point
+            # at a directory on purpose)
+            why = f"exists and is not a directory ({kind})"
+            return Change(why, f"echo {q(f'{self.target} {why}: move it away')} >&2\nexit 1")
         cmds = _ownership(self.target, self.owner, self.group, self.mode, state)
         return Change("fix owner/mode", "\n".join(cmds)) if cmds else None
 

@@ -9,7 +9,7 @@ import os
 import pwd
 import subprocess
 
-from fabfile.core.steps import File
+from fabfile.core.steps import Directory, File
 
 ME = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 
@@ -47,3 +47,14 @@ def test_a_file_over_a_dangling_symlink_is_replaced_too(tmp_path):
     step = File(str(path), "ours\n", owner=ME[0], group=ME[1])
     assert apply(plan(step)).returncode == 0
     assert not path.is_symlink() and plan(step) is None
+
+
+def test_a_directory_over_a_regular_file_fails_loudly_and_keeps_the_file(tmp_path):
+    path = tmp_path / "data"
+    path.write_text("the user's\n")
+    step = Directory(str(path), owner=ME[0], group=ME[1], mode=0o750)
+    change = plan(step)                                      # was None: reported as converged
+    assert change.desc == "exists and is not a directory (regular file)"
+    res = apply(change)
+    assert res.returncode == 1 and f"{path} exists and is not a directory (regular file)" in res.stderr
+    assert path.read_text() == "the user's\n"
