@@ -270,11 +270,17 @@ class Link(Step):
     notify: tuple = ()
 
     def probe(self):
-        return f"readlink {q(self.target)} || echo absent"
+        p = q(self.target)
+        return f"readlink {p} || {{ [ -d {p} ] && echo directory; }} || echo absent"
 
     def plan(self, state, notified):
         if state.strip() == self.source:
             return None
+        if state.strip() == "directory":
+            # a real directory: `ln -sfn` would put the link inside it (and plan again forever); a
+            # directory is never deleted silently, the apply fails loudly until the user moves it away
+            msg = f"{self.target} exists and is a directory, not a symbolic link: move it away"
+            return Change("exists and is a directory", f"echo {q(msg)} >&2\nexit 1")
         return Change(f"link to {self.source}", f"ln -sfn {q(self.source)} {q(self.target)}", notify=self.notify)
 
 

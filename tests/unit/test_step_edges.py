@@ -9,7 +9,7 @@ import os
 import pwd
 import subprocess
 
-from fabfile.core.steps import Directory, File
+from fabfile.core.steps import Directory, File, Link
 
 ME = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 
@@ -58,3 +58,28 @@ def test_a_directory_over_a_regular_file_fails_loudly_and_keeps_the_file(tmp_pat
     res = apply(change)
     assert res.returncode == 1 and f"{path} exists and is not a directory (regular file)" in res.stderr
     assert path.read_text() == "the user's\n"
+
+
+def test_a_link_over_a_real_directory_fails_loudly_and_keeps_the_directory(tmp_path):
+    path = tmp_path / "current"
+    path.mkdir()
+    (path / "keep").write_text("x")
+    step = Link(str(path), source=str(tmp_path / "3.3.2"))
+    change = plan(step)
+    assert change.desc == "exists and is a directory"       # was `ln -sfn`: a link inside it, every run
+    res = apply(change)
+    assert res.returncode == 1 and f"{path} exists and is a directory, not a symbolic link" in res.stderr
+    assert [p.name for p in path.iterdir()] == ["keep"]
+
+
+def test_a_link_converges_from_absent_and_from_another_target(tmp_path):
+    (tmp_path / "3.3.2").mkdir()
+    (tmp_path / "3.2.0").mkdir()
+    path = tmp_path / "current"
+    step = Link(str(path), source=str(tmp_path / "3.3.2"))
+    assert sh(step.probe()).stdout == "absent\n"
+    assert apply(plan(step)).returncode == 0 and plan(step) is None
+    path.unlink()
+    path.symlink_to(tmp_path / "3.2.0")                      # a link to a directory is a link, not a directory
+    assert plan(step).desc == f"link to {tmp_path / '3.3.2'}"
+    assert apply(plan(step)).returncode == 0 and plan(step) is None
