@@ -117,7 +117,8 @@ class Packages(Step):
         names = " ".join(q(n) for n in self.names)
         if self.manager == "apt":
             return f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null | grep ' installed$'"
-        return f"rpm -q --qf '%{{NAME}} installed\\n' {names} 2>/dev/null | grep ' installed$'"
+        # whole lines only: `rpm -q` prints "package X is not installed" on stdout, which ' installed$' let through
+        return f"rpm -q --qf '%{{NAME}} installed\\n' {names} 2>/dev/null | grep -x '[^ ]* installed'"
 
     def batch(self):
         return f"packages-{self.manager}"

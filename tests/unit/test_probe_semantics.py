@@ -102,6 +102,25 @@ def test_packages_batch_plans_like_each_steps_own_probe(tmp_path):
     assert steps[0].plan(new[0], set()) is None and steps[1].plan(new[1], set()).desc == "install half"
 
 
+# an rpm that knows two packages, and prints what rpm prints for the others (on stdout, exit 1)
+RPM = """for n in "$@"; do case $n in
+  -q|--qf|'%{NAME} installed\\n') ;; nginx|redis) echo "$n installed";; *) echo "package $n is not installed";; esac; done
+exit 1"""
+OLD_RPM_FILTER = "grep ' installed$'"
+
+
+def test_dnf_probe_keeps_only_installed_lines_and_plans_as_before(tmp_path):
+    from fabfile.core.steps import Packages
+    step = Packages(names=("nginx", "python3.12-pip", "redis", "chrony"), manager="dnf")
+    new = _run_sh(step.probe(), tmp_path, {"rpm": RPM})
+    old = _run_sh(step.probe().replace("grep -x '[^ ]* installed'", OLD_RPM_FILTER), tmp_path, {"rpm": RPM})
+    assert new == "nginx installed\nredis installed\n"
+    assert "package python3.12-pip is not installed" in old          # what the old filter let through
+    assert step.plan(new, set()).script == step.plan(old, set()).script == \
+        "timeout 1200 dnf install -y -q python3.12-pip chrony"
+    assert _run_sh(Packages(names=("absent1",), manager="dnf").probe(), tmp_path, {"rpm": RPM}) == ""
+
+
 # a systemctl that knows three units: is-enabled / is-active (the old probe) and show (the batch)
 SYSTEMCTL = """verb=$1; shift
 state() { case $1 in
