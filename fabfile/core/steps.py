@@ -332,12 +332,18 @@ class Command(Step):
         return Change(self.desc or "run", self.script, notify=self.notify, preview=self.preview, restart=self.restart)
 
 
+#: `is-active` states of a unit whose processes run (or are being started, reloaded or stopped): a restart
+#: of it is rolled (one host at a time) like one of an active unit; a wrong "rolled" costs only time, a wrong
+#: "first start" may restart every replica at once (e.g. "deactivating" is also the first half of a restart)
+RUNNING = ("active", "activating", "reloading", "deactivating")
+
+
 @dataclass
 class Service(Step):
     """A systemd unit enabled and running (or stopped and disabled when `present=False`).
 
     Restarts when a step that notifies it (by unit name) changed; a unit started in this run is not
-    restarted again. Restarting (or reloading) a unit that is active now sets `Change.restart` (a first
+    restarted again. Restarting (or reloading) a unit that runs now (RUNNING) sets `Change.restart` (a first
     start does not, nor does restarting a package's default instance onto our first `config`), so the
     runner restarts one host at a time; `downtime` says why that restart stops the service for everyone
     (no other replica), and --check shows it.
@@ -374,6 +380,7 @@ class Service(Step):
         enabled, active = lines[0].strip(), lines[1].strip()
         first = bool(self.config) and lines[2].strip() != "ours"
         u = q(self.target)
+        running = active in RUNNING
         if not self.present:
             if enabled in ("", "not-found") or (enabled == "disabled" and active != "active"):
                 return None
@@ -389,7 +396,6 @@ class Service(Step):
             # listen sockets (nginx's *:80 blocks binding 127.0.0.1:80, and the reload then fails quietly)
             reload = self.reload_only and not first
             cmds.append(f"systemctl {'reload-or-restart' if reload else 'restart'} {u}")
-            running = active == "active"
             what.append(("reload" if reload else "restart") if running else "start")
         elif active != "active":
             cmds.append(f"systemctl start {u}")
