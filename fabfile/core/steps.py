@@ -336,6 +336,9 @@ class Command(Step):
 #: of it is rolled (one host at a time) like one of an active unit; a wrong "rolled" costs only time, a wrong
 #: "first start" may restart every replica at once (e.g. "deactivating" is also the first half of a restart)
 RUNNING = ("active", "activating", "reloading", "deactivating")
+#: `is-enabled` states of a unit that cannot be enabled (no [Install] section, masked, generated, ...):
+#: `systemctl disable` has nothing to remove, so an unwanted one is converged once it is stopped
+CANNOT_ENABLE = ("static", "masked", "masked-runtime", "indirect", "generated", "transient")
 
 
 @dataclass
@@ -382,8 +385,10 @@ class Service(Step):
         u = q(self.target)
         running = active in RUNNING
         if not self.present:
-            if enabled in ("", "not-found") or (enabled == "disabled" and active != "active"):
+            if enabled in ("", "not-found") or (enabled in ("disabled", *CANNOT_ENABLE) and not running):
                 return None
+            if enabled in CANNOT_ENABLE:
+                return Change("stop", f"systemctl stop {u}")
             return Change("stop and disable", f"systemctl disable --now {u}")
         cmds, what = [], []
         if enabled not in ("enabled", "static", "alias", "indirect", "generated"):
