@@ -175,7 +175,13 @@ def before_restart(run, host, units):
 
 def failover(run, timeout: float = 60, interval: float = 1) -> str | None:
     """Ask a Sentinel to fail the master over (retried while it has no good replica yet), then wait until
-    every answering Sentinel names one new master. None when done, else why not."""
+    every answering Sentinel names one new master. None when done, else why not.
+
+    The caller restarts the old master right after this, which closes its clients' connections; a publish
+    to it in the second before is lost (Airflow re-sends the task after task_queued_timeout). Pausing
+    writes and demoting the old master (REPLICAOF) was tried: the paused publishes then get READONLY,
+    which kombu's queue declaration does not retry, and the task failed.
+    """
     old = run.data.get("redis_master")
     deadline = time.monotonic() + timeout
     answer = _request_failover(run)
