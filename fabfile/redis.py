@@ -221,75 +221,43 @@ def before_restart(run, host, units):
 
 
 def failover(run, timeout: float = 60, interval: float = 1) -> str | None:
-    """A failover that loses no write: pause writes on the master, ask a Sentinel to fail it over (retried
-    while it has no good replica yet), wait until every answering Sentinel names one new master, demote the
-    old master ourselves and resume its clients. None when done, else why not.
+    """Ask a Sentinel to fail the master over (retried while it has no good replica yet), then wait until
+    every answering Sentinel names one new master. None when done, else why not.
 
-    Why the pause and the demotion: SENTINEL FAILOVER promotes a replica but leaves the old master a
-    master until a Sentinel converts it (about 8 to 20 s later). Clients still connected to it (the
-    schedulers publishing tasks) keep writing there, and those writes vanish when it resyncs from the new
-    master: a lost Celery message leaves its task queued until [scheduler] task_queued_timeout (10 min).
-    With writes paused (CLIENT PAUSE WRITE; replication goes on), the replicas hold every write when one is
-    promoted; the paused commands then meet a replica (READONLY), and redis-py's Sentinel connection
-    reconnects to the new master, where kombu retries the publish.
+    The caller restarts the old master right after this, which closes its clients' connections; a publish
+    to it in the second before is lost (Airflow re-sends the task after task_queued_timeout). Pausing
+    writes and demoting the old master (REPLICAOF) was tried: the paused publishes then get READONLY,
+    which kombu's queue declaration does not retry, and the task failed.
     """
     old = run.data.get("redis_master")
     deadline = time.monotonic() + timeout
-    answer = _request_failover(run, old)
+    answer = _request_failover(run)
     while answer != "OK" and not answer.startswith("INPROG"):
         if time.monotonic() >= deadline:
-            _resume(run, old, None)
             return f"SENTINEL FAILOVER answered {answer[:80] or 'nothing'}"
         time.sleep(interval)
-        answer = _request_failover(run, old)
+        answer = _request_failover(run)
     while True:
         views = set(sentinel_views(run).values())
         if len(views) == 1 and old not in views:
             run.data["redis_master"] = views.pop()
-            _resume(run, old, run.data["redis_master"])
             run.say(f"{'cluster':<10} redis      new master is {run.data['redis_master']} (was {old})")
             return None
         if time.monotonic() >= deadline:
-            _resume(run, old, None)
             return f"sentinels did not agree on a new master within {timeout:.0f}s (views: {sorted(views)})"
         time.sleep(interval)
 
 
-PAUSE_MS = 30000   # upper bound of the write pause if we never get to resume it
-
-
-def _redis_cli(run, addr: str) -> str:
-    return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}\n"
-            f"timeout 5 redis-cli --no-auth-warning -h {addr} -p {settings(run.inv)['port']}")
-
-
-def _request_failover(run, old: str | None) -> str:
-    """Pause writes on the master `old`, then SENTINEL FAILOVER on the first reachable sentinel host: its
-    answer ("OK", "NOGOODSLAVE ..."). One round trip."""
+def _request_failover(run) -> str:
+    """SENTINEL FAILOVER on the first reachable sentinel host: its answer ("OK", "NOGOODSLAVE ...")."""
     name = settings(run.inv)["master_name"]
-    pause = f"{_redis_cli(run, old)} CLIENT PAUSE {PAUSE_MS} WRITE >/dev/null 2>&1\n" if old else ""
     for host in (h for h in run.inv.with_role("sentinel") if h.name not in run.failed):
-        script = pause + sentinel_cli(run, host, f"SENTINEL FAILOVER {name} 2>&1")
+        script = sentinel_cli(run, host, f"SENTINEL FAILOVER {name} 2>&1")
         try:
             return run.remote(host.name).sh(script, timeout=15).out.strip()
         except Exception:  # try the next sentinel
             continue
     return "no sentinel reachable"
-
-
-def _resume(run, old: str | None, new: str | None) -> None:
-    """The old master follows `new` (if one was elected) and its paused clients resume."""
-    if not old:
-        return
-    cli = _redis_cli(run, old)
-    demote = f"{cli} REPLICAOF {new} {settings(run.inv)['port']} >/dev/null 2>&1\n" if new else ""
-    hosts = [h for h in run.inv.with_role("redis") if run.addresses[h.name] == old] + run.inv.with_role("sentinel")
-    for host in (h for h in hosts if h.name not in run.failed):
-        try:
-            run.remote(host.name).sh(f"{demote}{cli} CLIENT UNPAUSE >/dev/null 2>&1; true", timeout=15)
-            return
-        except Exception:  # try from the next host
-            continue
 
 
 def gate_script(run, host) -> str:
