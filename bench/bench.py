@@ -197,10 +197,10 @@ def toggled_inventory(text: str, secrets: str) -> tuple[str, int, int]:
     original inventory's file so the copy uses the cluster's keys."""
     import yaml
 
-    from fabfile.airflow import SETTINGS
+    from fabfile.airflow import AirflowSettings
     data = yaml.safe_load(text)
     cluster = data.setdefault("cluster", {})
-    old = int(cluster.get("parallelism", SETTINGS["parallelism"]))
+    old = int(cluster.get("parallelism", AirflowSettings.parallelism))
     cluster["parallelism"] = old + 1
     cluster.setdefault("secrets", secrets)
     return yaml.safe_dump(data, sort_keys=False), old, old + 1

@@ -24,6 +24,7 @@ import io
 import re
 import shlex
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import constraints, pgsql, postgres, selinux
@@ -34,21 +35,26 @@ from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
 NAME = "airflow"
-SETTINGS = {
-    "airflow_version": "3.3.2",
-    "python_version": "3.11",          # wheelhouse/constraints target (Debian 12: 3.11, Ubuntu 24.04/EL9: 3.12)
-    "constraints_url": None,           # optional official constraints URL instead of the shipped file
-    "wheelhouse": None,                # local wheelhouse dir; default /var/cache/airflow-ha/wheelhouse-<v>-py<p>
-    "worker_concurrency": 4,
-    "parallelism": 32,
-    "api_workers": 2,
-    "worker_queues": ["default"],      # Celery queues a worker consumes; per host overridable
-    "worker_stop_timeout": 600,        # seconds a worker may spend finishing tasks on stop (warm shutdown)
+@dataclass(frozen=True)
+class AirflowSettings:
+    """Airflow's `cluster:` keys (worker_concurrency, api_workers and worker_queues: per host overridable)."""
+
+    airflow_version: str = "3.3.2"
+    python_version: str = "3.11"       # wheelhouse/constraints target (Debian 12: 3.11, Ubuntu 24.04/EL9: 3.12)
+    constraints_url: str | None = None  # optional official constraints URL instead of the shipped file
+    wheelhouse: str | None = None      # local wheelhouse dir; default /var/cache/airflow-ha/wheelhouse-<v>-py<p>
+    worker_concurrency: int = 4
+    parallelism: int = 32
+    api_workers: int = 2
+    # Celery queues a worker consumes; per host overridable
+    worker_queues: list[str] = field(default_factory=lambda: ["default"])
+    worker_stop_timeout: int = 600     # seconds a worker may spend finishing tasks on stop (warm shutdown)
     # seconds a task may stay "queued" (sent, not started) before a scheduler re-sends it; after 3 times it
     # fails. A task whose worker host died while starting it waits this long (README "Lost workers").
-    "task_queued_timeout": 600,        # Airflow's default
-    "admin_user": "admin",
-}
+    task_queued_timeout: int = 600     # Airflow's default
+    admin_user: str = "admin"
+
+
 PORTS = {"api": 8080, "worker_log": 8793, "flower": 5555}
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: the roles that run Airflow processes, with the ports they listen on (their units: fabfile/services.py)
@@ -549,7 +555,7 @@ class Airflow(Component):
 
     name = NAME
     roles = AIRFLOW_ROLES
-    settings = SETTINGS
+    settings = AirflowSettings
     default_ports = PORTS
     host_settings = ("worker_concurrency", "api_workers", "worker_queues")
     applies = staticmethod(applies)

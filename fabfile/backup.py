@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import pgsql
@@ -66,9 +66,24 @@ NAME = "backup"
 #: backup_s3_key_secret). None of them = no backups (health and --check warn). Schedules are systemd
 #: OnCalendar expressions; "" turns a schedule off. max_age_hours 0 = derived (24 with a diff schedule,
 #: else 168): health warns past it + 6 h, fails at twice that.
-SETTINGS = {"backup": {"repo_path": None, "full_schedule": "Sun *-*-* 01:00:00",
-                       "diff_schedule": "Mon..Sat *-*-* 01:00:00", "retention_full": 2, "max_age_hours": 0,
-                       "s3_bucket": None, "s3_endpoint": None, "s3_region": None, "s3_uri_style": None}}
+@dataclass(frozen=True)
+class BackupBlock:
+    """`cluster.backup`: the pgBackRest repository and its schedule."""
+
+    repo_path: str | None = None
+    full_schedule: str = "Sun *-*-* 01:00:00"
+    diff_schedule: str = "Mon..Sat *-*-* 01:00:00"
+    retention_full: int = 2
+    max_age_hours: int = 0
+    s3_bucket: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_uri_style: str | None = None
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    backup: BackupBlock = field(default_factory=BackupBlock)
 CALENDAR = re.compile(r"^[A-Za-z0-9*.,:/~ +-]*$")
 CONF = "/etc/pgbackrest/pgbackrest.conf"
 LOG_DIR = "/var/log/pgbackrest"
@@ -502,7 +517,7 @@ class Backup(Component):
 
     name = NAME
     roles = (Role("backup"),)
-    settings = SETTINGS
+    settings = BackupSettings
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     validate = staticmethod(validate)

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import io
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .airflow import HOME, ROLES, VENV
@@ -26,11 +27,11 @@ from .core.errors import UserError
 from .core.steps import Command, Directory, Preview
 
 NAME = "dags"
-SETTINGS = {
-    "dags_dir": "files/dags",          # local DAG folder synced by dags.deploy (relative to the inventory)
-    "ha_test_dags": False,             # also ship files/dags-ha-test/ (sample + drill load DAGs): labs, not production
-    "dag_releases_keep": 5,
-}
+@dataclass(frozen=True)
+class DagsSettings:
+    dags_dir: str = "files/dags"       # local DAG folder synced by dags.deploy (relative to the inventory)
+    ha_test_dags: bool = False         # also ship files/dags-ha-test/ (sample + drill load DAGs): labs, not production
+    dag_releases_keep: int = 5
 RELEASES = f"{HOME}/dags/releases"
 CURRENT = f"{HOME}/dags/current"
 IGNORED = {"__pycache__", ".git", ".airflowignore~", ".gitkeep"}
@@ -179,7 +180,7 @@ class Dags(Component):
     """The DAG release on every Airflow host, bundled on the control machine first."""
 
     name = NAME
-    settings = SETTINGS
+    settings = DagsSettings
     applies = staticmethod(applies)
     steps = staticmethod(steps)
 

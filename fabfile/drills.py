@@ -18,6 +18,7 @@ and seconds until the old leader shows in /cluster as a replica again (no deploy
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import threading
 import time
@@ -569,7 +570,7 @@ def ensure_load_dags(inventory=None) -> int:
         return 0
     print("drills: shipping the HA test DAGs (cluster.ha_test_dags is off; the next deploy removes them)",
           flush=True)
-    inv.cluster["ha_test_dags"] = True
+    inv.settings = dataclasses.replace(inv.settings, ha_test_dags=True)
     return execute(inv, list(inv.hosts.values()), [dags.COMPONENT], Options(quiet=True))
 
 

@@ -9,13 +9,17 @@ peers' zone (a peer's packets are dispatched to that zone by their source addres
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import keepalived
 from .core.component import Component
 from .core.errors import InventoryError, PlatformError
 from .core.steps import Command, Packages, Service
 
 NAME = "firewall"
-SETTINGS = {"firewall": "auto"}        # auto (the platform's default) | ufw | firewalld; per host overridable
+@dataclass(frozen=True)
+class FirewallSettings:
+    firewall: str = "auto"             # auto (the platform's default) | ufw | firewalld; per host overridable
 FIREWALLS = ("auto", "ufw", "firewalld")
 #: firewall -> its packages, per platform family (ufw is EPEL-only on EL9: refused there)
 PACKAGES = {"debian": {"ufw": ("ufw",), "firewalld": ("firewalld",)}, "rhel": {"ufw": (), "firewalld": ("firewalld",)}}
@@ -169,7 +173,7 @@ class Firewall(Component):
     """One active host firewall: public SSH/HTTP(S), every service port to cluster peers only."""
 
     name = NAME
-    settings = SETTINGS
+    settings = FirewallSettings
     host_settings = ("firewall",)
     applies = staticmethod(applies)
     steps = staticmethod(steps)

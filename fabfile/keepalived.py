@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from dataclasses import dataclass
 
 from . import selinux
 from .core.component import Check, Component
@@ -22,11 +23,11 @@ from .core.steps import Command, File, Packages, Service
 from .core.templates import render
 
 NAME = "keepalived"
-SETTINGS = {
-    "vip": None,                       # IPv4 address keepalived moves between the nginx hosts (VRRP)
-    "vip_interface": None,             # default: the interface carrying the host's cluster address
-    "vip_router_id": 0,                # VRRP virtual_router_id 1-255; 0 = derived from the cluster name
-}
+@dataclass(frozen=True)
+class KeepalivedSettings:
+    vip: str | None = None             # IPv4 address keepalived moves between the nginx hosts (VRRP)
+    vip_interface: str | None = None   # default: the interface carrying the host's cluster address
+    vip_router_id: int = 0             # VRRP virtual_router_id 1-255; 0 = derived from the cluster name
 CONF = "/etc/keepalived/keepalived.conf"
 SCRIPT_USER = "keepalived_script"   # keepalived's default script user: the track script never runs as root
 CHECK = "/etc/keepalived/airflow-ha-check.sh"
@@ -163,7 +164,7 @@ class Keepalived(Component):
     """The VIP on the nginx hosts (only with `cluster.vip`)."""
 
     name = NAME
-    settings = SETTINGS
+    settings = KeepalivedSettings
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     validate = staticmethod(validate)

@@ -55,10 +55,10 @@ from .core.steps import Command, File, Packages, Service
 from .core.templates import render, static
 
 NAME = "monitoring"
-SETTINGS = {
-    "monitoring": False,               # statsd + exporters on every host
-    "monitoring_cidr": None,           # extra source allowed to scrape exporters
-}
+@dataclass(frozen=True)
+class MonitoringSettings:
+    monitoring: bool = False           # statsd + exporters on every host
+    monitoring_cidr: str | None = None  # extra source allowed to scrape exporters
 PORTS = {"statsd": 9125, "statsd_exporter": 9102, "node_exporter": 9100, "redis_exporter": 9121,
          "postgres_exporter": 9187, "prometheus": 9090}
 STATSD_UNIT = "airflow-ha-statsd-exporter"
@@ -335,7 +335,7 @@ class Monitoring(Component):
 
     name = NAME
     roles = (Role("monitoring"),)
-    settings = SETTINGS
+    settings = MonitoringSettings
     default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import selinux
 from .airflow_api import monitor_health
@@ -26,7 +26,18 @@ from .core.steps import Absent, Command, File, Link, Service, Warn
 from .core.templates import render
 
 NAME = "nginx"
-SETTINGS = {"tls": {"enabled": False, "cert": None, "key": None}}
+@dataclass(frozen=True)
+class TlsBlock:
+    """`cluster.tls`: HTTPS on nginx (cert and key: local files, relative to the inventory)."""
+
+    enabled: bool = False
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class NginxSettings:
+    tls: TlsBlock = field(default_factory=TlsBlock)
 PORTS = {"http": 80, "https": 443}
 
 
@@ -242,7 +253,7 @@ class Nginx(Component):
 
     name = NAME
     roles = (Role("nginx", ("http", "https"), public=True, required="give at least one host the 'nginx' role"),)
-    settings = SETTINGS
+    settings = NginxSettings
     default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)

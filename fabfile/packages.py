@@ -10,7 +10,9 @@ from .core.steps import File, Line, Packages, Service, Warn
 
 NAME = "packages"
 #: proxy for apt/dnf on the hosts (pip installs offline from the wheelhouse)
-SETTINGS = {"http_proxy": None}
+@dataclass(frozen=True)
+class PackagesSettings:
+    http_proxy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class OsPackages(Component):
     """OS packages, time sync and /etc/hosts, before anything else."""
 
     name = NAME
-    settings = SETTINGS
+    settings = PackagesSettings
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     names = staticmethod(names)

@@ -17,7 +17,7 @@ database only through the Execution API, so the connection count stays small wit
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import patroni, repository, selinux
 from .core.component import Check, Component, Role
@@ -32,8 +32,20 @@ NAME = "postgres"
 #: (postgres on >= 2 hosts, fabfile/patroni.py): Patroni's DCS timing (loop_wait + 2*retry_timeout <= ttl)
 #: and synchronous_mode (a commit is on a standby before the client hears "ok"; costs one network
 #: round trip per commit, and writes wait while no standby is in sync).
-SETTINGS = {"postgres": {"max_connections": 0, "synchronous_mode": True, "ttl": 30, "loop_wait": 10,
-                         "retry_timeout": 10}}
+@dataclass(frozen=True)
+class PostgresBlock:
+    """`cluster.postgres`: max_connections (0 = derived), and Patroni mode's replication and DCS timing."""
+
+    max_connections: int = 0
+    synchronous_mode: bool = True
+    ttl: int = 30
+    loop_wait: int = 10
+    retry_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    postgres: PostgresBlock = field(default_factory=PostgresBlock)
 PORTS = {"postgres": 5432, "patroni_api": 8008}    # patroni_api: Patroni mode only
 #: Patroni mode: every postgres host also serves Patroni's REST API (leader checks, /cluster for health)
 PATRONI_PORTS = ("patroni_api",)
@@ -302,7 +314,7 @@ class Postgres(Component):
     name = NAME
     roles = (Role("postgres", ("postgres",),
                   required="give one host (single database) or 3 hosts (Patroni) the 'postgres' role"),)
-    settings = SETTINGS
+    settings = PostgresSettings
     default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)

@@ -14,7 +14,7 @@ import re
 import shlex
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import selinux
 from .core.component import Check, Component, Role
@@ -23,9 +23,20 @@ from .core.steps import Command, Directory, File, Preview, Service, Warn
 from .core.templates import render
 
 NAME = "redis"
-SETTINGS = {"redis": {"mode": "replication", "master_name": "airflow", "down_after_ms": 5000,
-                      "failover_timeout_ms": 60000,
-                      "maxmemory": "0"}}   # 0 = no limit (noeviction: a full broker refuses)
+@dataclass(frozen=True)
+class RedisBlock:
+    """`cluster.redis`: the broker's replication and its Sentinels' failover timing."""
+
+    mode: str = "replication"
+    master_name: str = "airflow"
+    down_after_ms: int = 5000
+    failover_timeout_ms: int = 60000
+    maxmemory: str = "0"               # 0 = no limit (noeviction: a full broker refuses)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    redis: RedisBlock = field(default_factory=RedisBlock)
 PORTS = {"redis": 6379, "sentinel": 26379}
 MANAGED = "/etc/redis/airflow-ha.conf"
 SENTINEL_STAMP = "/etc/redis/sentinel.airflow-ha.sha256"
@@ -419,7 +430,7 @@ class Redis(Component):
     name = NAME
     roles = (Role("redis", ("redis",), required="give one or more hosts (3 recommended) the 'redis' role"),
              Role("sentinel", ("sentinel",)))
-    settings = SETTINGS
+    settings = RedisSettings
     default_ports = PORTS
     applies = staticmethod(applies)
     steps = staticmethod(steps)

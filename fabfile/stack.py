@@ -13,6 +13,7 @@ A full deploy that changed something ends with a bounded health gate (`ends_heal
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from . import dependencies, pgsql, repository, spof
@@ -31,7 +32,7 @@ def run(components=None, hosts=None, inventory=None, check=False, verbose=False,
     try:
         with profile.span("inventory (local)"):
             inv = load_inventory(inventory)
-            inv.cluster.update(overrides or {})
+            inv.settings = dataclasses.replace(inv.settings, **(overrides or {}))
             selected = inv.select(hosts)
         comps = components or COMPONENTS
         with profile.span("local artifacts (constraints, wheelhouse, DAG bundle)"):

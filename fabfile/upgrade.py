@@ -21,6 +21,7 @@ plan says so.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def prepare(inv, target: str, rollback: bool):
         states = read_state(r, hosts)
         if rollback:
             target = previous_version(states)
-            inv.cluster["airflow_version"] = target
+            inv.settings = dataclasses.replace(inv.settings, airflow_version=target)
             airflow.ensure_constraints_local(inv)
             wheels = airflow.ensure_wheelhouse_local(inv)
         head = airflow.schema_head_of_wheelhouse(wheels) or next(
@@ -197,7 +198,7 @@ def run(version: str | None = None, rollback: bool = False, inventory=None, chec
             raise UserError("give either --airflow-version X or --rollback", "inv upgrade")
         _refuse_pinned(inv)
         if version:
-            inv.cluster["airflow_version"] = version
+            inv.settings = dataclasses.replace(inv.settings, airflow_version=version)
         target, lines = prepare(inv, version or "", rollback)
         print("\n".join(lines), flush=True)
         if check:

@@ -7,6 +7,7 @@ hooks and never asks whether a component has one. This module names no component
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +50,10 @@ class Component:
     name: ClassVar[str]
     #: the inventory roles this component brings (each role belongs to one component)
     roles: ClassVar[tuple[Role, ...]] = ()
-    #: the `cluster:` keys it brings, with their defaults (a default's type is the type the key must have;
-    #: None = an optional string)
-    settings: ClassVar[dict] = {}
+    #: the `cluster:` keys it brings: a frozen dataclass whose fields are the keys, with their defaults (a
+    #: default's type is the type the key must have; None = an optional string; a nested settings dataclass
+    #: = a mapping of its own, e.g. `cluster.redis`). The inventory holds them typed: core/inventory.py.
+    settings: ClassVar[type | None] = None
     #: the ports it brings (names in `cluster.ports`), with their default numbers
     default_ports: ClassVar[dict[str, int]] = {}
     #: which of its settings a host may override
@@ -159,6 +161,12 @@ class Component:
         return []
 
 
+def defaults(settings: type) -> dict:
+    """A settings dataclass's keys with their defaults, as the inventory validates them: a nested settings
+    dataclass becomes a mapping of its own keys and defaults."""
+    return dataclasses.asdict(settings())
+
+
 @dataclass(frozen=True)
 class Registry:
     """The ordered components, and what core asks of all of them at once: settings, roles, ports, units."""
@@ -166,7 +174,12 @@ class Registry:
     components: tuple[Component, ...] = ()
 
     def settings(self) -> dict:
-        return {key: default for c in self.components for key, default in c.settings.items()}
+        """Every component's `cluster:` keys with their defaults (nested settings as mappings), in component order."""
+        return {key: default for c in self.components if c.settings for key, default in defaults(c.settings).items()}
+
+    def settings_classes(self) -> tuple[type, ...]:
+        """The components' settings dataclasses, in component order."""
+        return tuple(c.settings for c in self.components if c.settings)
 
     def default_ports(self) -> dict[str, int]:
         return {name: port for c in self.components for name, port in c.default_ports.items()}

@@ -12,32 +12,56 @@ Schema (README "Inventory" shows an example):
 
 The keys, roles, ports and checks beyond core's own come from the components (core/component.py), given
 as a Registry by fabfile/components.py: this module names no component.
+
+Typed settings: once every value has passed its type check, the validator builds frozen dataclasses, and
+code reads attributes, never `cluster[...]` string lookups:
+
+    inv.settings                # the whole `cluster:` block: one frozen dataclass (settings_class) that
+                                # inherits CoreSettings and every component's settings dataclass
+    inv.settings.worker_stop_timeout    inv.settings.redis.master_name   (a nested block: its own dataclass)
+    inv.ports.redis             # = inv.settings.ports: every component's ports (Ports, made from default_ports);
+                                # a port named at run time (Role.ports): getattr(inv.ports, name)
+    inv.settings_for(host)      # the same with the host's overrides applied (the keys in host_settings)
+
+The defaults and types stay the dataclasses' (a default's type is the type the key must have); the error
+messages are the validator's. To change a setting in memory (`inv upgrade`: the target version), replace the
+whole object: `inv.settings = dataclasses.replace(inv.settings, airflow_version=...)`. `inv.cluster` is a
+read-only mapping of the same values, for reading in tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import math
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import yaml
 
-from .component import Registry
+from .component import Registry, defaults
 from .errors import InventoryError
 
-#: the cluster keys core reads itself; every component brings its own (Component.settings, default_ports).
-#: The type of a default is the type the key must have (None = optional str).
-CORE_DEFAULTS: dict = {
-    "name": "airflow",
-    "secrets": None,                   # secrets file; default .secrets/<inventory name>.yaml beside it
-    "ssh_config": None,                # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
-    "parallel": 10,                    # hosts worked on at once
-    "check_timeout": 10,               # seconds per health check
-    "connect_timeout": 3,              # seconds to open an SSH connection (TCP, banner, auth) before "unreachable"
-}
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The cluster keys core reads itself; every component brings its own (Component.settings, default_ports).
+    The type of a default is the type the key must have (None = optional str)."""
+
+    name: str = "airflow"
+    secrets: str | None = None         # secrets file; default .secrets/<inventory name>.yaml beside it
+    ssh_config: str | None = None      # ssh_config for the runner; default: the lab's if it is up, else ~/.ssh
+    parallel: int = 10                 # hosts worked on at once
+    check_timeout: int = 10            # seconds per health check
+    connect_timeout: float = 3         # seconds to open an SSH connection (TCP, banner, auth) before "unreachable"
+
+
+CORE_DEFAULTS: dict = defaults(CoreSettings)
 #: keys that take any positive number (whole or not), e.g. connect_timeout: 1.5
 POSITIVE_NUMBERS = ("cluster.connect_timeout",)
 
@@ -45,6 +69,36 @@ POSITIVE_NUMBERS = ("cluster.connect_timeout",)
 def cluster_defaults(registry: Registry) -> dict:
     """Every `cluster:` key with its default: core's, `ports` (every component's), then each component's."""
     return {**CORE_DEFAULTS, "ports": registry.default_ports(), **registry.settings()}
+
+
+@functools.cache
+def settings_class(registry: Registry) -> type:
+    """The typed `cluster:` block: a frozen dataclass inheriting CoreSettings and every component's settings,
+    plus `ports` (Ports: one int field per component port)."""
+    ports = dataclasses.make_dataclass(
+        "Ports", [(name, int, field(default=port)) for name, port in registry.default_ports().items()], frozen=True)
+    ports.__doc__ = "`cluster.ports`: every component's ports by name (Component.default_ports)."
+    # the last base's fields come first: core's, the components' in component order, then ports
+    bases = (*reversed(registry.settings_classes()), CoreSettings)
+    cls = dataclasses.make_dataclass("Settings", [("ports", ports, field(default_factory=ports))], bases=bases,
+                                     frozen=True)
+    cls.__doc__ = "The inventory's `cluster:` block, typed (core/inventory.py)."
+    ports.__module__ = cls.__module__ = __name__
+    return cls
+
+
+def _build(cls: type, values: dict):
+    """An instance of settings dataclass `cls` from validated values (a nested settings dataclass from its mapping)."""
+    proto = cls()
+    return cls(**{f.name: _build(type(getattr(proto, f.name)), values[f.name])
+                  if dataclasses.is_dataclass(getattr(proto, f.name)) else values[f.name]
+                  for f in dataclasses.fields(cls)})
+
+
+def as_dict(settings) -> dict:
+    """Settings as plain mappings (nested settings too): what the inventory file says, defaults applied."""
+    return {f.name: as_dict(v) if dataclasses.is_dataclass(v := getattr(settings, f.name))
+            else list(v) if isinstance(v, list) else v for f in dataclasses.fields(settings)}
 
 
 def host_keys(registry: Registry) -> tuple[str, ...]:
@@ -67,19 +121,33 @@ class Host:
 
 @dataclass
 class Inventory:
-    """The validated inventory: cluster settings and hosts, and the components it was checked against."""
+    """The validated inventory: typed cluster settings and hosts, and the components it was checked against."""
 
     path: Path
-    cluster: dict
+    settings: Any   # an instance of settings_class(registry): the `cluster:` block, typed
     hosts: dict  # name -> Host, in file order
     registry: Registry = field(compare=False, repr=False)
+
+    @property
+    def ports(self):
+        """`cluster.ports`, typed: `inv.ports.redis`."""
+        return self.settings.ports
+
+    @property
+    def cluster(self) -> MappingProxyType:
+        """The `cluster:` block as a read-only mapping (a copy of `settings`; code reads `settings`)."""
+        return MappingProxyType(as_dict(self.settings))
+
+    def settings_for(self, host: Host):
+        """The cluster settings as seen by one host: its overrides (host_settings) win."""
+        return dataclasses.replace(self.settings, **host.vars) if host.vars else self.settings
 
     def with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts.values() if role in h.roles]
 
     def var(self, host: Host, key: str):
         """A cluster setting as seen by one host (per-host overrides win)."""
-        return host.vars.get(key, self.cluster[key])
+        return getattr(self.settings_for(host), key)
 
     def select(self, names: str | list | None) -> list[Host]:
         """Hosts named by `--hosts a,b` (all when empty); unknown names are an InventoryError."""
@@ -153,7 +221,8 @@ def load(path: str | Path | None, registry: Registry) -> Inventory:
     hosts = _hosts(data.get("hosts"), cluster, path, registry)
     for component in registry.components:
         hosts = component.default_roles(hosts)
-    inv = Inventory(path=path.resolve(), cluster=cluster, hosts=hosts, registry=registry)
+    inv = Inventory(path=path.resolve(), settings=_build(settings_class(registry), cluster), hosts=hosts,
+                    registry=registry)
     validate(inv)
     return inv
 
@@ -262,10 +331,9 @@ def validate(inv: Inventory) -> None:
 
 
 def _check_ports(inv: Inventory, host: Host) -> None:
-    ports = inv.cluster["ports"]
     used: dict[int, str] = {22: "ssh"}
     for service in inv.registry.listening(inv, host):
-        port = ports[service]
+        port = getattr(inv.ports, service)
         if used.setdefault(port, service) != service:
             raise InventoryError(
                 f"two services on port {port} of host {host.name}: {used[port]} and {service}",

@@ -15,8 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 def deploy_plan(inv, os_release_text: str) -> dict[str, list[PlannedStep]]:
     """`cluster.python_version` follows the platform, as a user deploying to it must set it (core/facts.py)."""
-    python = platform_from_os_release(os_release_text).python_version or inv.cluster["python_version"]
-    inv = dataclasses.replace(inv, cluster={**inv.cluster, "python_version": python})
+    python = platform_from_os_release(os_release_text).python_version or inv.settings.python_version
+    inv = dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, python_version=python))
     return plan_offline(inv, os_release_text, COMPONENTS)
 
 

@@ -36,7 +36,8 @@ def text(plan, host=None, component=None) -> str:
 
 
 def with_backup(inv, **keys):
-    return dataclasses.replace(inv, cluster={**inv.cluster, "backup": {**inv.cluster["backup"], **keys}})
+    backup = dataclasses.replace(inv.settings.backup, **keys)
+    return dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, backup=backup))
 
 
 def without_node4(inv, node3_backup=False):
@@ -128,7 +129,7 @@ def test_monitoring_rules_and_metrics_timer(inv):
     from fabfile import monitoring
     hosts = dict(inv.hosts)
     hosts["node1"] = dataclasses.replace(hosts["node1"], roles=hosts["node1"].roles | {"monitoring"})
-    mon = dataclasses.replace(inv, cluster={**inv.cluster, "monitoring": True}, hosts=hosts)
+    mon = dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, monitoring=True), hosts=hosts)
     plan = deploy_plan(mon, os_release("debian-12"))
     prom = text(plan, "node1", "monitoring")
     assert f"- {monitoring.PROM_RULES_BACKUP}" in prom and monitoring.PROM_RULES_BACKUP in prom.split("promtool")[-1]

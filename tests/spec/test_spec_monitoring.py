@@ -38,7 +38,7 @@ def os_release(name: str) -> str:
 def monitored(inv):
     hosts = dict(inv.hosts)
     hosts["node1"] = dataclasses.replace(hosts["node1"], roles=hosts["node1"].roles | {"monitoring"})
-    return dataclasses.replace(inv, cluster={**inv.cluster, "monitoring": True}, hosts=hosts)
+    return dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, monitoring=True), hosts=hosts)
 
 
 @pytest.fixture(scope="module")

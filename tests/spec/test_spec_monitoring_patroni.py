@@ -85,8 +85,8 @@ def test_patroni_rules_cover_the_issue(inv):
 
 
 def test_no_sync_standby_rule_only_with_synchronous_mode(inv):
-    off = dataclasses.replace(inv, cluster={**inv.cluster, "postgres": {**inv.cluster["postgres"],
-                                                                         "synchronous_mode": False}})
+    postgres = dataclasses.replace(inv.settings.postgres, synchronous_mode=False)
+    off = dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, postgres=postgres))
     assert "PatroniNoSyncStandby" not in rules(off)
 
 

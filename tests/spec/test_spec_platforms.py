@@ -104,8 +104,8 @@ def test_spec_debian_family_names(plans, name):
 
 def test_spec_non_default_ports_get_selinux_labels(inv):
     import dataclasses
-    ports = {**inv.cluster["ports"], "redis": 6380, "sentinel": 26380, "postgres": 5433}
-    custom = dataclasses.replace(inv, cluster={**inv.cluster, "ports": ports})
+    ports = dataclasses.replace(inv.ports, redis=6380, sentinel=26380, postgres=5433)
+    custom = dataclasses.replace(inv, settings=dataclasses.replace(inv.settings, ports=ports))
     text = scripts(deploy_plan(custom, os_release("rocky-9")))
     for port, type_ in ((6380, "redis_port_t"), (26380, "redis_port_t"), (5433, "postgresql_port_t")):
         assert f"semanage port -a -t {type_} -p tcp {port}" in text
@@ -156,6 +156,6 @@ def test_spec_python_mismatch_is_refused_before_any_change(inv):
     from fabfile.core.offline import fresh_run
 
     ctx = fresh_run(inv, os_release("almalinux-9")).context(inv.hosts["node1"])
-    assert inv.cluster["python_version"] == "3.11"
+    assert inv.settings.python_version == "3.11"
     with pytest.raises(PlatformError, match=r"python_version: '3\.12'"):
         packages.steps(ctx)   # the first component refuses, so nothing has changed yet
