@@ -32,26 +32,26 @@ def applies(inv, host) -> bool:
 
 
 def kind(ctx) -> str:
-    wanted = ctx.var("firewall")
+    wanted = ctx.settings.firewall
     return ctx.platform.firewall if wanted == "auto" else wanted
 
 
 def public_ports(ctx) -> list[int]:
     """SSH, and what the host's components open to anyone (the components declare it: core/component.py)."""
-    ports = ctx.inv.cluster["ports"]
-    return [SSH_PORT] + [ports[n] for n in ctx.inv.registry.public_ports(ctx.inv, ctx.host)]
+    ports = ctx.inv.ports
+    return [SSH_PORT] + [getattr(ports, n) for n in ctx.inv.registry.public_ports(ctx.inv, ctx.host)]
 
 
 def peer_ports(ctx) -> list[int]:
     """Every component's cluster-only ports, on every host (a host added later finds them open)."""
-    ports = ctx.inv.cluster["ports"]
-    return sorted({ports[n] for n in ctx.inv.registry.peer_ports(ctx.inv)})
+    ports = ctx.inv.ports
+    return sorted({getattr(ports, n) for n in ctx.inv.registry.peer_ports(ctx.inv)})
 
 
 def peer_sources(ctx) -> list[str]:
     sources = sorted(set(ctx.run.addresses.values()))
-    if ctx.inv.cluster["monitoring_cidr"]:
-        sources.append(ctx.inv.cluster["monitoring_cidr"])
+    if ctx.inv.settings.monitoring_cidr:
+        sources.append(ctx.inv.settings.monitoring_cidr)
     return sources
 
 
@@ -162,8 +162,8 @@ def _firewalld(ctx) -> list:
 
 def validate(inv) -> None:
     """A firewall this component knows, for the cluster and for each host."""
-    for where, wanted in [("cluster.firewall", inv.cluster["firewall"])] + [
-            (f"hosts.{h.name}.firewall", inv.var(h, "firewall")) for h in inv.hosts.values()]:
+    for where, wanted in [("cluster.firewall", inv.settings.firewall)] + [
+            (f"hosts.{h.name}.firewall", inv.settings_for(h).firewall) for h in inv.hosts.values()]:
         if wanted not in FIREWALLS:
             raise InventoryError(f"unknown firewall {wanted!r}", f"{inv.path}: {where}",
                                  f"use one of: {', '.join(FIREWALLS)}")

@@ -61,7 +61,7 @@ def answers_of(out: str) -> Answers:
 def check_host(run, host) -> list[Check]:
     name, out = host.name, []
     t0 = time.time()
-    res = run.remote(name).sh(host_script(run, host), timeout=run.inv.cluster["check_timeout"])
+    res = run.remote(name).sh(host_script(run, host), timeout=run.inv.settings.check_timeout)
     t1 = time.time()
     out.append(Check(name, "ssh", "ok", f"{(t1 - t0) * 1000:.0f} ms round trip"))
     answers = answers_of(res.out)
@@ -89,7 +89,7 @@ def _connect_and_check(run, host) -> list[Check]:
 
 
 def collect(run, local_only=False) -> list[Check]:
-    timeout = run.inv.cluster["check_timeout"] + run.inv.cluster["connect_timeout"] + 5
+    timeout = run.inv.settings.check_timeout + run.inv.settings.connect_timeout + 5
     checks: list[Check] = []
     hosts, components = run.hosts, run.inv.registry.components
     with ThreadPoolExecutor(max_workers=max(4, len(hosts) + 3)) as pool:

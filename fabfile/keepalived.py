@@ -38,13 +38,13 @@ MAX_ROUTER_ID = 255   # VRRP's virtual router id is one byte
 
 
 def applies(inv, host) -> bool:
-    return bool(inv.cluster["vip"]) and host.has("nginx")
+    return bool(inv.settings.vip) and host.has("nginx")
 
 
 def router_id(inv) -> int:
     """`vip_router_id`, else 1-255 derived from the cluster name (stable, differs between clusters)."""
-    given = inv.cluster["vip_router_id"]
-    return given or 1 + int(hashlib.sha256(inv.cluster["name"].encode()).hexdigest(), 16) % 255
+    given = inv.settings.vip_router_id
+    return given or 1 + int(hashlib.sha256(inv.settings.name.encode()).hexdigest(), 16) % 255
 
 
 def priority(inv, host) -> int:
@@ -53,7 +53,7 @@ def priority(inv, host) -> int:
 
 
 def interface(ctx) -> str:
-    given = ctx.inv.cluster["vip_interface"]
+    given = ctx.inv.settings.vip_interface
     found = ctx.facts.interfaces.get(ctx.address)
     if given or found:
         return given or found
@@ -71,11 +71,11 @@ def check_script(inv) -> str:
     ask `/monitor/health`, which needs the database: a dead database host must not take the VIP away
     from every healthy nginx.
     """
-    ports = inv.cluster["ports"]
-    if inv.cluster["tls"]["enabled"]:
-        url = f"-k https://127.0.0.1:{ports['https']}/api/v2/version"
+    ports = inv.ports
+    if inv.settings.tls.enabled:
+        url = f"-k https://127.0.0.1:{ports.https}/api/v2/version"
     else:
-        url = f"http://127.0.0.1:{ports['http']}/api/v2/version"
+        url = f"http://127.0.0.1:{ports.http}/api/v2/version"
     return ("#!/bin/sh\n# Managed by airflow-ha: keepalived's track script (fabfile/keepalived.py).\n"
             f"code=$(/usr/bin/curl -s -m 5 -o /dev/null -w '%{{http_code}}' {url})\n"
             '[ "$code" -ge 200 ] 2>/dev/null && [ "$code" -lt 502 ]\n')
@@ -83,7 +83,7 @@ def check_script(inv) -> str:
 
 def config(ctx) -> str:
     inv, run, host = ctx.inv, ctx.run, ctx.host
-    vip = inv.cluster["vip"]
+    vip = inv.settings.vip
     if vip in run.addresses.values():
         owner = next(n for n, a in run.addresses.items() if a == vip)
         raise UserError(f"vip {vip} is the address of host {owner}", f"{inv.path}: cluster.vip",
@@ -116,36 +116,36 @@ def steps(ctx) -> list:
 
 def validate(inv) -> None:
     """`vip` is an IPv4 address no host has; `vip_interface` only with it; router id 0 (derived) or 1-255."""
-    c, path = inv.cluster, inv.path
-    if c["vip"] is None:
-        for key in ("vip_interface", "vip_router_id"):
-            if c[key]:
+    c, path = inv.settings, inv.path
+    if c.vip is None:
+        for key, value in (("vip_interface", c.vip_interface), ("vip_router_id", c.vip_router_id)):
+            if value:
                 raise InventoryError(f"{key} without vip", f"{path}: cluster.{key}",
                                      "set cluster.vip (the address clients use) or remove this key")
         return
     try:
-        vip = ipaddress.IPv4Address(c["vip"])
+        vip = ipaddress.IPv4Address(c.vip)
     except ValueError:
-        raise InventoryError(f"vip {c['vip']!r} is not an IPv4 address", f"{path}: cluster.vip",
+        raise InventoryError(f"vip {c.vip!r} is not an IPv4 address", f"{path}: cluster.vip",
                              "give a free IPv4 address in the nginx hosts' subnet, e.g. 10.0.0.100") from None
     owner = next((h.name for h in inv.hosts.values() if h.address == str(vip)), None)
     if owner:
         raise InventoryError(f"vip {vip} is the address of host {owner}", f"{path}: cluster.vip",
                              "the VIP must be an address no host owns: pick a free one in the same subnet")
-    if not 0 <= c["vip_router_id"] <= MAX_ROUTER_ID:
-        raise InventoryError(f"vip_router_id {c['vip_router_id']} is not in 1-255", f"{path}: cluster.vip_router_id",
+    if not 0 <= c.vip_router_id <= MAX_ROUTER_ID:
+        raise InventoryError(f"vip_router_id {c.vip_router_id} is not in 1-255", f"{path}: cluster.vip_router_id",
                              "use 1-255 (unique among the VRRP routers of this network), or 0 to derive it")
 
 
 # -- `inv health` -------------------------------------------------------------------------------------------
 def health_probe(run, host) -> list[str]:
     """Whether this host holds the VIP now."""
-    return [f'echo "@@vip $(ip -o -4 addr show to {run.inv.cluster["vip"]}/32 | wc -l)"'] if applies(run.inv, host) else []
+    return [f'echo "@@vip $(ip -o -4 addr show to {run.inv.settings.vip}/32 | wc -l)"'] if applies(run.inv, host) else []
 
 
 def health_summary(run, answers) -> list[Check]:
     """The "vip" row: exactly one nginx host holds it."""
-    vip = run.inv.cluster["vip"]
+    vip = run.inv.settings.vip
     if not vip:
         return []
     return [vip_check(vip, {h: a["vip"][-1].strip() not in ("", "0") for h, a in answers.items() if "vip" in a})]

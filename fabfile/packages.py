@@ -70,7 +70,7 @@ def steps(ctx) -> list:
     if ctx.host.has(*airflow.ROLES):
         airflow.check_python(ctx)   # refuse a Python/wheelhouse mismatch before the first change
     out = []
-    proxy = ctx.inv.cluster["http_proxy"]
+    proxy = ctx.inv.settings.http_proxy
     if proxy and plat.pkg == "apt":
         out.append(File(names(plat).proxy_conf, content=f'Acquire::http::Proxy "{proxy}";\n'
                                                           f'Acquire::https::Proxy "{proxy}";\n'))

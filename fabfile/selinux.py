@@ -67,11 +67,11 @@ def port_label(port: int, type_: str, why: str) -> list:
 def steps_for_nginx(ctx) -> list:
     if not active(ctx):
         return []
-    ports = ctx.inv.cluster["ports"]
+    ports = ctx.inv.ports
     out = [boolean("httpd_can_network_connect", "nginx → api-servers and Flower")]
-    out += port_label(ports["http"], "http_port_t", "nginx listen")
-    if ctx.inv.cluster["tls"]["enabled"]:
-        out += port_label(ports["https"], "http_port_t", "nginx listen")
+    out += port_label(ports.http, "http_port_t", "nginx listen")
+    if ctx.inv.settings.tls.enabled:
+        out += port_label(ports.https, "http_port_t", "nginx listen")
     return out
 
 
@@ -85,18 +85,18 @@ def steps_for_keepalived(ctx) -> list:
 def steps_for_redis(ctx) -> list:
     if not active(ctx):
         return []
-    ports, out = ctx.inv.cluster["ports"], []
+    ports, out = ctx.inv.ports, []
     if ctx.host.has("redis"):
-        out += port_label(ports["redis"], "redis_port_t", "redis-server")
+        out += port_label(ports.redis, "redis_port_t", "redis-server")
     if ctx.host.has("sentinel"):
-        out += port_label(ports["sentinel"], "redis_port_t", "redis-sentinel")
+        out += port_label(ports.sentinel, "redis_port_t", "redis-sentinel")
     return out
 
 
 def steps_for_postgres(ctx) -> list:
     if not active(ctx):
         return []
-    return port_label(ctx.inv.cluster["ports"]["postgres"], "postgresql_port_t", "postgresql")
+    return port_label(ctx.inv.ports.postgres, "postgresql_port_t", "postgresql")
 
 
 def steps_for_airflow(ctx) -> list:

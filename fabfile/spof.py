@@ -30,6 +30,6 @@ def single_points(inv) -> list[str]:
         if len(hosts) == 1:
             out.append(f"{what}: 1 host ({hosts[0].name}{', ' + note if note else ''})")
     nginx = inv.with_role("nginx")
-    if not inv.cluster["vip"] and nginx:
+    if not inv.settings.vip and nginx:
         out.append(f"no VIP: clients use {nginx[0].name}'s address (set cluster.vip)")
     return out

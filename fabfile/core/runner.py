@@ -88,6 +88,11 @@ class HostContext:
     def secrets(self) -> dict:
         return self.run.secrets
 
+    @property
+    def settings(self):
+        """The cluster settings as this host sees them (its overrides win): `ctx.settings.worker_concurrency`."""
+        return self.inv.settings_for(self.host)
+
     def var(self, key):
         return self.inv.var(self.host, key)
 
@@ -219,14 +224,14 @@ class Run:
                 raise Unreachable(self.unreachable[name])
             if name not in self.remotes:
                 try:
-                    self.remotes[name] = self.source.connect(name, self.inv.cluster["connect_timeout"])
+                    self.remotes[name] = self.source.connect(name, self.inv.settings.connect_timeout)
                 except Unreachable as exc:
                     self.unreachable[name] = str(exc)
                     raise
             return self.remotes[name]
 
     def parallel(self, fn, hosts) -> list:
-        size = self.opts.parallel or self.inv.cluster["parallel"]
+        size = self.opts.parallel or self.inv.settings.parallel
         hosts = list(hosts)
         if not hosts:
             return []

@@ -20,13 +20,13 @@ class SSHHosts:
     """protocol.StateSource over SSH (ssh_config: the inventory's, else the lab's if it is up, else ~/.ssh)."""
 
     def __init__(self, inv):
-        path = inv.cluster["ssh_config"] or lab_ssh_config(inv.base_dir)
+        path = inv.settings.ssh_config or lab_ssh_config(inv.base_dir)
         if path and not str(path).startswith("/"):
             path = inv.base_dir / path
         self.ssh_config = load_ssh_config(path)
 
     def secrets(self, inv, check: bool) -> dict:
-        return secrets_mod.load_or_create(inv.path, check=check, override=inv.cluster["secrets"])
+        return secrets_mod.load_or_create(inv.path, check=check, override=inv.settings.secrets)
 
     def addresses(self, inv) -> dict[str, str]:
         return {h.name: resolve_address(inv, h, self.ssh_config.lookup) for h in inv.hosts.values()}
