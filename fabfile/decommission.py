@@ -63,7 +63,7 @@ def _no_promotion_script(run, host) -> str:
     """A leaving Redis must never be promoted by the failover (Sentinel skips replica-priority 0)."""
     return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}\n"
             f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} "
-            f"-p {redis.settings(run.inv)['port']} CONFIG SET replica-priority 0")
+            f"-p {run.inv.ports.redis} CONFIG SET replica-priority 0")
 
 
 def _stop_script(run, host) -> str:
@@ -78,7 +78,7 @@ def _stop_script(run, host) -> str:
 
 
 def _sentinel_reset(run, hosts) -> None:
-    name = redis.settings(run.inv)["master_name"]
+    name = run.inv.settings.redis.master_name
     for host in hosts:
         run.remote(host.name).sh(redis.sentinel_cli(run, host, f"SENTINEL RESET {name}"), timeout=15)
         time.sleep(1)   # one Sentinel at a time: the others keep the quorum while it rediscovers
@@ -104,7 +104,7 @@ def run(names: list[str] | str, inventory=None) -> int:
         for host in hosts:
             print(f"{host.name:<10} decommission stopping its services (worker: warm shutdown)", flush=True)
         results = r.parallel(lambda h: r.remote(h.name).sh(_stop_script(r, h),
-                                                            timeout=inv.cluster["worker_stop_timeout"] + 120), hosts)
+                                                            timeout=inv.settings.worker_stop_timeout + 120), hosts)
         if bad := [res for res in results if not res.ok]:
             print("\n".join(res.out + res.err for res in bad))
             return 1

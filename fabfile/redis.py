@@ -82,20 +82,21 @@ def applies(inv, host) -> bool:
     return host.has("redis", "sentinel")
 
 
-def settings(inv) -> dict:
-    r, ports = inv.cluster["redis"], inv.cluster["ports"]
-    return {"port": ports["redis"], "sentinel_port": ports["sentinel"], "master_name": r["master_name"],
-            "down_after_ms": r["down_after_ms"], "failover_timeout_ms": r["failover_timeout_ms"],
-            "quorum": len(inv.with_role("sentinel")) // 2 + 1, "maxmemory": str(r["maxmemory"]).lower()}
+def conf_values(inv) -> dict:
+    """What the redis.conf and sentinel.conf templates read from the inventory."""
+    r, ports = inv.settings.redis, inv.ports
+    return {"port": ports.redis, "sentinel_port": ports.sentinel, "master_name": r.master_name,
+            "down_after_ms": r.down_after_ms, "failover_timeout_ms": r.failover_timeout_ms,
+            "quorum": len(inv.with_role("sentinel")) // 2 + 1, "maxmemory": str(r.maxmemory).lower()}
 
 
 def ask_master_script(run, sentinel_hosts) -> str:
     """Shell that prints `ip port` as seen by each reachable Sentinel (password via env, not argv)."""
-    s = settings(run.inv)
+    ports, r = run.inv.ports, run.inv.settings.redis
     lines = [f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}"]
     for h in sentinel_hosts:
-        lines.append(f"timeout 3 redis-cli --no-auth-warning -h {run.addresses[h.name]} -p {s['sentinel_port']} "
-                     f"SENTINEL get-master-addr-by-name {s['master_name']} 2>/dev/null | tr '\\n' ' '; echo")
+        lines.append(f"timeout 3 redis-cli --no-auth-warning -h {run.addresses[h.name]} -p {ports.sentinel} "
+                     f"SENTINEL get-master-addr-by-name {r.master_name} 2>/dev/null | tr '\\n' ' '; echo")
     return "\n".join(lines)
 
 
@@ -103,7 +104,7 @@ def sentinel_cli(run, host, command: str, timeout: int = 5) -> str:
     """Shell asking `host`'s Sentinel `command`; the password travels in REDISCLI_AUTH, never in argv."""
     return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}\n"
             f"timeout {timeout} redis-cli --no-auth-warning -h {run.addresses[host.name]} "
-            f"-p {settings(run.inv)['sentinel_port']} {command}")
+            f"-p {run.inv.ports.sentinel} {command}")
 
 
 def sentinel_views(run, asked: dict | None = None) -> dict[str, str]:
@@ -154,7 +155,7 @@ def steps(ctx) -> list:
     inv, host, redis = ctx.inv, ctx.host, names(ctx.platform)
     master = ctx.run.data.get("redis_master") or ctx.run.addresses[inv.with_role("redis")[0].name]
     user = redis.user
-    values = {**settings(inv), "address": ctx.address, "master": master,
+    values = {**conf_values(inv), "address": ctx.address, "master": master,
               "redis_password": ctx.secrets["redis_password"],
               "sentinel_password": ctx.secrets["sentinel_password"],
               "resolve_hostnames": _at_least(redis.version, (6, 2))}
@@ -227,7 +228,7 @@ def before_restart(run, host, units):
         return None
     if len(run.inv.with_role("redis")) <= 1 or not run.inv.with_role("sentinel"):
         return None
-    name = settings(run.inv)["master_name"]
+    name = run.inv.settings.redis.master_name
     return f"SENTINEL FAILOVER {name}: a replica takes over before the old master restarts", lambda: failover(run)
 
 
@@ -261,7 +262,7 @@ def failover(run, timeout: float = 60, interval: float = 1) -> str | None:
 
 def _request_failover(run) -> str:
     """SENTINEL FAILOVER on the first reachable sentinel host: its answer ("OK", "NOGOODSLAVE ...")."""
-    name = settings(run.inv)["master_name"]
+    name = run.inv.settings.redis.master_name
     for host in (h for h in run.inv.with_role("sentinel") if h.name not in run.failed):
         script = sentinel_cli(run, host, f"SENTINEL FAILOVER {name} 2>&1")
         try:
@@ -273,14 +274,14 @@ def _request_failover(run) -> str:
 
 def gate_script(run, host) -> str:
     """One round trip: this host's Redis replication role/link and its Sentinel's quorum check."""
-    s, lines = settings(run.inv), []
+    ports, lines = run.inv.ports, []
     cli = f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]}"
     if host.has("redis"):
         lines += [f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}", "echo @@redis",
-                  f"{cli} -p {s['port']} INFO replication | tr -d '\\r' | grep -E '^(role|master_link_status):'"]
+                  f"{cli} -p {ports.redis} INFO replication | tr -d '\\r' | grep -E '^(role|master_link_status):'"]
     if host.has("sentinel"):
         lines += [f"export REDISCLI_AUTH={shlex.quote(run.secrets['sentinel_password'])}", "echo @@sentinel",
-                  f"{cli} -p {s['sentinel_port']} SENTINEL CKQUORUM {s['master_name']} 2>&1"]
+                  f"{cli} -p {ports.sentinel} SENTINEL CKQUORUM {run.inv.settings.redis.master_name} 2>&1"]
     return "\n".join(lines)
 
 
@@ -329,17 +330,17 @@ def _sections(out: str):
 def validate(inv) -> None:
     """Replication only (kombu has no Redis Cluster transport), a memory size Redis reads, an odd number of
     Sentinels."""
-    path, r = inv.path, inv.cluster["redis"]
-    if r["mode"] == "cluster":
+    path, r = inv.path, inv.settings.redis
+    if r.mode == "cluster":
         raise InventoryError(
             "redis.mode 'cluster' is not supported: Celery/kombu has no Redis Cluster transport (CROSSSLOT/"
             "MovedError; kombu offers redis, rediss and sentinel only), and a 3-master Redis Cluster without "
             "replicas is not HA either", f"{path}: cluster.redis.mode",
             "use 'replication' (the default): 1 master + replicas, failover by 3 Sentinels, sentinel:// broker URLs")
-    if r["mode"] != "replication":
-        raise InventoryError(f"unknown redis.mode {r['mode']!r}", f"{path}: cluster.redis.mode", "use 'replication'")
-    if not re.fullmatch(r"\d+(kb|mb|gb)?", str(r["maxmemory"]).lower()):
-        raise InventoryError(f"redis.maxmemory {r['maxmemory']!r} is not a Redis memory size",
+    if r.mode != "replication":
+        raise InventoryError(f"unknown redis.mode {r.mode!r}", f"{path}: cluster.redis.mode", "use 'replication'")
+    if not re.fullmatch(r"\d+(kb|mb|gb)?", str(r.maxmemory).lower()):
+        raise InventoryError(f"redis.maxmemory {r.maxmemory!r} is not a Redis memory size",
                              f"{path}: cluster.redis.maxmemory", "write e.g. 0 (no limit), 512mb or 2gb")
     sentinels = len(inv.with_role("sentinel"))
     if sentinels % 2 == 0:
@@ -358,16 +359,16 @@ def _redis(run, host, port_key: str, secret_key: str):
 
     @contextmanager
     def client():
-        with run.remote(host.name).forward(run.addresses[host.name], run.inv.cluster["ports"][port_key]) as port:
+        with run.remote(host.name).forward(run.addresses[host.name], getattr(run.inv.ports, port_key)) as port:
             yield redislib.Redis(port=port, password=run.secrets[secret_key],
-                                 socket_timeout=run.inv.cluster["check_timeout"])
+                                 socket_timeout=run.inv.settings.check_timeout)
     return client()
 
 
 def health_checks(run) -> list[Check]:
     import redis as redislib
     inv, out = run.inv, []
-    master_name = inv.cluster["redis"]["master_name"]
+    master_name = inv.settings.redis.master_name
     masters = {}
     for host in inv.with_role("sentinel"):
         if host.name in run.failed:
