@@ -59,17 +59,17 @@ def applies(inv, host) -> bool:
 
 def endpoints(run) -> list[str]:
     """Client URLs of every etcd member (Patroni's `etcd3.hosts`, etcdctl --endpoints)."""
-    port = run.inv.cluster["ports"]["etcd_client"]
+    port = run.inv.ports.etcd_client
     return [f"{run.addresses[h.name]}:{port}" for h in run.inv.with_role("etcd")]
 
 
 def env(ctx) -> str:
     inv, run = ctx.inv, ctx.run
-    ports = inv.cluster["ports"]
-    members = ",".join(f"{h.name}=http://{run.addresses[h.name]}:{ports['etcd_peer']}" for h in inv.with_role("etcd"))
+    ports = inv.ports
+    members = ",".join(f"{h.name}=http://{run.addresses[h.name]}:{ports.etcd_peer}" for h in inv.with_role("etcd"))
     return render("etcd/etcd.env.j2", member=ctx.host.name, data_dir=names(ctx.platform).data,
-                  address=ctx.address, peer_port=ports["etcd_peer"], client_port=ports["etcd_client"],
-                  initial_cluster=members, token=f"{inv.cluster['name']}-etcd",
+                  address=ctx.address, peer_port=ports.etcd_peer, client_port=ports.etcd_client,
+                  initial_cluster=members, token=f"{inv.settings.name}-etcd",
                   version_note="3.4 (Debian 12) / 3.5")
 
 
@@ -95,7 +95,7 @@ DROPIN = ("# Managed by airflow-ha (fabfile/etcd.py)\n[Service]\nRestart=always\
 
 def health_script(run, host) -> str:
     """One line: etcdctl's verdict on this member (v3 API, its own client URL)."""
-    port = run.inv.cluster["ports"]["etcd_client"]
+    port = run.inv.ports.etcd_client
     return (f"ETCDCTL_API=3 timeout 5 etcdctl --dial-timeout=2s --command-timeout=3s "
             f"--endpoints=http://{run.addresses[host.name]}:{port} endpoint health 2>&1 | tail -1")
 

@@ -57,7 +57,7 @@ LAG_FAIL_BYTES = 64 * 1024 * 1024
 
 
 def scope(inv) -> str:
-    return inv.cluster["name"]
+    return inv.settings.name
 
 
 def conf_path(plat) -> str:
@@ -65,7 +65,7 @@ def conf_path(plat) -> str:
 
 
 def api_url(run, host, path: str = "") -> str:
-    return f"http://{run.addresses[host.name]}:{run.inv.cluster['ports']['patroni_api']}/{path.lstrip('/')}"
+    return f"http://{run.addresses[host.name]}:{run.inv.ports.patroni_api}/{path.lstrip('/')}"
 
 
 def dcs_parameters(inv) -> list[tuple[str, str]]:
@@ -76,13 +76,13 @@ def dcs_parameters(inv) -> list[tuple[str, str]]:
 def config(ctx) -> str:
     from .core.templates import render
     inv, run, pgn = ctx.inv, ctx.run, names(ctx.platform)
-    pg, ports, s = inv.cluster["postgres"], inv.cluster["ports"], ctx.secrets
+    pg, ports, s = inv.settings.postgres, inv.ports, ctx.secrets
     return render(
         "patroni/patroni.yml.j2", user=pgn.user, scope=scope(inv), member=ctx.host.name,
-        address=ctx.address, api_port=ports["patroni_api"], api_password=s["patroni_api_password"],
-        etcd_hosts=etcd.endpoints(run), ttl=pg["ttl"], loop_wait=pg["loop_wait"],
-        retry_timeout=pg["retry_timeout"], synchronous_mode=pg["synchronous_mode"],
-        dcs_parameters=dcs_parameters(inv), port=ports["postgres"], data_dir=pgn.patroni_data,
+        address=ctx.address, api_port=ports.patroni_api, api_password=s["patroni_api_password"],
+        etcd_hosts=etcd.endpoints(run), ttl=pg.ttl, loop_wait=pg.loop_wait,
+        retry_timeout=pg.retry_timeout, synchronous_mode=pg.synchronous_mode,
+        dcs_parameters=dcs_parameters(inv), port=ports.postgres, data_dir=pgn.patroni_data,
         bin_dir=pgn.bin_dir, config_dir=pgn.patroni_conf_dir, pgpass=pgn.pgpass,
         superuser_password=s["patroni_superuser_password"], replication_user=REPLICATION_USER,
         replication_password=s["patroni_replication_password"], rewind_user=REWIND_USER,
@@ -113,7 +113,7 @@ def steps(ctx) -> list:
     pg = names(plat)
     unit, user = pg.patroni_unit, pg.user
     conf, data = conf_path(plat), pg.patroni_data
-    port = inv.cluster["ports"]["postgres"]
+    port = inv.ports.postgres
     old = pg.instance_unit
     out = []
     if plat.family == "debian":
@@ -171,7 +171,7 @@ def archive_mode_step(ctx) -> Command:
     Nothing to do while PostgreSQL is down or not yet under Patroni here: it starts with the file's setting."""
     plat, inv = ctx.platform, ctx.inv
     want = dict(repository.archive_settings(inv)).get("archive_mode", "off")
-    show = (f"runuser -u {names(plat).user} -- psql -XAtq -p {inv.cluster['ports']['postgres']} -d postgres "
+    show = (f"runuser -u {names(plat).user} -- psql -XAtq -p {inv.ports.postgres} -d postgres "
             "-c 'show archive_mode' 2>/dev/null")
     restart = f"patronictl -c {conf_path(plat)} restart --force --pending {scope(inv)} {ctx.host.name}"
     return Command("archive_mode", desc=f"archive_mode {want} in the running server: restart this member "
@@ -307,9 +307,9 @@ def leader(run):
 
 
 def dcs_settings(inv) -> dict:
-    pg = inv.cluster["postgres"]
-    return {"ttl": pg["ttl"], "loop_wait": pg["loop_wait"], "retry_timeout": pg["retry_timeout"],
-            "synchronous_mode": pg["synchronous_mode"], "postgresql.use_pg_rewind": True,
+    pg = inv.settings.postgres
+    return {"ttl": pg.ttl, "loop_wait": pg.loop_wait, "retry_timeout": pg.retry_timeout,
+            "synchronous_mode": pg.synchronous_mode, "postgresql.use_pg_rewind": True,
             "postgresql.parameters.max_connections": max_connections(inv)}
 
 
@@ -333,7 +333,7 @@ def finalize_steps(run, host) -> list:
     sets = " ".join(f"--set {shlex.quote(f'{k}={str(v).lower()}')}" for k, v in want.items())
     check = (f"curl -s -m 3 {api_url(run, host, 'config')} | "
              f"python3 -c {shlex.quote(DCS_CHECK)} {shlex.quote(json.dumps(want))}")
-    port = run.inv.cluster["ports"]["postgres"]
+    port = run.inv.ports.postgres
     password = run.secrets["postgres_password"]
     return [
         Command("dcs config", desc="patronictl edit-config: ttl, loop_wait, retry_timeout, synchronous_mode, "

@@ -91,11 +91,10 @@ def max_connections(inv) -> int:
     flat allowance (their Celery result-backend connections) instead of one per task slot: changing
     `worker_concurrency` must not restart PostgreSQL. Set `postgres.max_connections` for big workers.
     """
-    c = inv.cluster
-    if c["postgres"]["max_connections"]:
-        return c["postgres"]["max_connections"]
+    if inv.settings.postgres.max_connections:
+        return inv.settings.postgres.max_connections
     daemons = sum(len(inv.with_role(r)) for r in ("scheduler", "dag_processor", "triggerer"))
-    daemons += sum(inv.var(h, "api_workers") for h in inv.with_role("api_server"))
+    daemons += sum(inv.settings_for(h).api_workers for h in inv.with_role("api_server"))
     return max(100, 15 * daemons + 20 * len(inv.with_role("worker")) + 50)
 
 

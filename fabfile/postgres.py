@@ -67,7 +67,7 @@ def db_host(run) -> str:
 
 def db_hosts(run) -> list[str]:
     """Every member's address:port: the multi-host list of Patroni mode (one entry in single mode)."""
-    port = run.inv.cluster["ports"]["postgres"]
+    port = run.inv.ports.postgres
     return [f"{run.addresses[h.name]}:{port}" for h in run.inv.with_role("postgres")]
 
 
@@ -79,7 +79,7 @@ MULTI_HOST_PARAMS = ("target_session_attrs=read-write&connect_timeout=3&keepaliv
 
 def psql_target(run) -> str:
     """psql's connection arguments for the airflow database (user/database included)."""
-    port = run.inv.cluster["ports"]["postgres"]
+    port = run.inv.ports.postgres
     if not patroni_mode(run.inv):
         return f"-h {db_host(run)} -p {port} -U {USER} -d {DB}"
     hosts = ",".join(run.addresses[h.name] for h in run.inv.with_role("postgres"))
@@ -101,7 +101,7 @@ def steps(ctx) -> list:
     if patroni_mode(inv):
         return patroni.steps(ctx)
     unit, user = pg.unit, pg.user
-    port = inv.cluster["ports"]["postgres"]
+    port = inv.ports.postgres
     password = ctx.secrets["postgres_password"]
     peers = sorted((n, a) for n, a in ctx.run.addresses.items())
     out = []
@@ -137,7 +137,7 @@ def gate(run, host) -> str | None:
     """After its restart, PostgreSQL accepts connections again (pg_isready) before anything goes on."""
     if patroni_mode(run.inv):
         return patroni.gate(run, host)
-    port = run.inv.cluster["ports"]["postgres"]
+    port = run.inv.ports.postgres
     res = run.remote(host.name).sh(f"pg_isready -q -t 3 -h {run.addresses[host.name]} -p {port}", timeout=15)
     return None if res.ok else f"pg_isready: exit {res.rc} (not accepting connections)"
 
@@ -165,7 +165,7 @@ def server_bindir(port) -> str:
 def backup_steps(run, rev: str, version: str) -> list:
     """pg_dump -Fc of the airflow database at schema `rev`, once per (rev, version): a timestamped file
     in BACKUP_DIR, written by postgres with umask 077 (0600) with the server's own pg_dump; its path is printed."""
-    port = run.inv.cluster["ports"]["postgres"]
+    port = run.inv.ports.postgres
     dump = (f"umask 077; b=$({server_bindir(port)}) && \"$b/pg_dump\" -Fc -p {port} -d {DB} -f \"$1.partial\" && "
             "mv \"$1.partial\" \"$1\"")     # $1: the file (the postgres shell sees no variable of this one)
     return [Command("db backup", desc=f"pg_dump -Fc {DB} (schema {rev}) before Airflow {version} migrates it",
@@ -198,7 +198,7 @@ def find_backup(run, rev: str, version: str = "*") -> Backup:
         try:
             out = run.remote(host.name).sh(
                 f"echo \"path=$(ls -t {backup_glob(rev, version)} 2>/dev/null | head -n 1)\"\n"
-                f"echo \"bindir=$(runuser -u postgres -- {server_bindir(run.inv.cluster['ports']['postgres'])})\"",
+                f"echo \"bindir=$(runuser -u postgres -- {server_bindir(run.inv.ports.postgres)})\"",
                 timeout=20).out
         except Unreachable:
             continue
@@ -220,12 +220,12 @@ def db_revision(run, host) -> str | None:
 
 def validate(inv) -> None:
     """Patroni mode's DCS timing: loop_wait + 2*retry_timeout <= ttl, ttl >= MIN_TTL."""
-    pg = inv.cluster["postgres"]
+    pg = inv.settings.postgres
     if not patroni_mode(inv):
         return
-    if pg["ttl"] < MIN_TTL or pg["loop_wait"] < 1 or pg["loop_wait"] + 2 * pg["retry_timeout"] > pg["ttl"]:
+    if pg.ttl < MIN_TTL or pg.loop_wait < 1 or pg.loop_wait + 2 * pg.retry_timeout > pg.ttl:
         raise InventoryError(
-            f"Patroni timing ttl={pg['ttl']} loop_wait={pg['loop_wait']} retry_timeout={pg['retry_timeout']} "
+            f"Patroni timing ttl={pg.ttl} loop_wait={pg.loop_wait} retry_timeout={pg.retry_timeout} "
             f"breaks loop_wait + 2*retry_timeout <= ttl (ttl >= {MIN_TTL})", f"{inv.path}: cluster.postgres",
             "use the defaults ttl: 30, loop_wait: 10, retry_timeout: 10, or raise ttl")
 
@@ -247,7 +247,7 @@ def health_summary(run, answers) -> list[Check]:
         return []
     said = {tag: {h: a[tag][-1].strip() for h, a in answers.items() if tag in a} for tag in ("pcluster", "pprimary")}
     return patroni.patroni_checks([h.name for h in inv.with_role("postgres")], said["pcluster"], said["pprimary"],
-                                  bool(inv.cluster["postgres"]["synchronous_mode"]))
+                                  bool(inv.settings.postgres.synchronous_mode))
 
 
 def health_checks(run) -> list[Check]:
@@ -264,7 +264,7 @@ def health_checks(run) -> list[Check]:
             for h in hosts:
                 try:
                     ports[stack.enter_context(run.remote(h.name).forward(
-                        run.addresses[h.name], inv.cluster["ports"]["postgres"]))] = h.name
+                        run.addresses[h.name], inv.ports.postgres))] = h.name
                 except Exception:  # that member is named by its own rows
                     continue
             if not ports:
@@ -288,7 +288,7 @@ def _query_primary(run, ports: dict) -> list[Check]:
     import psycopg2  # only health needs it (start-up time)
     inv = run.inv
     conn = psycopg2.connect(user=USER, dbname=DB, password=run.secrets["postgres_password"],
-                            connect_timeout=inv.cluster["check_timeout"],
+                            connect_timeout=inv.settings.check_timeout,
                             **conninfo(list(ports), patroni_mode(inv)))
     try:
         name = ports.get(int(conn.info.port), "?")
