@@ -103,18 +103,18 @@ PACKAGES = ("pgbackrest",)
 
 
 def _repo_opts(inv, secrets) -> list[tuple[str, str]]:
-    b = inv.cluster["backup"]
+    b = inv.settings.backup
     out = []
     if mode(inv) == "s3":
-        out += [("repo1-type", "s3"), ("repo1-path", b["repo_path"] or "/airflow-ha"),
-                ("repo1-s3-bucket", b["s3_bucket"]), ("repo1-s3-endpoint", b["s3_endpoint"]),
-                ("repo1-s3-region", b["s3_region"]), ("repo1-s3-key", _secret(secrets, "backup_s3_key")),
+        out += [("repo1-type", "s3"), ("repo1-path", b.repo_path or "/airflow-ha"),
+                ("repo1-s3-bucket", b.s3_bucket), ("repo1-s3-endpoint", b.s3_endpoint),
+                ("repo1-s3-region", b.s3_region), ("repo1-s3-key", _secret(secrets, "backup_s3_key")),
                 ("repo1-s3-key-secret", _secret(secrets, "backup_s3_key_secret"))]
-        if b["s3_uri_style"]:
-            out.append(("repo1-s3-uri-style", b["s3_uri_style"]))
+        if b.s3_uri_style:
+            out.append(("repo1-s3-uri-style", b.s3_uri_style))
     else:
         out.append(("repo1-path", repo_path(inv)))
-    return [*out, ("repo1-retention-full", str(b["retention_full"])), ("repo1-cipher-type", "aes-256-cbc"),
+    return [*out, ("repo1-retention-full", str(b.retention_full)), ("repo1-cipher-type", "aes-256-cbc"),
             ("repo1-cipher-pass", secrets["pgbackrest_cipher_pass"]), ("start-fast", "y")]
 
 
@@ -129,7 +129,7 @@ def _pg_opts(inv, plat, index: int = 1, address: str | None = None) -> list[tupl
     p, pg = f"pg{index}", pgsql.names(plat)
     data = pg.patroni_data if pgsql.patroni_mode(inv) else pg.data
     remote = [(f"{p}-host", address), (f"{p}-host-user", pg.user)] if address else []
-    return [*remote, (f"{p}-path", data), (f"{p}-port", str(inv.cluster["ports"]["postgres"])),
+    return [*remote, (f"{p}-path", data), (f"{p}-port", str(inv.ports.postgres)),
             (f"{p}-socket-path", "/var/run/postgresql")]
 
 
@@ -248,7 +248,7 @@ def steps(ctx) -> list:
     if mode(inv) == "host":
         out += _ssh_steps(ctx, user, REPO_HOME if is_repo else pg.home)
     units = (timer_steps(ctx, user) if runs_backups(inv, host) else []) + \
-        (metrics_steps(ctx) if inv.cluster["monitoring"] else [])
+        (metrics_steps(ctx) if inv.settings.monitoring else [])
     # unit files before the first service action: the runner's one daemon-reload comes right before it
     return out + [s for s in units if not isinstance(s, Service)] + [s for s in units if isinstance(s, Service)]
 
@@ -261,7 +261,7 @@ def metrics_steps(ctx) -> list:
     """With monitoring: a 5-minute timer writes backup age / WAL archiving for node_exporter's textfile collector."""
     inv, host = ctx.inv, ctx.host
     script = render("pgbackrest/metrics.sh.j2", backups=runs_backups(inv, host), owner=owner(inv), stanza=STANZA,
-                    database=host.has("postgres"), port=inv.cluster["ports"]["postgres"])
+                    database=host.has("postgres"), port=inv.ports.postgres)
     service = (f"# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics for "
                f"node_exporter\n\n[Service]\nType=oneshot\nExecStart={METRICS_SCRIPT}\n")
     timer = ("# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics every "
@@ -283,20 +283,21 @@ def alert_rules(inv) -> str:
 
 def timer_steps(ctx, user: str) -> list:
     inv = ctx.inv
-    b = inv.cluster["backup"]
+    b = inv.settings.backup
     primary_only = mode(inv) != "host" and pgsql.patroni_mode(inv)
     out = [
         File(SCRIPT, render("pgbackrest/backup.sh.j2", stanza=STANZA, primary_only=primary_only,
-                            port=inv.cluster["ports"]["postgres"]), mode=0o755),
+                            port=inv.ports.postgres), mode=0o755),
         File(f"/etc/systemd/system/{SERVICE}.service", render("pgbackrest/airflow-ha-backup@.service.j2",
                                                               stanza=STANZA, user=user, script=SCRIPT),
              notify=("daemon-reload",)),
     ]
-    timers = {kind: f"airflow-ha-backup-{kind}.timer" for kind in ("full", "diff")}
+    schedules = {"full": b.full_schedule, "diff": b.diff_schedule}
+    timers = {kind: f"airflow-ha-backup-{kind}.timer" for kind in schedules}
     out += [File(f"/etc/systemd/system/{unit}", render("pgbackrest/airflow-ha-backup.timer.j2", type=kind,
-                                                      schedule=b[f"{kind}_schedule"]), notify=("daemon-reload", unit))
-            for kind, unit in timers.items() if b[f"{kind}_schedule"]]
-    return out + [Service(unit, present=bool(b[f"{kind}_schedule"])) for kind, unit in timers.items()]
+                                                      schedule=schedules[kind]), notify=("daemon-reload", unit))
+            for kind, unit in timers.items() if schedules[kind]]
+    return out + [Service(unit, present=bool(schedules[kind])) for kind, unit in timers.items()]
 
 
 def stanza_steps(run, host) -> list:
@@ -415,8 +416,8 @@ def table(info: dict) -> str:
 
 
 def expected_hours(inv) -> int:
-    b = inv.cluster["backup"]
-    return b["max_age_hours"] or (24 if b["diff_schedule"] else 168)
+    b = inv.settings.backup
+    return b.max_age_hours or (24 if b.diff_schedule else 168)
 
 
 def age_check(info: dict, now: float, expected: int):
@@ -476,38 +477,38 @@ def info_from(run, host) -> dict:
 
 def validate(inv) -> None:
     """One repository: at most one `backup` host, not also S3; S3 complete; sane retention and schedules."""
-    b, path = inv.cluster["backup"], inv.path
+    b, path = inv.settings.backup, inv.path
     hosts = inv.with_role("backup")
     if len(hosts) > 1:
         raise InventoryError(f"{len(hosts)} backup hosts ({', '.join(h.name for h in hosts)}): pgBackRest "
                              "keeps one repository here", f"{path}: hosts", "give the 'backup' role to one host")
-    if hosts and b["s3_bucket"]:
+    if hosts and b.s3_bucket:
         raise InventoryError("a backup host and backup.s3_bucket: two repositories", f"{path}: cluster.backup",
                              "keep the 'backup' role or the S3 settings, not both")
     if hosts and pgsql.patroni_mode(inv) and hosts[0].has("postgres"):
         raise InventoryError(f"backup host {hosts[0].name} is also a Patroni member: the repository would be "
                              "lost with that member", f"{path}: hosts.{hosts[0].name}.roles",
                              "give the 'backup' role to a host without 'postgres'")
-    missing = [k for k in ("s3_endpoint", "s3_region") if b["s3_bucket"] and not b[k]]
+    missing = [k for k, v in (("s3_endpoint", b.s3_endpoint), ("s3_region", b.s3_region)) if b.s3_bucket and not v]
     if missing:
         raise InventoryError(f"backup.s3_bucket without backup.{missing[0]}", f"{path}: cluster.backup",
                              "set s3_bucket, s3_endpoint and s3_region together (e.g. s3.us-east-1.amazonaws.com, "
                              "us-east-1)")
-    if b["s3_uri_style"] not in (None, "host", "path"):
-        raise InventoryError(f"backup.s3_uri_style {b['s3_uri_style']!r}", f"{path}: cluster.backup.s3_uri_style",
+    if b.s3_uri_style not in (None, "host", "path"):
+        raise InventoryError(f"backup.s3_uri_style {b.s3_uri_style!r}", f"{path}: cluster.backup.s3_uri_style",
                              "use host (AWS) or path (most S3-compatible stores, e.g. MinIO)")
-    if b["repo_path"] is not None and not b["repo_path"].startswith("/"):
-        raise InventoryError(f"backup.repo_path {b['repo_path']!r} is not absolute", f"{path}: cluster.backup.repo_path",
+    if b.repo_path is not None and not b.repo_path.startswith("/"):
+        raise InventoryError(f"backup.repo_path {b.repo_path!r} is not absolute", f"{path}: cluster.backup.repo_path",
                              "write an absolute path such as /var/lib/pgbackrest")
-    if b["retention_full"] < 1:
+    if b.retention_full < 1:
         raise InventoryError("backup.retention_full must be at least 1", f"{path}: cluster.backup.retention_full",
                              "keep 2 or more full backups (the default is 2)")
-    for key in ("full_schedule", "diff_schedule"):
-        if not CALENDAR.match(b[key]):
-            raise InventoryError(f"backup.{key} {b[key]!r} is not a systemd calendar expression",
+    for key, schedule in (("full_schedule", b.full_schedule), ("diff_schedule", b.diff_schedule)):
+        if not CALENDAR.match(schedule):
+            raise InventoryError(f"backup.{key} {schedule!r} is not a systemd calendar expression",
                                  f"{path}: cluster.backup.{key}", "write e.g. 'Sun *-*-* 01:00:00' or 'daily', "
                                  "'' for none (`systemd-analyze calendar` checks it)")
-    if not b["full_schedule"]:
+    if not b.full_schedule:
         raise InventoryError("backup.full_schedule is empty: differential backups need a full one",
                              f"{path}: cluster.backup.full_schedule", "use e.g. 'Sun *-*-* 01:00:00' (the default)")
 

@@ -263,7 +263,7 @@ class Restore:
                          ("restore_command", "recovery_target_time", "recovery_target_action"))
 
     def psql(self, host: str) -> str:
-        port = self.inv.cluster["ports"]["postgres"]
+        port = self.inv.ports.postgres
         return f"runuser -u {self.pg(host).user} -- psql -XAtq -p {port} -d postgres"
 
     def restore_single(self) -> None:

@@ -20,13 +20,13 @@ def repo_host(inv):
 
 def mode(inv) -> str:
     """host | local | path | s3 | none (module docstring)."""
-    b = inv.cluster["backup"]
-    if b["s3_bucket"]:
+    b = inv.settings.backup
+    if b.s3_bucket:
         return "s3"
     host = repo_host(inv)
     if host:
         return "local" if host.has("postgres") else "host"
-    return "path" if b["repo_path"] else "none"
+    return "path" if b.repo_path else "none"
 
 
 def enabled(inv) -> bool:
@@ -34,7 +34,7 @@ def enabled(inv) -> bool:
 
 
 def repo_path(inv) -> str:
-    return inv.cluster["backup"]["repo_path"] or DEFAULT_REPO
+    return inv.settings.backup.repo_path or DEFAULT_REPO
 
 
 def runs_backups(inv, host) -> bool:
