@@ -144,30 +144,30 @@ def airflow_hosts(inv) -> list:
 
 def constraints_path(inv) -> Path:
     """This cluster's constraints file: the cached copy of `constraints_url` if set, else the shipped one."""
-    c = inv.cluster
-    if c["constraints_url"]:
-        return constraints.cache_path(c["constraints_url"])
-    return FILES / "airflow" / f"constraints-{c['airflow_version']}-py{c['python_version']}.txt"
+    c = inv.settings
+    if c.constraints_url:
+        return constraints.cache_path(c.constraints_url)
+    return FILES / "airflow" / f"constraints-{c.airflow_version}-py{c.python_version}.txt"
 
 
 def ensure_constraints_local(inv) -> Path:
     """The constraints file on the control machine: `constraints_url` fetched (once) or the shipped file."""
-    c = inv.cluster
-    if c["constraints_url"]:
-        return constraints.fetch(c["constraints_url"], f"{inv.path}: cluster.constraints_url")
+    c = inv.settings
+    if c.constraints_url:
+        return constraints.fetch(c.constraints_url, f"{inv.path}: cluster.constraints_url")
     path = constraints_path(inv)
     if not path.is_file():
-        raise UserError(f"no constraints file for Airflow {c['airflow_version']} on Python {c['python_version']}",
+        raise UserError(f"no constraints file for Airflow {c.airflow_version} on Python {c.python_version}",
                         str(path), "generate it with files/airflow/make-constraints.sh or set constraints_url")
     return path
 
 
 def wheelhouse_dir(inv) -> Path:
-    c = inv.cluster
-    if c["wheelhouse"]:
-        p = Path(c["wheelhouse"])
+    c = inv.settings
+    if c.wheelhouse:
+        p = Path(c.wheelhouse)
         return p if p.is_absolute() else inv.base_dir / p
-    return Path(f"/var/cache/airflow-ha/wheelhouse-{c['airflow_version']}-py{c['python_version']}")
+    return Path(f"/var/cache/airflow-ha/wheelhouse-{c.airflow_version}-py{c.python_version}")
 
 
 def ensure_wheelhouse_local(inv) -> Path:
@@ -176,7 +176,7 @@ def ensure_wheelhouse_local(inv) -> Path:
     path, pins = wheelhouse_dir(inv), constraints_path(inv)
     if not (path / wheelhouse.MANIFEST).is_file() or not wheelhouse.built_with(path, pins):
         print(f"{'local':<10} airflow    building wheelhouse {path} (once; cached)", flush=True)
-        wheelhouse.build(path, inv.cluster["airflow_version"], inv.cluster["python_version"], constraints=pins)
+        wheelhouse.build(path, inv.settings.airflow_version, inv.settings.python_version, constraints=pins)
     return path
 
 
@@ -221,31 +221,31 @@ def config_values(ctx) -> dict:
     host's own nginx (fabfile/nginx.py: a local-only one on hosts without the nginx role), the broker
     is reached through every Sentinel, statsd is local; only the database is one host (health: SPOF)."""
     inv, host = ctx.inv, ctx.host
-    ports = inv.cluster["ports"]
-    scheme = "https" if inv.cluster["tls"]["enabled"] else "http"
-    front = inv.cluster["vip"] or inv.with_role("nginx")[0].name
-    statsd = inv.cluster["monitoring"]
+    ports = inv.ports
+    scheme = "https" if inv.settings.tls.enabled else "http"
+    front = inv.settings.vip or inv.with_role("nginx")[0].name
+    statsd = inv.settings.monitoring
     return {
         "airflow_home": HOME, "dags_folder": DAGS_CURRENT, "logs_folder": LOGS,
         "base_url": f"{scheme}://{front}/",
-        "execution_api_server_url": f"http://127.0.0.1:{ports['http']}/execution/",
-        "api_port": ports["api"], "api_workers": inv.cluster["api_workers"],
-        "worker_log_server_port": ports["worker_log"], "flower_port": ports["flower"],
+        "execution_api_server_url": f"http://127.0.0.1:{ports.http}/execution/",
+        "api_port": ports.api, "api_workers": inv.settings.api_workers,
+        "worker_log_server_port": ports.worker_log, "flower_port": ports.flower,
         "flower_url_prefix": "/flower", "hostname": host.name,
-        "sentinel_master_name": inv.cluster["redis"]["master_name"],
-        "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports["statsd"],
-        "parallelism": inv.cluster["parallelism"], "default_timezone": "utc",
-        "task_queued_timeout": inv.cluster["task_queued_timeout"],
+        "sentinel_master_name": inv.settings.redis.master_name,
+        "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports.statsd,
+        "parallelism": inv.settings.parallelism, "default_timezone": "utc",
+        "task_queued_timeout": inv.settings.task_queued_timeout,
     }
 
 
 def env_values(ctx) -> dict:
     inv, run, s = ctx.inv, ctx.run, ctx.secrets
-    port = inv.cluster["ports"]["sentinel"]
+    port = inv.ports.sentinel
     return {
         "fernet_key": s["fernet_key"], "api_secret_key": s["api_secret_key"], "jwt_secret": s["jwt_secret"],
         "db_user": pgsql.USER, "db_password": s["postgres_password"], "db_host": postgres.db_host(run),
-        "db_port": inv.cluster["ports"]["postgres"], "db_name": pgsql.DB,
+        "db_port": inv.ports.postgres, "db_name": pgsql.DB,
         "db_hosts": postgres.db_hosts(run) if pgsql.patroni_mode(inv) else [], "db_params": postgres.MULTI_HOST_PARAMS,
         "redis_password": s["redis_password"], "sentinel_password": s["sentinel_password"],
         "sentinels": [f"{run.addresses[h.name]}:{port}" for h in inv.with_role("sentinel")],
@@ -256,13 +256,13 @@ def env_values(ctx) -> dict:
 def install_spec(inv) -> str:
     """What the venv gets: the same requirement list the wheelhouse was downloaded for."""
     from .wheelhouse import requirements
-    return " ".join(r.replace(" ", "") for r in requirements(inv.cluster["airflow_version"]))
+    return " ".join(r.replace(" ", "") for r in requirements(inv.settings.airflow_version))
 
 
 def check_python(ctx) -> None:
     """The wheelhouse/constraints are built for cluster.python_version (before any host is reached, so
     they cannot follow the hosts): a host whose venv Python differs is refused with one clear error."""
-    have, want = ctx.platform.python_version, ctx.inv.cluster["python_version"]
+    have, want = ctx.platform.python_version, ctx.inv.settings.python_version
     if have and have != want:
         raise PlatformError(
             f"{ctx.platform.name} runs Airflow on Python {have} ({ctx.platform.python}), but the wheelhouse and "
@@ -273,7 +273,7 @@ def check_python(ctx) -> None:
 def _local_inputs(ctx) -> tuple[str, bytes]:
     """(constraints text, wheelhouse manifest) as the run's state source reads them on the control machine."""
     inv, read = ctx.inv, ctx.run.source.read_local
-    build = f"{inv.cluster['airflow_version']}-py{inv.cluster['python_version']}"
+    build = f"{inv.settings.airflow_version}-py{inv.settings.python_version}"
     return (read(constraints_path(inv), f"constraints-{build}.txt").decode(),
             read(wheelhouse_dir(inv) / "MANIFEST.sha256", f"MANIFEST.sha256 of wheelhouse-{build}"))
 
@@ -285,7 +285,7 @@ def steps(ctx) -> list:
     constraints, manifest = _local_inputs(ctx)
     install_id = hashlib.sha256("\n".join([
         install_spec(inv), constraints, manifest.decode()]).encode()).hexdigest()
-    version = inv.cluster["airflow_version"]
+    version = inv.settings.airflow_version
     venv = venv_dir(version)
     return [
         Command("group airflow", unless="getent group airflow", script="groupadd --system airflow"),
@@ -383,7 +383,7 @@ def finalize(run, hosts) -> None:
 
 def new_schema_head(run, host) -> str:
     """The alembic head of the inventory's Airflow version: from the local wheelhouse, else the host's record."""
-    version = run.inv.cluster["airflow_version"]
+    version = run.inv.settings.airflow_version
     if "schema_head" not in run.data:
         run.data["schema_head"] = schema_head_of_wheelhouse(wheelhouse_dir(run.inv)) or ""
     return run.data["schema_head"] or run.remote(host.name).sh(
@@ -395,7 +395,7 @@ def backup_before_migrate(run, host) -> bool:
     rev = postgres.db_revision(run, host)
     if not rev or rev == new_schema_head(run, host):
         return True            # fresh database, no schema change, or no answer (the migrate step says why)
-    version = run.inv.cluster["airflow_version"]
+    version = run.inv.settings.airflow_version
     db = postgres.backup_host(run)
     if db is None:
         run.fail_host(host, NAME, "no database primary to back up before db migrate")
@@ -419,8 +419,8 @@ def finalize_steps(run) -> list:
     skipped. No pipe hides a command's exit status.
     """
     s, inv = run.secrets, run.inv
-    admin = inv.cluster["admin_user"]
-    version = inv.cluster["airflow_version"]
+    admin = inv.settings.admin_user
+    version = inv.settings.airflow_version
     psql = (f"PGPASSWORD={shlex.quote(s['postgres_password'])} PGCONNECT_TIMEOUT=5 psql {postgres.psql_target(run)} -tA")
     head = f"$(sed -n 2p {schema_head(version)} 2>/dev/null)"
     db_rev = f"$({psql} -c 'select version_num from alembic_version' 2>/dev/null)"
@@ -448,18 +448,18 @@ def _quiet(command: str, lines: int) -> str:
 def validate(inv) -> None:
     """Sane per-host worker settings; a worker for the default queue."""
     for host in inv.hosts.values():
-        if inv.var(host, "worker_concurrency") < 1:
+        if inv.settings_for(host).worker_concurrency < 1:
             raise InventoryError("worker_concurrency must be at least 1",
                                  f"{inv.path}: hosts.{host.name}.worker_concurrency", "use 1 or more")
         _check_queues(inv, host)
-    if not any("default" in inv.var(h, "worker_queues") for h in inv.with_role("worker")):
+    if not any("default" in inv.settings_for(h).worker_queues for h in inv.with_role("worker")):
         raise InventoryError("no worker serves the 'default' queue: tasks without a queue would never run",
                              f"{inv.path}: worker_queues", "add 'default' to the worker_queues of at least one worker")
 
 
 def _check_queues(inv, host) -> None:
     where = f"{inv.path}: hosts.{host.name}.worker_queues"
-    queues = inv.var(host, "worker_queues")
+    queues = inv.settings_for(host).worker_queues
     if "worker_queues" in host.vars and not host.has("worker"):
         raise InventoryError("worker_queues on a host without the 'worker' role", where,
                              "add the 'worker' role or remove worker_queues from this host")
@@ -477,7 +477,7 @@ def health_probe(run, host) -> list[str]:
     """An api-server's own /api/v2/monitor/health."""
     if not host.has("api_server"):
         return []
-    return [f'echo "@@api $(curl -s -m 4 http://{run.addresses[host.name]}:{run.inv.cluster["ports"]["api"]}'
+    return [f'echo "@@api $(curl -s -m 4 http://{run.addresses[host.name]}:{run.inv.ports.api}'
             '/api/v2/monitor/health)"']
 
 
@@ -516,18 +516,18 @@ def health_checks(run) -> list[Check]:
     auth = base64.b64encode(f"flower:{run.secrets['flower_password']}".encode()).decode()
     expected = {h.name for h in inv.with_role("worker")}
     try:
-        with run.remote(host.name).forward(run.addresses[host.name], inv.cluster["ports"]["flower"]) as port:
+        with run.remote(host.name).forward(run.addresses[host.name], inv.ports.flower) as port:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/flower/api/workers?refresh=1",
                                          headers={"Authorization": f"Basic {auth}"})
             for attempt in range(FLOWER_PINGS):
-                with urllib.request.urlopen(req, timeout=inv.cluster["check_timeout"]) as resp:
+                with urllib.request.urlopen(req, timeout=inv.settings.check_timeout) as resp:
                     workers = json.loads(resp.read())
                 if expected <= {_celery_host(k) for k in workers} or attempt == FLOWER_PINGS - 1:
                     break
                 time.sleep(1)
     except Exception as exc:
         return [Check(host.name, "celery workers", "fail", f"flower: {type(exc).__name__}: {str(exc)[:60]}")]
-    return [_worker_check(h.name, workers, inv.var(h, "worker_queues")) for h in inv.with_role("worker")]
+    return [_worker_check(h.name, workers, inv.settings_for(h).worker_queues) for h in inv.with_role("worker")]
 
 
 def _celery_host(node: str) -> str:

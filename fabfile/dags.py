@@ -44,13 +44,13 @@ def applies(inv, host) -> bool:
 
 
 def source_dir(inv) -> Path:
-    p = Path(inv.cluster["dags_dir"])
+    p = Path(inv.settings.dags_dir)
     return p if p.is_absolute() else inv.base_dir / p
 
 
 def sources(inv) -> list[tuple[Path, str]]:
     """(folder, prefix in the release) pairs: the users' DAGs, plus the HA test DAGs when asked for."""
-    return [(source_dir(inv), "")] + ([(TEST_DAGS, TEST_DAGS_PREFIX)] if inv.cluster["ha_test_dags"] else [])
+    return [(source_dir(inv), "")] + ([(TEST_DAGS, TEST_DAGS_PREFIX)] if inv.settings.ha_test_dags else [])
 
 
 def _files(folders) -> list[tuple[str, Path]]:
@@ -148,7 +148,7 @@ __PY__
 def steps(ctx) -> list:
     folders = sources(ctx.inv)
     release, data = bundle(*folders)
-    keep = ctx.inv.cluster["dag_releases_keep"]
+    keep = ctx.inv.settings.dag_releases_keep
     new = f"{RELEASES}/{release}"
     b64 = _memo("base64", folders, lambda: base64.encodebytes(data).decode())
     return [

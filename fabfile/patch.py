@@ -102,7 +102,7 @@ def drain(run, host) -> str | None:
     if stops:
         run.say(f"{host.name:<10} {NAME:<10} stopping {' '.join(stops)} (worker: warm shutdown)", always=True)
         res = run.remote(host.name).sh(f"systemctl stop {' '.join(stops)}",
-                                       timeout=run.inv.cluster["worker_stop_timeout"] + 60)
+                                       timeout=run.inv.settings.worker_stop_timeout + 60)
         if not res.ok:
             return f"stop {' '.join(stops)}: {res.err or res.out}".strip()
     return None

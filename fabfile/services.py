@@ -50,13 +50,13 @@ def applies(inv, host) -> bool:
 
 
 def unit_values(ctx) -> dict:
-    ports = ctx.inv.cluster["ports"]
+    ports = ctx.inv.ports
     return {
         "venv": VENV, "hostname": ctx.host.name, "listen_address": ctx.address,
-        "api_port": ports["api"], "flower_port": ports["flower"],
-        "api_workers": ctx.var("api_workers"), "worker_concurrency": ctx.var("worker_concurrency"),
-        "worker_queues": ",".join(ctx.var("worker_queues")),
-        "worker_stop_timeout": ctx.inv.cluster["worker_stop_timeout"],
+        "api_port": ports.api, "flower_port": ports.flower,
+        "api_workers": ctx.settings.api_workers, "worker_concurrency": ctx.settings.worker_concurrency,
+        "worker_queues": ",".join(ctx.settings.worker_queues),
+        "worker_stop_timeout": ctx.inv.settings.worker_stop_timeout,
         "airflow_home": "/var/lib/airflow",
         # hosts running nginx (local-only ones included) whose X-Forwarded-* headers uvicorn trusts
         "trusted_proxies": ",".join(["127.0.0.1"] + [ctx.run.addresses[h.name] for h in ctx.inv.hosts.values()
@@ -151,7 +151,7 @@ def generation_step(unit: str, version: str) -> Command:
 
 def steps(ctx) -> list:
     values = unit_values(ctx)
-    version = ctx.inv.cluster["airflow_version"]
+    version = ctx.inv.settings.airflow_version
     files, services = [venv_step(version)], []
     for role, unit in UNITS.items():
         if ctx.host.has(role):
@@ -181,7 +181,7 @@ def worker_ready_step(timeout=180) -> Command:
 
 def api_ready_step(ctx, timeout=180) -> Command:
     """After the api-server (re)started, wait until it answers: a deploy ends with a serving cluster."""
-    url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['api']}/api/v2/monitor/health"
+    url = f"http://{ctx.address}:{ctx.inv.ports.api}/api/v2/monitor/health"
     return Command(Service.started(UNITS["api_server"]), desc=f"wait until the api-server answers (<= {timeout}s)",
                    only_if_notified=True,
                    script=(f"for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 1; done\n"
@@ -209,7 +209,7 @@ def gate_script(run, host) -> str:
             lines.append(f"{active_since(unit)}"
                          f"echo \"@@unit {unit} $(systemctl show -p ActiveState --value {unit}) $a\"")
     if host.has("api_server"):
-        url = f"http://{run.addresses[host.name]}:{run.inv.cluster['ports']['api']}/api/v2/monitor/health"
+        url = f"http://{run.addresses[host.name]}:{run.inv.ports.api}/api/v2/monitor/health"
         lines.append(f"echo \"@@api $(curl -s -m 4 -o /dev/null -w '%{{http_code}}' {url})\"")
     if host.has("worker"):
         lines.append(f"{active_since('airflow-worker')}[ \"$a\" -gt {READY_WINDOW} ] || "

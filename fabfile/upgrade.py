@@ -143,8 +143,8 @@ def set_inventory_version(text: str, version: str) -> str:
 
 def _refuse_pinned(inv) -> None:
     """Inventories that pin one version's artifacts cannot take another version from the command line."""
-    for key in ("wheelhouse", "constraints_url"):
-        if inv.cluster[key]:
+    for key, value in (("wheelhouse", inv.settings.wheelhouse), ("constraints_url", inv.settings.constraints_url)):
+        if value:
             raise UserError(f"cluster.{key} pins the files of one Airflow version", f"{inv.path}: cluster.{key}",
                             f"point {key} at the new version's, set airflow_version there and run `inv deploy`")
 
