@@ -86,10 +86,10 @@ class Drill:
 
     def nginx_url(self, avoid=()) -> str:
         host = next(h for h in self.inv.with_role("nginx") if h.name not in avoid)
-        return f"http://{self.run.addresses[host.name]}:{self.inv.cluster['ports']['http']}"
+        return f"http://{self.run.addresses[host.name]}:{self.inv.ports.http}"
 
     def login(self, avoid=()) -> Airflow:
-        self.api = Airflow(self.nginx_url(avoid), self.inv.cluster["admin_user"], self.run.secrets["admin_password"])
+        self.api = Airflow(self.nginx_url(avoid), self.inv.settings.admin_user, self.run.secrets["admin_password"])
         return self.api
 
     def start_load(self, dag_id=LOAD, avoid=()) -> str:
@@ -255,7 +255,7 @@ def worker(d: Drill) -> Row:
 def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
     """SENTINEL FAILOVER until the master sits on one of the `eligible` hosts; returns that host."""
     sentinels = [h.name for h in d.inv.with_role("sentinel")]
-    master_name = d.inv.cluster["redis"]["master_name"]
+    master_name = d.inv.settings.redis.master_name
     for _ in range(tries):
         master = d.redis_master(sentinels)
         host = next((n for n, a in d.run.addresses.items() if a == master), None)
@@ -263,7 +263,7 @@ def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
             return host
         d.sh(sentinels[0], f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['sentinel_password'])}; "
                            f"redis-cli --no-auth-warning -h {d.run.addresses[sentinels[0]]} "
-                           f"-p {d.inv.cluster['ports']['sentinel']} SENTINEL FAILOVER {master_name}")
+                           f"-p {d.inv.ports.sentinel} SENTINEL FAILOVER {master_name}")
         deadline = time.time() + 60
         while time.time() < deadline and d.redis_master(sentinels) in (master, None):
             time.sleep(1)
@@ -361,7 +361,7 @@ class Probe:
 
 def vip_holders(d: Drill, skip=()) -> list[str]:
     """The nginx hosts whose `ip -o addr show` lists the VIP (a host that does not answer holds nothing)."""
-    vip, out = d.inv.cluster["vip"], []
+    vip, out = d.inv.settings.vip, []
     for h in d.inv.with_role("nginx"):
         if h.name in skip:
             continue
@@ -396,7 +396,7 @@ def _vip_off_single_points(d: Drill, holder: str) -> str | None:
 
 def vip(d: Drill) -> Row:
     """Pull the plug on the VIP holder under a probe through the VIP; it moves, nothing is lost, it stays put."""
-    if not d.inv.cluster["vip"]:
+    if not d.inv.settings.vip:
         return Row("vip", "-", "no cluster.vip in the inventory", "-", "FAIL")
     holders = vip_holders(d)
     if len(holders) != 1:
@@ -405,7 +405,7 @@ def vip(d: Drill) -> Row:
     if old is None:
         return Row("vip", "-", "could not move the VIP off a host with a single-host role", "-", "FAIL")
     run_id = d.start_load(LOAD_RETRY, avoid=(old,))   # tasks on the holder's worker are retried
-    probe = Probe(f"http://{d.inv.cluster['vip']}:{d.inv.cluster['ports']['http']}/api/v2/monitor/health")
+    probe = Probe(f"http://{d.inv.settings.vip}:{d.inv.ports.http}/api/v2/monitor/health")
     try:
         time.sleep(3)
         t_off = time.time()
@@ -566,7 +566,7 @@ def ensure_load_dags(inventory=None) -> int:
     from . import dags
     from .core.runner import execute
     inv = load_inventory(inventory)
-    if inv.cluster["ha_test_dags"]:
+    if inv.settings.ha_test_dags:
         return 0
     print("drills: shipping the HA test DAGs (cluster.ha_test_dags is off; the next deploy removes them)",
           flush=True)
@@ -613,7 +613,7 @@ def rolling_restart(inventory=None, hosts=None) -> int:
             script = ("systemctl stop airflow-worker\n" if host.has("worker") else "")
             script += (f"systemctl restart {others}\n" if others else "")
             script += ("systemctl start airflow-worker\n" if host.has("worker") else "")
-            d.sh(host.name, script, timeout=d.inv.cluster["worker_stop_timeout"] + 120)
+            d.sh(host.name, script, timeout=d.inv.settings.worker_stop_timeout + 120)
             print(f"{host.name:<10} restarted {', '.join(units)} ({time.time() - t0:.0f}s); waiting for health",
                   flush=True)
             d.wait_healthy()

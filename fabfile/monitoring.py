@@ -123,7 +123,7 @@ def _unit(plat, exporter: str) -> str:
 def steps(ctx) -> list:
     inv, plat, host = ctx.inv, ctx.platform, ctx.host
     packaged = names(plat)
-    if not inv.cluster["monitoring"]:
+    if not inv.settings.monitoring:
         if not packaged:
             return []          # never installable here, nothing to stop
         return ([Service(_unit(plat, e), present=False) for e in EXPORTERS]
@@ -144,7 +144,7 @@ def steps(ctx) -> list:
 
 
 def listen(ctx, exporter: str) -> str:
-    return f"{ctx.address}:{ctx.inv.cluster['ports'][exporter]}"
+    return f"{ctx.address}:{getattr(ctx.inv.ports, exporter)}"
 
 
 def _defaults(ctx, unit: str, args: str, env=()) -> File:
@@ -166,7 +166,7 @@ def _patroni_metrics(ctx) -> list:
     timer = f"{PATRONI_METRICS}.timer"
     if not (pgsql.patroni_mode(ctx.inv) and ctx.host.has("postgres")):
         return [Service(timer, present=False)]
-    url = f"http://{ctx.address}:{ctx.inv.cluster['ports']['patroni_api']}/metrics"
+    url = f"http://{ctx.address}:{ctx.inv.ports.patroni_api}/metrics"
     head = "# Managed by airflow-ha (fabfile/monitoring.py)\n[Unit]\n"
     service = (f"{head}Description=airflow-ha: Patroni /metrics for node_exporter\n\n"
                f"[Service]\nType=oneshot\nExecStart={PATRONI_METRICS_SCRIPT}\n")
@@ -184,7 +184,7 @@ def _patroni_metrics(ctx) -> list:
 def _statsd(ctx) -> list:
     unit = STATSD_UNIT
     service = render("monitoring/airflow-ha-statsd-exporter.service.j2", python=f"{VENV}/bin/python",
-                     script=STATSD_SCRIPT, mapping=STATSD_MAPPING, statsd_port=ctx.inv.cluster["ports"]["statsd"],
+                     script=STATSD_SCRIPT, mapping=STATSD_MAPPING, statsd_port=ctx.inv.ports.statsd,
                      listen=listen(ctx, "statsd_exporter"))
     return [
         File(STATSD_SCRIPT, static("monitoring/statsd_exporter.py").decode(), mode=0o755, notify=(unit,)),
@@ -195,18 +195,18 @@ def _statsd(ctx) -> list:
 
 
 def redis_password_map(ctx) -> dict:
-    ports, addr = ctx.inv.cluster["ports"], ctx.address
+    ports, addr = ctx.inv.ports, ctx.address
     out = {}
     if ctx.host.has("redis"):
-        out[f"redis://{addr}:{ports['redis']}"] = ctx.secrets["redis_password"]
+        out[f"redis://{addr}:{ports.redis}"] = ctx.secrets["redis_password"]
     if ctx.host.has("sentinel"):
-        out[f"redis://{addr}:{ports['sentinel']}"] = ctx.secrets["sentinel_password"]
+        out[f"redis://{addr}:{ports.sentinel}"] = ctx.secrets["sentinel_password"]
     return out
 
 
 def _redis(ctx) -> list:
-    unit, ports = _unit(ctx.platform, "redis_exporter"), ctx.inv.cluster["ports"]
-    target = f"redis://{ctx.address}:{ports['redis' if ctx.host.has('redis') else 'sentinel']}"
+    unit, ports = _unit(ctx.platform, "redis_exporter"), ctx.inv.ports
+    target = f"redis://{ctx.address}:{ports.redis if ctx.host.has('redis') else ports.sentinel}"
     args = (f"-web.listen-address={listen(ctx, 'redis_exporter')} -redis.addr={target} "
             f"-redis.password-file={REDIS_PASSWORDS}")
     return [
@@ -220,7 +220,7 @@ def _redis(ctx) -> list:
 def _postgres(ctx) -> list:
     plat = ctx.platform
     unit, pg_user = _unit(plat, "postgres_exporter"), pgsql.names(plat).user
-    port = ctx.inv.cluster["ports"]["postgres"]
+    port = ctx.inv.ports.postgres
     dsn = f"user={PG_ROLE} host=/run/postgresql port={port} dbname=postgres sslmode=disable"
     check = (f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}' AND rolcanlogin "
              f"AND pg_has_role('{PG_ROLE}', 'pg_monitor', 'MEMBER')")
@@ -253,31 +253,31 @@ def role_on_leader_only(psql: str, has_role: str, create: str, wait_s: int = 120
 
 def scrape_jobs(ctx) -> dict:
     """Values of prometheus.yml.j2: every exporter of every host, by cluster address."""
-    inv, addrs, ports = ctx.inv, ctx.run.addresses, ctx.inv.cluster["ports"]
+    inv, addrs, ports = ctx.inv, ctx.run.addresses, ctx.inv.ports
     hosts = list(inv.hosts.values())
 
     def targets(exporter, pick=lambda h: True):
-        return [(h.name, f"{addrs[h.name]}:{ports[exporter]}") for h in hosts
+        return [(h.name, f"{addrs[h.name]}:{getattr(ports, exporter)}") for h in hosts
                 if exporter in exporters(inv, h) and pick(h)]
     jobs = [("node", "/metrics", targets("node_exporter")),
             ("airflow", "/metrics", targets("statsd_exporter")),
             ("redis", "/metrics", targets("redis_exporter", lambda h: h.has("redis"))),
             ("postgres", "/metrics", targets("postgres_exporter"))]
-    sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports['sentinel']}", f"{addrs[h.name]}:{ports['redis_exporter']}")
+    sentinels = [(h.name, f"redis://{addrs[h.name]}:{ports.sentinel}", f"{addrs[h.name]}:{ports.redis_exporter}")
                  for h in inv.with_role("sentinel")]
     flower = inv.with_role("flower")
-    return {"cluster": inv.cluster["name"], "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
+    return {"cluster": inv.settings.name, "scrape_interval": SCRAPE_INTERVAL, "rules": PROM_RULES,
             "patroni_rules": PROM_RULES_PATRONI if pgsql.patroni_mode(inv) else None,
             "backup_rules": PROM_RULES_BACKUP if backup.enabled(inv) else None,
             "prometheus": listen(ctx, "prometheus"), "prometheus_host": ctx.host.name,
             "jobs": [j for j in jobs if j[2]], "sentinels": sentinels,
-            "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports['flower']}") if flower else None,
+            "flower": (flower[0].name, f"{addrs[flower[0].name]}:{ports.flower}") if flower else None,
             "flower_password_file": FLOWER_PASSWORD}
 
 
 def patroni_rules(inv) -> str:
     """The Patroni alert rules, with "no sync standby" only under synchronous_mode."""
-    return render("monitoring/alerts-patroni.yml.j2", synchronous_mode=bool(inv.cluster["postgres"]["synchronous_mode"]),
+    return render("monitoring/alerts-patroni.yml.j2", synchronous_mode=bool(inv.settings.postgres.synchronous_mode),
                   lag_warn_bytes=patroni.LAG_WARN_BYTES, lag_fail_bytes=patroni.LAG_FAIL_BYTES)
 
 
@@ -313,11 +313,12 @@ EXPORTER_STEPS = {"node_exporter": _node, "statsd_exporter": _statsd, "redis_exp
 # -- `inv health` -------------------------------------------------------------------------------------------
 def health_probe(run, host) -> list[str]:
     """With monitoring on: each exporter's /metrics HTTP code."""
-    if not run.inv.cluster["monitoring"]:
+    if not run.inv.settings.monitoring:
         return []
-    ports = run.inv.cluster["ports"]
+    ports = run.inv.ports
     return [f"echo \"@@exporter {exporter} $(curl -s -m 2 -o /dev/null -w '%{{http_code}}' "
-            f"http://{run.addresses[host.name]}:{ports[exporter]}/metrics)\"" for exporter in exporters(run.inv, host)]
+            f"http://{run.addresses[host.name]}:{getattr(ports, exporter)}/metrics)\""
+            for exporter in exporters(run.inv, host)]
 
 
 def health_rows(run, host, answers) -> list[Check]:
@@ -344,13 +345,13 @@ class Monitoring(Component):
     health_rows = staticmethod(health_rows)
 
     def listens(self, inv, host) -> list[str]:
-        if not inv.cluster["monitoring"]:
+        if not inv.settings.monitoring:
             return []
         return [p for e in exporters(inv, host) for p in EXPORTERS[e][1]]
 
     def peer_ports(self, inv) -> list[str]:
         """Every exporter's scraped port, to the cluster's hosts (and `monitoring_cidr`: firewall.py)."""
-        return list(EXPORTERS) if inv.cluster["monitoring"] else []
+        return list(EXPORTERS) if inv.settings.monitoring else []
 
 
 COMPONENT = Monitoring()

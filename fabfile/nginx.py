@@ -87,7 +87,7 @@ def applies(inv, host) -> bool:
 def subject_alt_names(ctx) -> str:
     """subjectAltName of the self-signed certificate: every nginx host's name, this address, the VIP."""
     names = [f"DNS:{h.name}" for h in ctx.inv.with_role("nginx")] + [f"IP:{ctx.address}"]
-    vip = ctx.inv.cluster["vip"]
+    vip = ctx.inv.settings.vip
     return ",".join(names + ([f"IP:{vip}"] if vip else []))
 
 
@@ -102,26 +102,26 @@ FAIL_TIMEOUT = 10
 
 def steps(ctx) -> list:
     inv, run, nginx = ctx.inv, ctx.run, names(ctx.platform)
-    ports, tls = inv.cluster["ports"], inv.cluster["tls"]
+    ports, tls = inv.ports, inv.settings.tls
     unit, web_user = nginx.unit, nginx.user
     flower = inv.with_role("flower")
-    cert, key = (tls["cert"], tls["key"]) if tls["cert"] else SELF_SIGNED
+    cert, key = (tls.cert, tls.key) if tls.cert else SELF_SIGNED
     api_servers = [(h.name, run.addresses[h.name]) for h in inv.with_role("api_server")]
     if local_only(ctx.host):
         return _common(ctx, render("nginx/airflow-ha-local.conf.j2", api_servers=api_servers,
-                                   api_port=ports["api"], http_port=ports["http"], fail_timeout=FAIL_TIMEOUT))
+                                   api_port=ports.api, http_port=ports.http, fail_timeout=FAIL_TIMEOUT))
     site = render("nginx/airflow-ha.conf.j2", api_servers=api_servers,
                   flower=(flower[0].name, run.addresses[flower[0].name]) if flower else None,
-                  api_port=ports["api"], flower_port=ports["flower"], http_port=ports["http"],
-                  https_port=ports["https"], tls=tls["enabled"], tls_cert=f"/etc/nginx/{_name(cert)}",
+                  api_port=ports.api, flower_port=ports.flower, http_port=ports.http,
+                  https_port=ports.https, tls=tls.enabled, tls_cert=f"/etc/nginx/{_name(cert)}",
                   tls_key=f"/etc/nginx/{_name(key)}", fail_timeout=FAIL_TIMEOUT)
     out = [File("/etc/nginx/airflow-ha-flower.htpasswd", f"flower:{ssha(ctx.secrets['flower_password'])}\n",
                 owner="root", group=web_user, mode=0o640, notify=(unit,))]
-    if tls["enabled"] and tls["cert"]:
+    if tls.enabled and tls.cert:
         out += [File(f"/etc/nginx/{_name(cert)}", _read(inv, cert), notify=(unit,)),
                 File(f"/etc/nginx/{_name(key)}", _read(inv, key), mode=0o600, notify=(unit,))]
         out += _cert_warning(ctx, _read(inv, cert))
-    elif tls["enabled"]:
+    elif tls.enabled:
         out.append(_self_signed(ctx, unit))
     return _common(ctx, site, out)
 
@@ -169,7 +169,7 @@ def _cert_warning(ctx, pem: str) -> list:
         have = {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(ext.get_values_for_type(x509.DNSName))
     except (ValueError, x509.ExtensionNotFound):
         have = set()
-    want = [ctx.host.name] + ([ctx.inv.cluster["vip"]] if ctx.inv.cluster["vip"] else [])
+    want = [ctx.host.name] + ([ctx.inv.settings.vip] if ctx.inv.settings.vip else [])
     missing = [w for w in want if w not in have]
     if not missing:
         return []
@@ -189,10 +189,10 @@ def _read(inv, path: str) -> str:
 
 def health_url(inv) -> str:
     """The local nginx's Airflow health URL (HTTPS when TLS is on: plain HTTP then redirects)."""
-    ports = inv.cluster["ports"]
-    if inv.cluster["tls"]["enabled"]:
-        return f"https://127.0.0.1:{ports['https']}/api/v2/monitor/health"
-    return f"http://127.0.0.1:{ports['http']}/api/v2/monitor/health"
+    ports = inv.ports
+    if inv.settings.tls.enabled:
+        return f"https://127.0.0.1:{ports.https}/api/v2/monitor/health"
+    return f"http://127.0.0.1:{ports.http}/api/v2/monitor/health"
 
 
 def drain_script(site: str, server: str, drained: bool) -> str:
@@ -208,7 +208,7 @@ def drain_script(site: str, server: str, drained: bool) -> str:
 def set_drained(run, server_host, drained: bool) -> str | None:
     """Take an api-server out of (or back into) every nginx's upstream, local-only ones included, in
     parallel. None when done on every reachable nginx host, else why not."""
-    server = f"{run.addresses[server_host.name]}:{run.inv.cluster['ports']['api']}"
+    server = f"{run.addresses[server_host.name]}:{run.inv.ports.api}"
     hosts = [h for h in run.inv.hosts.values() if runs_nginx(h)]
     run.connect(hosts)   # nginx hosts outside a `-H` subset too (their facts: the site's path)
 
@@ -230,8 +230,8 @@ def gate(run, host) -> str | None:
 
 def validate(inv) -> None:
     """A TLS certificate comes with its key."""
-    tls = inv.cluster["tls"]
-    if bool(tls["cert"]) != bool(tls["key"]):
+    tls = inv.settings.tls
+    if bool(tls.cert) != bool(tls.key):
         raise InventoryError("tls.cert and tls.key must be given together", f"{inv.path}: cluster.tls",
                              "give both paths, or neither to generate a self-signed pair")
 
@@ -240,7 +240,7 @@ def health_probe(run, host) -> list[str]:
     """`inv health`: Airflow's health through this host's nginx (what its clients and workers reach)."""
     if not runs_nginx(host):
         return []
-    return [f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{run.inv.cluster["ports"]["http"]}'
+    return [f'echo "@@nginx $(curl -s -m 4 http://127.0.0.1:{run.inv.ports.http}'
             '/api/v2/monitor/health)"']
 
 
@@ -265,7 +265,7 @@ class Nginx(Component):
 
     def public_ports(self, inv, host) -> list[str]:
         """HTTPS only with TLS (nginx listens on it always: the port check counts it)."""
-        tls = inv.cluster["tls"]["enabled"]
+        tls = inv.settings.tls.enabled
         return [p for p in super().public_ports(inv, host) if tls or p != "https"]
 
     def units(self, run, host) -> list[str]:
