@@ -135,7 +135,8 @@ class Inventory:
 
     @property
     def cluster(self) -> MappingProxyType:
-        """The `cluster:` block as a read-only mapping (a copy of `settings`; code reads `settings`)."""
+        """The `cluster:` block as a read-only mapping (a copy of `settings`, for tests that read it by key):
+        code in fabfile/ reads `settings` and `ports` (tests/unit/test_settings.py keeps it so)."""
         return MappingProxyType(as_dict(self.settings))
 
     def settings_for(self, host: Host):
@@ -146,7 +147,7 @@ class Inventory:
         return [h for h in self.hosts.values() if role in h.roles]
 
     def var(self, host: Host, key: str):
-        """A cluster setting as seen by one host (per-host overrides win)."""
+        """A cluster setting named at run time, as seen by one host (code reads `settings_for(host).<key>`)."""
         return getattr(self.settings_for(host), key)
 
     def select(self, names: str | list | None) -> list[Host]:

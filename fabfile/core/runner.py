@@ -93,9 +93,6 @@ class HostContext:
         """The cluster settings as this host sees them (its overrides win): `ctx.settings.worker_concurrency`."""
         return self.inv.settings_for(self.host)
 
-    def var(self, key):
-        return self.inv.var(self.host, key)
-
 
 @dataclass
 class StepResult:

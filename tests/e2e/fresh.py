@@ -31,11 +31,11 @@ nohup bash /tmp/watch.sh >/dev/null 2>&1 &"""
 def internal_targets() -> list[str]:
     """address:port of every port the inventory's hosts will listen on, except the public HTTP(S)."""
     inv_ = load_inventory(ROOT / "hosts.yaml")
-    ports = inv_.cluster["ports"]
+    ports = inv_.ports
     out = []
     for host in inv_.hosts.values():
         names = set(inv_.registry.listening(inv_, host)) | set(monitoring.EXPORTERS["node_exporter"][1])
-        out += [f"{address(host.name)}:{ports[n]}" for n in sorted(names - {"http", "https"})]
+        out += [f"{address(host.name)}:{getattr(ports, n)}" for n in sorted(names - {"http", "https"})]
     return out
 
 

@@ -60,7 +60,7 @@ def postgres_hosts() -> list[str]:
 def pg_leader(timeout: float = 60) -> str:
     """The Patroni member answering GET /primary with 200 (asked on its own REST port, from itself)."""
     import time
-    port = inventory().cluster["ports"]["patroni_api"]
+    port = inventory().ports.patroni_api
     deadline = time.monotonic() + timeout
     while True:
         for node in postgres_hosts():

@@ -134,7 +134,7 @@ class FakeRedis:
     def __init__(self, world, source, inv, port, password, socket_timeout):
         self.world, self.inv = world, inv
         self.host, remote_port = source.ports[port]
-        self.sentinel = remote_port == inv.cluster["ports"]["sentinel"]
+        self.sentinel = remote_port == inv.ports.sentinel
         if self.host in (world.sentinel_down if self.sentinel else world.redis_down):
             raise ConnectionError(f"Error 111 connecting to 127.0.0.1:{port}. Connection refused.")
 
@@ -209,7 +209,7 @@ def _flower(world, inv):
     if world.flower_error:
         raise OSError(world.flower_error)
     queues = world.flower if world.flower is not None else {
-        h.name: inv.var(h, "worker_queues") for h in inv.with_role("worker")}
+        h.name: inv.settings_for(h).worker_queues for h in inv.with_role("worker")}
     return FakeResponse(json.dumps({f"celery@{h}": {"active_queues": [{"name": q} for q in qs]}
                                     for h, qs in queues.items()}).encode())
 

@@ -97,9 +97,9 @@ def test_connect_timeout_must_be_a_positive_number(tmp_path, value):
 def test_connect_timeout_default_and_fraction(tmp_path):
     path = tmp_path / "hosts.yaml"
     path.write_text(INV.format(timeout=1.5))
-    assert load_inventory(path).cluster["connect_timeout"] == 1.5
+    assert load_inventory(path).settings.connect_timeout == 1.5
     path.write_text(textwrap.dedent(INV.format(timeout=1)).replace("  connect_timeout: 1\n", ""))
-    assert load_inventory(path).cluster["connect_timeout"] == 3
+    assert load_inventory(path).settings.connect_timeout == 3
 
 
 class DeadChannel:
