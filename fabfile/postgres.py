@@ -284,12 +284,34 @@ def conninfo(ports: list[int], patroni: bool) -> dict:
             "target_session_attrs": "read-write"}
 
 
-def _query_primary(run, ports: dict) -> list[Check]:
+def connect_primary(run, ports: list[int]):
+    """A psycopg2 connection to the writable member through the forwarded ports.
+
+    The multi-host conninfo first; if it fails, each port alone (read-write): a forward to a member whose
+    PostgreSQL is stopped accepts the TCP connection and then closes it during the startup, and libpq
+    (seen with a stopped first member) gives up there instead of trying the next host.
+    """
     import psycopg2  # only health needs it (start-up time)
+    inv, patroni = run.inv, patroni_mode(run.inv)
+    kw = {"user": USER, "dbname": DB, "password": run.secrets["postgres_password"],
+          "connect_timeout": inv.settings.check_timeout}
+    try:
+        return psycopg2.connect(**kw, **conninfo(ports, patroni))
+    except psycopg2.OperationalError:
+        if not patroni or len(ports) <= 1:
+            raise
+    last = None
+    for port in ports:
+        try:
+            return psycopg2.connect(**kw, **conninfo([port], True))
+        except psycopg2.OperationalError as exc:
+            last = exc
+    raise last
+
+
+def _query_primary(run, ports: dict) -> list[Check]:
     inv = run.inv
-    conn = psycopg2.connect(user=USER, dbname=DB, password=run.secrets["postgres_password"],
-                            connect_timeout=inv.settings.check_timeout,
-                            **conninfo(list(ports), patroni_mode(inv)))
+    conn = connect_primary(run, list(ports))
     try:
         name = ports.get(int(conn.info.port), "?")
         cur = conn.cursor()

@@ -122,3 +122,25 @@ def test_host_script_asks_patroni_and_etcd_in_patroni_mode_only():
         script = health.host_script(run, host)
         assert ("@@pcluster" in script and "/primary" in script) is patroni_mode
         assert ("ETCDCTL_API=3" in script) is (patroni_mode and host.has("etcd"))
+
+
+def test_primary_is_found_port_by_port_when_the_multi_host_connect_fails(monkeypatch):
+    """A forward to a stopped first member ends the libpq startup: each port is then tried alone."""
+    import types
+
+    import psycopg2
+
+    from fabfile import postgres
+    tried = []
+
+    def connect(**kw):
+        tried.append(kw["port"])
+        if "," in kw["port"] or kw["port"] == "5001":
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        return "conn"
+    monkeypatch.setattr(psycopg2, "connect", connect)
+    monkeypatch.setattr(postgres, "patroni_mode", lambda inv: True)
+    run = types.SimpleNamespace(inv=types.SimpleNamespace(settings=types.SimpleNamespace(check_timeout=3)),
+                                secrets={"postgres_password": "pw"})
+    assert postgres.connect_primary(run, [5001, 5002, 5003]) == "conn"
+    assert tried == ["5001,5002,5003", "5001", "5002"]
