@@ -56,7 +56,7 @@ from datetime import datetime, timezone
 from . import pgsql
 from .core.component import Check, Component, Role
 from .core.errors import InventoryError, UserError
-from .core.steps import Command, Directory, File, Packages, Service
+from .core.steps import Command, Directory, File, Packages, Service, periodic_script
 from .core.templates import render
 from .repository import ARCHIVE_TIMEOUT, REPO_USER, STANZA, enabled, mode, owner, repo_host, repo_path, runs_backups
 
@@ -262,16 +262,9 @@ def metrics_steps(ctx) -> list:
     inv, host = ctx.inv, ctx.host
     script = render("pgbackrest/metrics.sh.j2", backups=runs_backups(inv, host), owner=owner(inv), stanza=STANZA,
                     database=host.has("postgres"), port=inv.ports.postgres)
-    service = (f"# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics for "
-               f"node_exporter\n\n[Service]\nType=oneshot\nExecStart={METRICS_SCRIPT}\n")
-    timer = ("# Managed by airflow-ha (fabfile/backup.py)\n[Unit]\nDescription=airflow-ha: backup metrics every "
-             "5 minutes\n\n[Timer]\nOnBootSec=2min\nOnUnitActiveSec=5min\n\n[Install]\nWantedBy=timers.target\n")
-    return [
-        File(METRICS_SCRIPT, script, mode=0o755),
-        File(f"/etc/systemd/system/{METRICS_UNIT}.service", service, notify=("daemon-reload",)),
-        File(f"/etc/systemd/system/{METRICS_UNIT}.timer", timer, notify=("daemon-reload", f"{METRICS_UNIT}.timer")),
-        Service(f"{METRICS_UNIT}.timer"),
-    ]
+    return periodic_script("fabfile/backup.py", METRICS_UNIT, METRICS_SCRIPT, script,
+                           "backup metrics for node_exporter", "backup metrics every 5 minutes",
+                           {"OnBootSec": "2min", "OnUnitActiveSec": "5min"})
 
 
 def alert_rules(inv) -> str:

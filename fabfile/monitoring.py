@@ -51,7 +51,7 @@ from .airflow import ROLES as AIRFLOW_ROLES
 from .airflow import VENV
 from .core.component import Check, Component, Role
 from .core.errors import PlatformError
-from .core.steps import Command, File, Packages, Service
+from .core.steps import Command, File, Packages, Service, periodic_script
 from .core.templates import render, static
 
 NAME = "monitoring"
@@ -167,18 +167,10 @@ def _patroni_metrics(ctx) -> list:
     if not (pgsql.patroni_mode(ctx.inv) and ctx.host.has("postgres")):
         return [Service(timer, present=False)]
     url = f"http://{ctx.address}:{ctx.inv.ports.patroni_api}/metrics"
-    head = "# Managed by airflow-ha (fabfile/monitoring.py)\n[Unit]\n"
-    service = (f"{head}Description=airflow-ha: Patroni /metrics for node_exporter\n\n"
-               f"[Service]\nType=oneshot\nExecStart={PATRONI_METRICS_SCRIPT}\n")
-    timer_unit = (f"{head}Description=airflow-ha: Patroni /metrics every 15 s\n\n[Timer]\nOnBootSec=15s\n"
-                  "OnUnitActiveSec=15s\nAccuracySec=1s\n\n[Install]\nWantedBy=timers.target\n")
-    return [
-        File(PATRONI_METRICS_SCRIPT, mode=0o755, content=render(
-            "monitoring/patroni-metrics.sh.j2", url=url, textfile_dir=names(ctx.platform).textfile_dir)),
-        File(f"/etc/systemd/system/{PATRONI_METRICS}.service", service, notify=("daemon-reload",)),
-        File(f"/etc/systemd/system/{timer}", timer_unit, notify=("daemon-reload", timer)),
-        Service(timer),
-    ]
+    script = render("monitoring/patroni-metrics.sh.j2", url=url, textfile_dir=names(ctx.platform).textfile_dir)
+    return periodic_script("fabfile/monitoring.py", PATRONI_METRICS, PATRONI_METRICS_SCRIPT, script,
+                           "Patroni /metrics for node_exporter", "Patroni /metrics every 15 s",
+                           {"OnBootSec": "15s", "OnUnitActiveSec": "15s", "AccuracySec": "1s"})
 
 
 def _statsd(ctx) -> list:

@@ -524,3 +524,18 @@ class PackagesBatch:
 #: state as its own probe would print it, or None when the output cannot be read: probed one by one)
 BATCHES = {"systemd": SystemdBatch, "stat": StatBatch,
            "packages-apt": PackagesBatch("apt"), "packages-dnf": PackagesBatch("dnf")}
+
+
+def periodic_script(owner: str, unit: str, path: str, script: str, what: str, when: str,
+                    timer: dict[str, str]) -> list:
+    """A script that a systemd timer runs as a oneshot service: the script (0755), `<unit>.service`
+    (Description `what`), `<unit>.timer` (Description `when`, the [Timer] lines of `timer` in order) and
+    the enabled timer, last. `owner` names the module in the files' "Managed by" line."""
+    head = f"# Managed by airflow-ha ({owner})\n[Unit]\n"
+    service = f"{head}Description=airflow-ha: {what}\n\n[Service]\nType=oneshot\nExecStart={path}\n"
+    lines = "".join(f"{k}={v}\n" for k, v in timer.items())
+    timer_unit = f"{head}Description=airflow-ha: {when}\n\n[Timer]\n{lines}\n[Install]\nWantedBy=timers.target\n"
+    return [File(path, script, mode=0o755),
+            File(f"/etc/systemd/system/{unit}.service", service, notify=("daemon-reload",)),
+            File(f"/etc/systemd/system/{unit}.timer", timer_unit, notify=("daemon-reload", f"{unit}.timer")),
+            Service(f"{unit}.timer")]

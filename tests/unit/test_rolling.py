@@ -142,7 +142,7 @@ def deploy(log, components, check=False, serial=0, **hosts_kw):
     inv = load_inventory(SPEC / "hosts.yaml")
     HOSTS.clear()
     HOSTS.update({n: FakeHost(n, log, **hosts_kw) for n in inv.hosts})
-    opts = Options(check=check, serial=serial, gate_timeout=0.05, gate_interval=0.01)
+    opts = Options(check=check, serial=serial, gate_timeout=0.3, gate_interval=0.01)
     return execute(inv, list(inv.hosts.values()), components, opts, source=FakeHosts(DEBIAN))
 
 
