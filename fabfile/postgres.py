@@ -71,10 +71,14 @@ def db_hosts(run) -> list[str]:
     return [f"{run.addresses[h.name]}:{port}" for h in run.inv.with_role("postgres")]
 
 
-#: libpq parameters of the multi-host URL (Patroni mode): the writable member, dead hosts skipped quickly,
-#: TCP keepalives so a connection to a powered-off primary fails in ~25 s instead of the kernel's 2 h
+#: libpq parameters of the multi-host URL (Patroni mode): the writable member, dead hosts skipped quickly.
+#: A connection to a powered-off primary must fail, not hang: TCP keepalives end an idle one in ~25 s
+#: (instead of the kernel's 2 h), and `tcp_user_timeout` one that waits for an answer (keepalives do not
+#: run while sent data is unacknowledged; the kernel would retransmit for ~15 min). Without it, the
+#: api-servers' SQLAlchemy pools filled with connections stuck on the old primary after a power loss and
+#: every request waited 30 s for a pool slot (drill.vip, drill.postgres on the lab).
 MULTI_HOST_PARAMS = ("target_session_attrs=read-write&connect_timeout=3&keepalives=1&keepalives_idle=10"
-                     "&keepalives_interval=5&keepalives_count=3")
+                     "&keepalives_interval=5&keepalives_count=3&tcp_user_timeout=10000")
 
 
 def psql_target(run) -> str:

@@ -238,3 +238,17 @@ def test_health_expects_keepalived_on_nginx_hosts_and_nginx_on_local_ones(tmp_pa
     assert "keepalived" not in health.expected_units(run, inv.hosts["node4"])
     assert "nginx" in health.expected_units(run, inv.hosts["node4"])
     assert "ip -o -4 addr show to 10.0.0.100/32" in health.host_script(run, inv.hosts["node2"])
+
+
+def test_vip_drill_stays_means_the_holder_at_power_on_keeps_it():
+    """drill.vip: a second move during a database failover is reported; moving back after power-on fails."""
+    from fabfile.drills import vip_row
+    times, ok_probe = (100.0, 102.7, 100.0), (0, 268)
+    row = vip_row("node1", "node2", times, (41, 624), ok_probe, ["node3"], ["node3"], "success", 0)
+    assert row.verdict == "PASS", row
+    assert "VIP on node2 after 2.7s (then on node3 before the power-on)" in row.recovery
+    assert "VIP stays on node3" in row.recovery
+    back = vip_row("node1", "node2", times, (41, 624), ok_probe, ["node2"], ["node1"], "success", 0)
+    assert back.verdict == "FAIL" and "VIP stays on node1" in back.recovery
+    lost = vip_row("node1", "node2", times, (41, 624), ok_probe, [], [], "success", 0)
+    assert lost.verdict == "FAIL", "no holder before the power-on is no verdict to pass"
