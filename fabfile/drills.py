@@ -351,6 +351,16 @@ class Probe:
         return [f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {why}"
                 for t, ok, why in list(self.results) if not ok]
 
+    def longest_outage(self) -> float:
+        """Seconds from the first failed request of the longest failing stretch to the next answer."""
+        worst, start = 0.0, None
+        for t, ok, _ in list(self.results):
+            if not ok and start is None:
+                start = t
+            elif ok and start is not None:
+                worst, start = max(worst, t - start), None
+        return worst if start is None else max(worst, time.time() - start)
+
     def first_ok(self, since: float) -> float | None:
         return next((t for t, ok, _ in list(self.results) if t >= since and ok), None)
 

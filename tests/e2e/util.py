@@ -126,7 +126,8 @@ def inv_under_load(args: list[str], inventory, name: str, every: float = 20, max
         failed_requests, sent = probe.failed()
     finally:
         probe.close()
-    print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed, {len(runs)} load runs")
+    print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed (longest outage "
+          f"{probe.longest_outage():.1f}s), {len(runs)} load runs")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert failed_requests <= max_failed_share * sent, (
         f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n" + res.stdout[-4000:])
