@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import airflow, backup, dags, etcd, firewall, keepalived, monitoring, nginx, packages, postgres, redis, services
+from . import (
+    airflow,
+    backup,
+    dags,
+    etcd,
+    firewall,
+    journald,
+    keepalived,
+    monitoring,
+    nginx,
+    packages,
+    postgres,
+    redis,
+    services,
+)
 from .core import inventory
 from .core.component import Registry
 from .core.inventory import Inventory
@@ -16,6 +30,7 @@ from .core.inventory import Inventory
 COMPONENTS = [
     packages.COMPONENT,
     firewall.COMPONENT,
+    journald.COMPONENT,
     redis.COMPONENT,
     etcd.COMPONENT,
     postgres.COMPONENT,

@@ -119,6 +119,15 @@ def test_every_expected_unit_active_exactly_on_its_hosts(deployed):
             assert ssh(node, "systemctl is-active postgresql@15-main").stdout.strip() != "active", node
 
 
+def test_journal_is_persistent_and_capped_on_every_host(deployed):
+    """fabfile/journald.py: the drop-in is what journald runs with (its own view of the disk use, the files)."""
+    for node in NODES:
+        conf = ssh(node, "systemd-analyze cat-config systemd/journald.conf", check=True).stdout
+        assert "SystemMaxUse=1G" in conf and "Storage=persistent" in conf, (node, conf[-800:])
+        assert ssh(node, "ls /var/log/journal/*/system.journal", check=False).returncode == 0, node
+        assert ssh(node, "systemctl is-active systemd-journald").stdout.strip() == "active", node
+
+
 def test_health_through_nginx_and_both_api_servers_serve(deployed):
     for _ in range(20):
         status, body = http(f"http://{address('node1')}/api/v2/monitor/health")
