@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .core.component import Component
 from .core.errors import InventoryError
-from .core.steps import File, Service
+from .core.steps import Command, File, Service
 from .core.templates import render
 
 NAME = "journald"
@@ -42,7 +42,10 @@ def applies(inv, host) -> bool:
 def steps(ctx) -> list:
     s = ctx.inv.settings
     conf = render("journald/airflow-ha.conf.j2", max_use=s.journal_max_use, max_retention=s.journal_max_retention)
-    return [File(CONF, conf, notify=(UNIT,)), Service(UNIT)]
+    return [File(CONF, conf, notify=(UNIT,)), Service(UNIT),
+            # after a restart: move what is still in /run/log/journal to /var/log/journal now, not at next boot
+            Command(Service.started(UNIT), desc="journalctl --flush (to the persistent journal)",
+                    script="journalctl --flush", only_if_notified=True)]
 
 
 def validate(inv) -> None:

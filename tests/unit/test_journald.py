@@ -27,6 +27,8 @@ def test_defaults_give_a_capped_persistent_journal_that_restarts_journald_on_cha
     assert service.plan("static\nactive\n", set()) is None, "a running journald is left alone"
     change = service.plan("static\nactive\n", {"systemd-journald"})
     assert change.script == "systemctl restart systemd-journald" and change.restart, "rolled, one host at a time"
+    flush = steps[-1]
+    assert flush.only_if_notified and flush.target == "systemd-journald:started" and "journalctl --flush" in flush.script
     assert journald.COMPONENT.units(None, inv.hosts["node1"]) == ["systemd-journald"]
 
 
