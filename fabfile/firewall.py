@@ -5,10 +5,18 @@ HTTP(S) is public only on hosts with the nginx role (a local-only nginx listens 
 `cluster.vip`, nginx hosts accept VRRP (IP protocol 112) from the other nginx hosts: ufw >= 0.36 knows
 `proto vrrp` (ufw/util.py supported_protocols), firewalld a rich rule `protocol value="vrrp"` in the
 peers' zone (a peer's packets are dispatched to that zone by their source address).
+
+A no-op starts no `ufw` (a Python program: its start-up was two thirds of a no-op's time on the hosts,
+issue 18). The policy is read from the files ufw itself writes (`ENABLED=yes`, `DEFAULT_INPUT_POLICY`)
+plus its chain in the kernel; the rules from a stamp: after the rules were verified with `ufw show added`,
+the apply writes the wanted rules' hash beside the hash of `/etc/ufw/user*.rules` (the files ufw loads and
+`ufw show added` reads). Any change to those files (`ufw allow/delete` by hand, a reinstall) or to the
+wanted rules breaks the stamp, and the full comparison and repair run again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from . import keepalived
@@ -98,23 +106,43 @@ def _disable(fw: str) -> str:
     return "systemctl disable --now firewalld"
 
 
+#: the files ufw writes and loads (`ufw show added` reads the rule files); the stamp of verified rules
+UFW_CONF, UFW_DEFAULTS = "/etc/ufw/ufw.conf", "/etc/default/ufw"
+UFW_RULE_FILES = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules")
+UFW_STAMP = "/var/lib/airflow-ha/ufw-rules.stamp"
+
+
+def ufw_rules_stamp(want: list[str]) -> str:
+    """Shell printing the stamp line: the wanted rules' hash, then the hash of the rule files as they are."""
+    wanted = hashlib.sha256("\n".join(sorted(want)).encode()).hexdigest()[:16]
+    return f"echo \"{wanted} $(cat {' '.join(UFW_RULE_FILES)} 2>/dev/null | sha256sum | cut -c1-64)\""
+
+
+def ufw_policy_ok() -> str:
+    """Shell: ufw enabled, incoming denied by default, and its chains loaded (no `ufw` started)."""
+    return (f"grep -qx 'ENABLED=yes' {UFW_CONF} && grep -qx 'DEFAULT_INPUT_POLICY=\"DROP\"' {UFW_DEFAULTS} && "
+            "iptables -w -n -L ufw-user-input >/dev/null 2>&1")
+
+
 def _ufw(ctx) -> list:
     want = ufw_rules(ctx)
     listing = "ufw show added 2>/dev/null | grep '^ufw '"
     add = "\n".join(f"{r} >/dev/null" for r in want)
-    expected = "\n".join(sorted(want))
+    stamp = ufw_rules_stamp(want)
+    # verified with ufw itself, then stamped; the policy step stamps again (the last writer of the files)
+    verify_and_stamp = (f"[ \"$({listing} | sort)\" = \"{chr(10).join(sorted(want))}\" ] || "
+                        "{ echo 'ufw rules differ from the wanted ones'; exit 1; }\n"
+                        f"mkdir -p {UFW_STAMP.rsplit('/', 1)[0]} && {stamp} > {UFW_STAMP}")
     return [
         Command("ufw rules", desc=f"{len(want)} rules (22, http, peers only)",
-                unless=f"[ \"$({listing} | sort)\" = \"{expected}\" ]",
+                unless=f"[ \"$(cat {UFW_STAMP} 2>/dev/null)\" = \"$({stamp})\" ]",
                 script=(f"{listing} | while read -r rule; do\n"
                         f"  printf '%s\\n' {_q(want)} | grep -qxF -- \"$rule\" || eval \"ufw delete ${{rule#ufw }}\" "
-                        ">/dev/null\ndone\n" + add)),
+                        f">/dev/null\ndone\n{add}\n{verify_and_stamp}")),
         Command("ufw policy", desc="deny incoming by default, enable",
-                # one `ufw status verbose` (ufw is a Python program: its start-up is most of a no-op's probe)
-                unless="s=$(ufw status verbose); printf '%s\\n' \"$s\" | grep -q '^Status: active' && "
-                       "printf '%s\\n' \"$s\" | grep -q 'deny (incoming)'",
+                unless=ufw_policy_ok(),
                 script="ufw default deny incoming >/dev/null\nufw default allow outgoing >/dev/null\n"
-                       "ufw --force enable >/dev/null\nsystemctl enable ufw 2>/dev/null"),
+                       f"ufw --force enable >/dev/null\nsystemctl enable ufw 2>/dev/null\n{verify_and_stamp}"),
         Service("ufw"),
     ]
 

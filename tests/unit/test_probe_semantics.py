@@ -11,8 +11,6 @@ import pytest
 from fabfile import firewall
 from tests.unit.test_vip import ctx_for, load
 
-OLD_UFW_POLICY = "ufw status verbose | grep -q '^Status: active' && ufw status verbose | grep -q 'deny (incoming)'"
-
 
 def _probe(step_or_unless, tmp_path, tools: dict[str, str]) -> str:
     """The Command probe's answer with fake tools (name -> shell body) first on PATH."""
@@ -27,25 +25,48 @@ def _probe(step_or_unless, tmp_path, tools: dict[str, str]) -> str:
     return subprocess.run(["sh", "-c", probe], capture_output=True, text=True, env=env, check=False).stdout
 
 
-ACTIVE_DENY = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n"
-
-
-@pytest.mark.parametrize("ufw", [
-    f"printf '{ACTIVE_DENY}'",
-    "printf 'Status: active\\nDefault: allow (incoming), allow (outgoing)\\n'",
-    "echo 'Status: inactive'",
-    "echo 'ERROR: problem running iptables' >&2; exit 1",
-    f"printf '{ACTIVE_DENY}'; exit 1",
+@pytest.mark.parametrize("conf, defaults, chain, answer", [
+    ("ENABLED=yes", 'DEFAULT_INPUT_POLICY="DROP"', "exit 0", "done"),
+    ("ENABLED=no", 'DEFAULT_INPUT_POLICY="DROP"', "exit 0", "run"),           # `ufw disable` by hand
+    ("ENABLED=yes", 'DEFAULT_INPUT_POLICY="ACCEPT"', "exit 0", "run"),        # `ufw default allow incoming`
+    ("ENABLED=yes", 'DEFAULT_INPUT_POLICY="DROP"', "exit 1", "run"),          # rules not loaded in the kernel
+    (None, None, "exit 0", "run"),                                            # ufw not installed yet
 ])
-def test_ufw_policy_probe_runs_ufw_once_and_answers_as_before(tmp_path, ufw):
+def test_ufw_policy_probe_reads_ufw_files_and_starts_no_ufw(tmp_path, monkeypatch, conf, defaults, chain, answer):
+    for attr, text in (("UFW_CONF", conf), ("UFW_DEFAULTS", defaults)):
+        path = tmp_path / attr
+        if text is not None:
+            path.write_text(f"# ufw's own file\n{text}\nOTHER=1\n")
+        monkeypatch.setattr(firewall, attr, str(path))
     step = next(s for s in firewall._ufw(ctx_for(load(tmp_path), "node1")) if s.target == "ufw policy")
     counter = tmp_path / "calls"
-    tools = {"ufw": f"echo x >> {counter}\n{ufw}"}
-    new = _probe(step, tmp_path, tools)
-    calls_new = counter.read_text().count("x")
-    counter.unlink()
-    assert new == _probe(OLD_UFW_POLICY, tmp_path, tools)
-    assert calls_new == 1
+    tools = {"ufw": f"echo x >> {counter}; exit 1", "iptables": chain}
+    assert _probe(step, tmp_path, tools).split() == [answer]
+    assert not counter.exists(), "a no-op starts no ufw"
+
+
+def test_ufw_rules_probe_is_a_stamp_of_the_verified_rule_files(tmp_path, monkeypatch):
+    rules = [tmp_path / "user.rules", tmp_path / "user6.rules"]
+    for r in rules:
+        r.write_text("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n")
+    monkeypatch.setattr(firewall, "UFW_RULE_FILES", tuple(str(r) for r in rules))
+    monkeypatch.setattr(firewall, "UFW_STAMP", str(tmp_path / "stamp"))
+    counter = tmp_path / "calls"
+    tools = {"ufw": f"echo x >> {counter}; exit 1"}
+
+    def answer(inv_text="vip: 10.0.0.100"):
+        step = next(s for s in firewall._ufw(ctx_for(load(tmp_path, inv_text), "node1")) if s.target == "ufw rules")
+        return _probe(step, tmp_path, tools).split()[0], step
+    assert answer()[0] == "run", "no stamp yet"
+    _run_sh(f"{firewall.ufw_rules_stamp(firewall.ufw_rules(ctx_for(load(tmp_path), 'node1')))} > {tmp_path / 'stamp'}",
+            tmp_path)
+    assert answer()[0] == "done"
+    assert answer("{}")[0] == "run", "other wanted rules (no VIP: no VRRP rules)"
+    rules[1].write_text("### tuple ### allow tcp 6379 ::/0 any ::/0 in\n")     # `ufw allow 6379` by hand
+    assert answer()[0] == "run"
+    assert not counter.exists(), "the probe starts no ufw"
+    script = answer()[1].script
+    assert script.index("ufw show added") < script.index("ufw rules differ") < script.index("> " + str(tmp_path / "stamp"))
 
 
 # -- batched probes: one command per kind answers exactly what each step's own probe printed ---------------
