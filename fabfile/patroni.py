@@ -244,19 +244,20 @@ echo "old=$(systemctl is-active {old} 2>/dev/null | head -1)"
 
 
 def prepare(run, hosts) -> None:
-    """Find the seed and, when a single database is being converted, say so (also with --check)."""
-    states = {}
-    for host in run.inv.with_role("postgres"):
-        if host.name in run.failed or host.name not in run.facts:
-            continue
+    """Find the seed and, when a single database is being converted, say so (also with --check).
+
+    Every member is asked at once (one round trip in parallel, not one member after another)."""
+    def ask(host):
         plat = run.facts[host.name].platform
         script = STATE_SCRIPT.format(conf=conf_path(plat), data=names(plat).patroni_data, oids=TEMPLATE_OIDS,
                                      old=names(plat).instance_unit)
         try:
             out = run.remote(host.name).sh(script, timeout=30).out
         except Exception:  # an unreachable host is reported by the component itself
-            continue
-        states[host.name] = dict(line.split("=", 1) for line in out.split() if "=" in line)
+            return None
+        return dict(line.split("=", 1) for line in out.split() if "=" in line)
+    members = [h for h in run.inv.with_role("postgres") if h.name not in run.failed and h.name in run.facts]
+    states = {h.name: st for h, st in zip(members, run.parallel(ask, members), strict=True) if st is not None}
     plan = conversion_plan(run.inv, states)
     if plan.get("seed"):
         run.data["patroni_seed"] = plan["seed"]
@@ -291,18 +292,17 @@ def conversion_plan(inv, states: dict) -> dict:
 
 
 def leader(run):
-    """The member whose REST API answers /primary with 200 (asked from the first reachable postgres host)."""
-    for probe in (h for h in run.inv.with_role("postgres") if h.name not in run.failed):
+    """The member whose REST API answers /primary with 200: asked of every member (inventory order) in one
+    round trip from the first reachable postgres host; None when none answers 200."""
+    members = run.inv.with_role("postgres")
+    script = "".join(f"[ \"$(curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, h, 'primary')})\" = 200 ] "
+                     f"&& {{ echo {h.name}; exit 0; }}\n" for h in members) + "exit 0"
+    for probe in (h for h in members if h.name not in run.failed):
         try:
-            rem = run.remote(probe.name)
-        except Exception:
+            out = run.remote(probe.name).sh(script, timeout=10 + 4 * len(members)).out.strip()
+        except Exception:  # an unreachable member asks nothing: the next one does
             continue
-        for host in run.inv.with_role("postgres"):
-            code = rem.sh(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, host, 'primary')}",
-                          timeout=10).out.strip()
-            if code == "200":
-                return host
-        return None
+        return run.inv.hosts.get(out)
     return None
 
 

@@ -111,3 +111,45 @@ def test_missing_el9_repositories_are_named():
 def test_members_parses_cluster_json():
     body = '{"members": [{"name": "node1", "role": "leader", "state": "running"}]}'
     assert patroni.members(body)[0]["role"] == "leader" and patroni.members("garbage") == []
+
+
+class _LocalRemote:
+    """Runs a script in local sh with a fake `curl` that answers 200 only for `primary_url`."""
+
+    def __init__(self, bin_dir, log):
+        self.bin_dir, self.log = bin_dir, log
+
+    def sh(self, script, timeout=None):
+        import os
+        import subprocess
+        from types import SimpleNamespace
+        self.log.append(script)
+        env = {**os.environ, "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
+        res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        return SimpleNamespace(out=res.stdout, ok=res.returncode == 0)
+
+
+@pytest.mark.parametrize("primary, dead, expected", [("node2", (), "node2"), ("node1", ("node1",), "node1"),
+                                                      (None, (), None)])
+def test_leader_is_one_round_trip_from_the_first_reachable_member(tmp_path, primary, dead, expected):
+    from types import SimpleNamespace
+    inv = load(tmp_path, PATRONI)
+    addresses = {"node1": "10.0.0.11", "node2": "10.0.0.12", "node3": "10.0.0.13"}
+    url = f"http://{addresses[primary]}:{inv.ports.patroni_api}/primary" if primary else "none"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(f'#!/bin/sh\nfor a; do last="$a"; done\n[ "$last" = "{url}" ] && printf 200 '
+                                  "|| printf 503\n")
+    (bin_dir / "curl").chmod(0o755)
+    log, asked = [], []
+
+    def remote(name):
+        asked.append(name)
+        if name in dead:
+            raise OSError(f"{name} unreachable")
+        return _LocalRemote(bin_dir, log)
+    run = SimpleNamespace(inv=inv, addresses=addresses, failed={}, remote=remote)
+    host = patroni.leader(run)
+    assert (host.name if host else None) == expected
+    assert len(log) == 1, "one round trip"
+    assert asked == [*dead, next(n for n in addresses if n not in dead)]
