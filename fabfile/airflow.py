@@ -390,9 +390,36 @@ def new_schema_head(run, host) -> str:
         f"sed -n 2p {schema_head(version)} 2>/dev/null", timeout=20).out.strip()
 
 
+#: ends the connect-time revision answer: only an answer that reached it is trusted
+REVISION_ANSWERED = "@@revision-answered"
+
+
+def connect_probe(run, host) -> str:
+    """Asked with the facts of the first selected Airflow host (same round trip): the database's alembic
+    revision, so that `finalize` needs no round trip of its own for it (issue 18). Nothing migrates the
+    schema before `finalize`, so the answer still holds then; no answer (no psql yet, no database) is
+    asked again there."""
+    first = next((h for h in run.hosts if h.has(*ROLES)), None)
+    if first is None or host.name != first.name:
+        return ""
+    # subshells: the script's own `exit` ends only them; `|| true`: the facts script goes on after it
+    return (f"( command -v psql >/dev/null || exit 0\n( {postgres.db_revision_script(run)}\n) "
+            f"&& echo {REVISION_ANSWERED} ) || true")
+
+
+def connect_time_revision(run) -> str | None:
+    """The revision answered at connect (used once: a later batch's finalize comes after a migrate), else None."""
+    for text in run.answers.pop(NAME, {}).values():
+        if text and REVISION_ANSWERED in text:
+            return text.split(REVISION_ANSWERED)[0].strip()
+    return None
+
+
 def backup_before_migrate(run, host) -> bool:
     """pg_dump the database on its host when `db migrate` will change an existing schema; False = failed."""
-    rev = postgres.db_revision(run, host)
+    rev = connect_time_revision(run)
+    if rev is None:
+        rev = postgres.db_revision(run, host)
     if not rev or rev == new_schema_head(run, host):
         return True            # fresh database, no schema change, or no answer (the migrate step says why)
     version = run.inv.settings.airflow_version
@@ -561,6 +588,7 @@ class Airflow(Component):
     applies = staticmethod(applies)
     steps = staticmethod(steps)
     validate = staticmethod(validate)
+    connect_probe = staticmethod(connect_probe)
     finalize = staticmethod(finalize)
     health_probe = staticmethod(health_probe)
     health_rows = staticmethod(health_rows)

@@ -212,13 +212,17 @@ def find_backup(run, rev: str, version: str = "*") -> Backup:
     return max(found, key=lambda b: b.path.rsplit("/", 1)[-1], default=Backup())
 
 
-def db_revision(run, host) -> str | None:
-    """The database's alembic revision asked from `host` ("" = no Airflow schema yet, None = no answer)."""
+def db_revision_script(run) -> str:
+    """Shell printing the database's alembic revision (nothing: no Airflow schema yet); exit 3: no answer."""
     psql = (f"PGPASSWORD={shlex.quote(run.secrets['postgres_password'])} PGCONNECT_TIMEOUT=5 "
             f"psql {psql_target(run)} -tA")
-    script = (f"t=$({psql} -c \"select to_regclass('public.alembic_version')\") || exit 3\n"
-              f"[ -n \"$t\" ] || exit 0\n{psql} -c 'select version_num from alembic_version'")
-    res = run.remote(host.name).sh(script, timeout=30)
+    return (f"t=$({psql} -c \"select to_regclass('public.alembic_version')\") || exit 3\n"
+            f"[ -n \"$t\" ] || exit 0\n{psql} -c 'select version_num from alembic_version'")
+
+
+def db_revision(run, host) -> str | None:
+    """The database's alembic revision asked from `host` ("" = no Airflow schema yet, None = no answer)."""
+    res = run.remote(host.name).sh(db_revision_script(run), timeout=30)
     return res.out.strip() if res.ok else None
 
 

@@ -105,3 +105,25 @@ def test_schema_head_script_finds_the_single_head(tmp_path):
                          cwd=tmp_path, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "cccccccccccc"
+
+
+# -- the revision asked at connect (issue 18: finalize's own round trip saved in a no-op) -------------------
+@pytest.mark.parametrize("psql, expected", [
+    ("case \"$*\" in *to_regclass*) echo alembic_version;; *) echo d2f4e1b3c5a7;; esac", "d2f4e1b3c5a7"),
+    ("echo", ""),                                               # no Airflow schema yet
+    ("echo 'could not connect' >&2; exit 2", None),             # no answer: finalize asks again
+    (None, None),                                               # no psql on the host yet
+])
+def test_connect_time_revision_is_trusted_only_when_answered(fake, psql, expected):
+    if psql is not None:
+        fake.tool("psql", psql)
+    fake.run.hosts = list(fake.run.inv.hosts.values())
+    first = next(h for h in fake.run.hosts if h.has(*airflow.ROLES))
+    others = [h for h in fake.run.hosts if h is not first]
+    assert all(airflow.connect_probe(fake.run, h) == "" for h in others), "asked of one host only"
+    # the facts script runs each question inside `{ ...; }` with more after it: an `exit` must not leak out
+    out = fake.sh(f"{{ {airflow.connect_probe(fake.run, first)}\n}} 2>/dev/null\necho after").stdout
+    assert out.endswith("after\n")
+    fake.run.answers = {airflow.NAME: {first.name: out.removesuffix("after\n")}}
+    assert airflow.connect_time_revision(fake.run) == expected
+    assert airflow.connect_time_revision(fake.run) is None, "used once (a later batch asks again)"
