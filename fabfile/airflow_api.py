@@ -28,18 +28,38 @@ def http(url: str, method="GET", body=None, headers=None, timeout=10):
         return status, raw.decode(errors="replace")
 
 
+#: an idempotent request (GET, the token) is tried this often when the connection fails or the answer is
+#: a 5xx: during a drill's fault (the database failing over) one request may time out or get a 500
+TRIES, RETRY_PAUSE = 3, 2.0
+
+
+def http_retrying(url: str, method="GET", body=None, headers=None, timeout=10, tries=TRIES):
+    """`http` for idempotent requests: a connection error or a 5xx is tried again (TRIES in all)."""
+    for attempt in range(1, tries + 1):
+        try:
+            status, answer = http(url, method, body, headers, timeout)
+        except OSError:
+            if attempt == tries:
+                raise
+        else:
+            if status < HTTPStatus.INTERNAL_SERVER_ERROR or attempt == tries:
+                return status, answer
+        time.sleep(RETRY_PAUSE)
+    raise AssertionError("unreachable")
+
+
 class Airflow:
     """The REST API at `base` (an nginx URL), authenticated as `user`."""
 
     def __init__(self, base: str, user: str, password: str):
         self.base = base.rstrip("/")
-        status, body = http(f"{self.base}/auth/token", "POST", {"username": user, "password": password})
+        status, body = http_retrying(f"{self.base}/auth/token", "POST", {"username": user, "password": password})
         if status not in (200, 201):
             raise RuntimeError(f"login to {self.base} failed: {status} {str(body)[:200]}")
         self.headers = {"Authorization": f"Bearer {body['access_token']}"}
 
     def get(self, path):
-        return http(f"{self.base}/api/v2{path}", headers=self.headers)
+        return http_retrying(f"{self.base}/api/v2{path}", headers=self.headers)
 
     def post(self, path, body):
         return http(f"{self.base}/api/v2{path}", "POST", body, headers=self.headers)

@@ -99,11 +99,18 @@ class Drill:
         self.wait_running(dag_id, run_id)
         return run_id
 
+    def polled_task_instances(self, dag_id, run_id) -> list:
+        """The run's task instances, [] while the API does not answer: a poll through a fault waits on."""
+        try:
+            return self.api.task_instances(dag_id, run_id)
+        except (OSError, RuntimeError):
+            return []
+
     def wait_running(self, dag_id, run_id, timeout=120, host=None) -> list:
         """Wait until at least one task instance is running (on `host` if given)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            tis = [t for t in self.api.task_instances(dag_id, run_id) if t["state"] == "running"
+            tis = [t for t in self.polled_task_instances(dag_id, run_id) if t["state"] == "running"
                    and (host is None or t.get("hostname") == host)]
             if tis:
                 return tis
@@ -186,7 +193,7 @@ def _first_task_done_after(d: Drill, dag_id, run_id, t0, timeout=300) -> float |
     from datetime import datetime
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for t in d.api.task_instances(dag_id, run_id):
+        for t in d.polled_task_instances(dag_id, run_id):
             end = t.get("end_date")
             if t["state"] == "success" and end and datetime.fromisoformat(end).timestamp() > t0:
                 return datetime.fromisoformat(end).timestamp()
@@ -514,7 +521,7 @@ def wait_some_success(d: Drill, dag_id, run_id, timeout=180) -> set:
     """The successful task instances once there is at least one (the "before the fault" snapshot)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        done = succeeded(d.api.task_instances(dag_id, run_id))
+        done = succeeded(d.polled_task_instances(dag_id, run_id))
         if done:
             return done
         time.sleep(1)
