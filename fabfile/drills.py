@@ -502,7 +502,7 @@ def member_state(d: Drill, via: str, name: str) -> tuple[str, str] | None:
 
 def wait_rejoined(d: Drill, via: str, old: str, since: float, timeout=300) -> tuple[float | None, str]:
     """Seconds until `old` runs again: as a streaming replica, or still/again the leader (in-place restart)."""
-    from .health import REPLICA_ROLES, REPLICA_STATES
+    from .patroni import REPLICA_ROLES, REPLICA_STATES
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
         last = member_state(d, via, old)
