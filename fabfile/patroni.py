@@ -97,10 +97,14 @@ def seed(run):
     return run.inv.hosts[name] if name else run.inv.with_role("postgres")[0]
 
 
+def answers_primary(run, host, seconds: int) -> str:
+    """Shell test: `host`'s REST API answers /primary with 200 (it leads), asked with a `seconds` timeout."""
+    return f"[ \"$(curl -s -m {seconds} -o /dev/null -w '%{{http_code}}' {api_url(run, host, 'primary')})\" = 200 ]"
+
+
 def any_leader(run) -> str:
     """Shell that succeeds when some member's REST API answers /primary with 200 (a leader exists)."""
-    return " || ".join(f"[ \"$(curl -s -m 2 -o /dev/null -w '%{{http_code}}' {api_url(run, h, 'primary')})\" = 200 ]"
-                       for h in run.inv.with_role("postgres"))
+    return " || ".join(answers_primary(run, h, 2) for h in run.inv.with_role("postgres"))
 
 
 def holds_database(data: str) -> str:
@@ -295,8 +299,7 @@ def leader(run):
     """The member whose REST API answers /primary with 200: asked of every member (inventory order) in one
     round trip from the first reachable postgres host; None when none answers 200."""
     members = run.inv.with_role("postgres")
-    script = "".join(f"[ \"$(curl -s -m 3 -o /dev/null -w '%{{http_code}}' {api_url(run, h, 'primary')})\" = 200 ] "
-                     f"&& {{ echo {h.name}; exit 0; }}\n" for h in members) + "exit 0"
+    script = "".join(f"{answers_primary(run, h, 3)} && {{ echo {h.name}; exit 0; }}\n" for h in members) + "exit 0"
     for probe in (h for h in members if h.name not in run.failed):
         try:
             out = run.remote(probe.name).sh(script, timeout=10 + 4 * len(members)).out.strip()
