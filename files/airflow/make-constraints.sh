@@ -26,6 +26,9 @@ REQS=(
   "async-timeout>=4.0.3"
   "uv"
 )
+# Airflow 3.2.x leaves cadwyn and fastapi unbounded; cadwyn 9 or fastapi 0.165 fail the Execution API's schema at api-server start
+# (pydantic: "Model 'TITerminalStatePayload' needs a discriminator field"). 3.3.x pins them itself.
+case "$AIRFLOW_VERSION" in 3.2.*) REQS+=("cadwyn<8" "fastapi<0.137") ;; esac
 
 WORK="$(mktemp -d /tmp/airflow-constraints.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
@@ -42,6 +45,8 @@ mkdir -p "$AIRFLOW_HOME"
 "$WORK/venv/bin/airflow" version
 "$WORK/venv/bin/python" -c 'import airflow.providers.celery.executors.celery_executor' 2>/dev/null
 "$WORK/venv/bin/python" -c 'import airflow.providers.fab.auth_manager.fab_auth_manager, redis, kombu.transport.redis, psycopg2, statsd'
+# The api-server's app (UI, REST and Execution API) must build: that is where a dependency too new fails.
+"$WORK/venv/bin/python" -c 'from airflow.api_fastapi.app import create_app; create_app()' >/dev/null
 
 {
   echo "# Constraints for apache-airflow==${AIRFLOW_VERSION} on Python ${PYVER} (airflow-ha)."
@@ -51,6 +56,8 @@ mkdir -p "$AIRFLOW_HOME"
   echo "#   then: pip freeze (below)."
   echo "# celery is pinned <5.7: celery 5.7.0 breaks apache-airflow-providers-celery 3.26.0"
   echo "#   (ImportError: cannot import name 'retry' from 'celery.backends.database')."
+  case "$AIRFLOW_VERSION" in 3.2.*) echo "# cadwyn<8, fastapi<0.137 (the versions 3.3 resolves): newer ones break 3.2's Execution API (api-server exits)." ;; esac
+  echo "#   then: python -c 'from airflow.api_fastapi.app import create_app; create_app()'"
   echo "# async-timeout: redis-py needs it on Python < 3.11.3 (Debian 12 ships 3.11.2)."
   echo "# Official constraints (if reachable): https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYVER}.txt"
   "$WORK/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -E '^(pip|setuptools|wheel)=='
