@@ -88,10 +88,14 @@ def _connect_and_check(run, host) -> list[Check]:
     return check_host(run, host)
 
 
-def collect(run, local_only=False) -> list[Check]:
+def collect(run, local_only=False, hosts=None) -> list[Check]:
+    """Every check of `hosts` (default: the run's hosts), plus the cluster-wide ones unless `local_only`.
+
+    The cluster-wide checks (quorum, leader, VIP) are computed from the answers of `hosts`: pass every
+    inventory host for them to mean anything (a subset's answers would read as silent hosts)."""
     timeout = run.inv.settings.check_timeout + run.inv.settings.connect_timeout + 5
     checks: list[Check] = []
-    hosts, components = run.hosts, run.inv.registry.components
+    hosts, components = hosts if hosts is not None else run.hosts, run.inv.registry.components
     with ThreadPoolExecutor(max_workers=max(4, len(hosts) + 3)) as pool:
         futures = [(h.name, pool.submit(_connect_and_check, run, h)) for h in hosts]
         if not local_only:

@@ -68,14 +68,18 @@ def spof_report(inv) -> str:
 
 def ends_healthy(run, timeout: float = 180, interval: float = 5) -> None:
     """A deploy that changed something ends healthy or says why: wait (bounded) until the health checks
-    of the hosts it touched (and the cluster-wide ones) pass; failing checks then fail the run."""
+    of the hosts it touched (and the cluster-wide ones) pass; failing checks then fail the run.
+
+    Every inventory host is asked even when the run touched a subset (`-H`, `inv patch --hosts`): the
+    cluster-wide checks are computed from all hosts' answers."""
     from . import health
     if run.opts.check or run.failed or not any(c["changed"] for c in run.counts.values()):
         return
     names = {h.name for h in run.hosts} | {"cluster"}
     deadline = time.monotonic() + timeout
     while True:
-        failing = [c for c in health.collect(run) if c.status == "fail" and c.host in names]
+        checks = health.collect(run, hosts=list(run.inv.hosts.values()))
+        failing = [c for c in checks if c.status == "fail" and c.host in names]
         if not failing or time.monotonic() > deadline:
             break
         time.sleep(interval)
