@@ -10,6 +10,9 @@ the inventory (the repository's hosts.yaml is never edited); no deploy of its ow
    (api-servers, triggerers/dag-processors, workers, schedulers, Flower), `airflow version` is 3.3.1 on
    every host, `current` points at venvs/3.3.1, the previous venv is kept, `inv health` green;
 3. `inv upgrade --rollback` the same way: back on 3.3.2 everywhere (no install: the venv is kept), green.
+4. `inv patch` on one host (not the Patroni leader, whose reboot is a failover: README) after
+   `touch /var/run/reboot-required`: --check lists it, then under the same load and probe the host is
+   drained, upgraded, rebooted by the lab (new boot id), gated; 0 failed tasks, `inv health` green.
 3.3.1 is the "other" version because its constraints file ships (files/airflow/make-constraints.sh 3.3.1
 made it); the test is skipped when it is missing. Costs: 3.3.1's wheelhouse on the control machine (once,
 cached), its install on the hosts (~20 s each, in parallel), two rolls of 10 gated restarts each (~3 min
@@ -24,7 +27,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_health import wait_healthy
-from tests.e2e.util import NODES, ROOT, inv, inv_under_load, ssh
+from tests.e2e.util import NODES, ROOT, inv, inv_under_load, pg_leader, ssh
 
 pytestmark = pytest.mark.e2e
 OTHER, DEFAULT = "3.3.1", "3.3.2"
@@ -101,3 +104,24 @@ def test_upgrade_and_rollback_under_load(deployed, inventory):
     assert f"airflow_version: {DEFAULT}" in inventory.read_text()
     _assert_on(DEFAULT, OTHER)
 
+
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+
+
+def test_patch_reboots_a_host_when_the_os_asks_under_load(deployed, inventory):
+    leader = pg_leader()
+    host = next(n for n in reversed(NODES) if n != leader)
+    boot = ssh(host, BOOT_ID, check=True).stdout.strip()
+    ssh(host, "touch /var/run/reboot-required", check=True)
+    check = inv("patch", "--hosts", host, "--check", inventory=inventory)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+    assert "patch plan (one host at a time):" in check.stdout and host in check.stdout, check.stdout[-3000:]
+    assert ssh(host, BOOT_ID, check=True).stdout.strip() == boot, "--check reboots nothing"
+
+    out = inv_under_load(["patch", "--hosts", host], inventory, f"patch {host} with a reboot",
+                         max_failed_share=PROBE_SLACK)
+    assert re.search(rf"^{host}\s+patch\s+rebooting \(the OS asked for it\)", out, re.M), out[-3000:]
+    assert re.search(rf"^{host}\s+patch\s+back after \d+s", out, re.M), out[-3000:]
+    assert ssh(host, BOOT_ID, check=True).stdout.strip() != boot, "a new boot"
+    ssh(host, "test ! -e /var/run/reboot-required", check=True)
+    wait_healthy()
