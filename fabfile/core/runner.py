@@ -30,7 +30,7 @@ import difflib
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -160,7 +160,7 @@ class Run:
         self.errors: dict[str, Exception] = {}   # host -> the exception that failed it, when one did
         self.refused: dict[str, str] = {}  # hosts whose platform is unsupported: nothing may change anywhere
         self.counts = {h.name: Counter() for h in self.hosts}
-        self.seconds = {h.name: 0.0 for h in self.hosts}
+        self.seconds = defaultdict(float, {h.name: 0.0 for h in self.hosts})  # + hosts asked outside a -H subset
         self.checks: Counter = Counter()   # host -> steps probed (the recap's "N checks")
         self.results: list[StepResult] = []
         self.pending: dict = {}        # host -> services notified so far in this run

@@ -364,3 +364,15 @@ def test_sentinels_answer_with_the_facts_and_the_first_prepare_uses_it(log):
     redis.prepare(run, list(inv.hosts.values()))        # e.g. the next --serial batch: asked live
     assert run.data["redis_master"] == ADDR["node1"]
     assert sorted(asked) == sorted(h.name for h in inv.with_role("sentinel")) and "redis" not in run.answers
+
+
+def test_connecting_a_host_outside_the_subset_mid_run(log):
+    """`inv patch --hosts node2` drains node2's api-server from every nginx, so it connects the nginx hosts
+    outside the subset mid-run (seen on the lab: KeyError in the per-host seconds)."""
+    inv = load_inventory(SPEC / "hosts.yaml")
+    HOSTS.clear()
+    HOSTS.update({n: FakeHost(n, log) for n in inv.hosts})
+    run = FakeRun(inv, [inv.hosts["node2"]])
+    run.connect()
+    run.connect(list(inv.hosts.values()))
+    assert set(run.facts) == set(inv.hosts) and not run.failed
