@@ -31,6 +31,7 @@ from . import constraints, pgsql, postgres, selinux
 from .airflow_api import monitor_health
 from .core.component import Check, Component, Role
 from .core.errors import InventoryError, PlatformError, UserError
+from .core.protocol import early_probe_script
 from .core.steps import Change, Command, Directory, File, Step
 from .core.templates import FILES, render, static
 
@@ -374,9 +375,13 @@ def finalize(run, hosts) -> None:
     if not candidates:
         return
     host = candidates[0]
+    asked_on, text = connect_answer(run)
+    steps = finalize_steps(run)
     try:
+        if asked_on == host.name and run.converged_early(host, NAME, steps, text):
+            return             # migrated (so no backup either) and the admin user there: asked with the facts
         if backup_before_migrate(run, host):
-            run.converge(host, NAME, finalize_steps(run))
+            run.converge(host, NAME, steps)
     except Exception as exc:
         run.fail_host(host, NAME, f"db migrate: {exc}")
 
@@ -390,36 +395,27 @@ def new_schema_head(run, host) -> str:
         f"sed -n 2p {schema_head(version)} 2>/dev/null", timeout=20).out.strip()
 
 
-#: ends the connect-time revision answer: only an answer that reached it is trusted
-REVISION_ANSWERED = "@@revision-answered"
 
 
 def connect_probe(run, host) -> str:
-    """Asked with the facts of the first selected Airflow host (same round trip): the database's alembic
-    revision, so that `finalize` needs no round trip of its own for it (issue 18). Nothing migrates the
-    schema before `finalize`, so the answer still holds then; no answer (no psql yet, no database) is
-    asked again there."""
+    """Asked with the facts of the first selected Airflow host (same round trip): the probes of
+    `finalize_steps` (db migrate done? admin user there?), so that a no-op's `finalize` makes no round trip
+    (issue 18). Nothing migrates the schema or drops the user before `finalize`, so a "done" still holds
+    then; anything else (a migrate to do, no psql yet, no database) is asked again there."""
     first = next((h for h in run.hosts if h.has(*ROLES)), None)
     if first is None or host.name != first.name:
         return ""
-    # subshells: the script's own `exit` ends only them; `|| true`: the facts script goes on after it
-    return (f"( command -v psql >/dev/null || exit 0\n( {postgres.db_revision_script(run)}\n) "
-            f"&& echo {REVISION_ANSWERED} ) || true")
+    return early_probe_script(finalize_steps(run))
 
 
-def connect_time_revision(run) -> str | None:
-    """The revision answered at connect (used once: a later batch's finalize comes after a migrate), else None."""
-    for text in run.answers.pop(NAME, {}).values():
-        if text and REVISION_ANSWERED in text:
-            return text.split(REVISION_ANSWERED)[0].strip()
-    return None
+def connect_answer(run) -> tuple[str, str]:
+    """(host, text) of the connect-time question, taken once: a later batch's finalize comes after a migrate."""
+    return next(iter(run.answers.pop(NAME, {}).items()), ("", ""))
 
 
 def backup_before_migrate(run, host) -> bool:
     """pg_dump the database on its host when `db migrate` will change an existing schema; False = failed."""
-    rev = connect_time_revision(run)
-    if rev is None:
-        rev = postgres.db_revision(run, host)
+    rev = postgres.db_revision(run, host)
     if not rev or rev == new_schema_head(run, host):
         return True            # fresh database, no schema change, or no answer (the migrate step says why)
     version = run.inv.settings.airflow_version

@@ -100,6 +100,10 @@ def finalize(run, hosts):
         patroni.finalize(run, hosts)
 
 
+def connect_probe(run, host) -> str:
+    return patroni.connect_probe(run, host) if patroni_mode(run.inv) else ""
+
+
 def steps(ctx) -> list:
     inv, plat, pg = ctx.inv, ctx.platform, names(ctx.platform)
     if patroni_mode(inv):
@@ -350,6 +354,7 @@ class Postgres(Component):
     steps = staticmethod(steps)
     names = staticmethod(names)
     validate = staticmethod(validate)
+    connect_probe = staticmethod(connect_probe)
     prepare = staticmethod(prepare)
     finalize = staticmethod(finalize)
     gate = staticmethod(gate)

@@ -112,6 +112,12 @@ def join_sections(sections) -> str:
     return "".join(f"echo '{marker}'\n{{ {body}\n}} 2>/dev/null\n" for marker, body in sections)
 
 
+def early_probe_script(steps) -> str:
+    """The steps' own probes, one `@@early <i>` section each: a component asks them with the facts
+    (its `connect_probe`) and hands the answer to `Run.converge(..., asked=)`."""
+    return join_sections([(f"@@early {i}", step.probe()) for i, step in enumerate(steps)])
+
+
 def probe_script(steps) -> str:
     return join_sections(probe_sections(steps)[0])
 

@@ -107,16 +107,9 @@ def test_schema_head_script_finds_the_single_head(tmp_path):
     assert res.stdout.strip() == "cccccccccccc"
 
 
-# -- the revision asked at connect (issue 18: finalize's own round trip saved in a no-op) -------------------
-@pytest.mark.parametrize("psql, expected", [
-    ("case \"$*\" in *to_regclass*) echo alembic_version;; *) echo d2f4e1b3c5a7;; esac", "d2f4e1b3c5a7"),
-    ("echo", ""),                                               # no Airflow schema yet
-    ("echo 'could not connect' >&2; exit 2", None),             # no answer: finalize asks again
-    (None, None),                                               # no psql on the host yet
-])
-def test_connect_time_revision_is_trusted_only_when_answered(fake, psql, expected):
-    if psql is not None:
-        fake.tool("psql", psql)
+# -- finalize's probes asked at connect (issue 18: finalize's own round trips saved in a no-op) --------------
+def test_connect_probe_is_asked_of_one_host_and_ends_inside_its_braces(fake):
+    fake.tool("psql", "exit 2")
     fake.run.hosts = list(fake.run.inv.hosts.values())
     first = next(h for h in fake.run.hosts if h.has(*airflow.ROLES))
     others = [h for h in fake.run.hosts if h is not first]
@@ -124,6 +117,24 @@ def test_connect_time_revision_is_trusted_only_when_answered(fake, psql, expecte
     # the facts script runs each question inside `{ ...; }` with more after it: an `exit` must not leak out
     out = fake.sh(f"{{ {airflow.connect_probe(fake.run, first)}\n}} 2>/dev/null\necho after").stdout
     assert out.endswith("after\n")
-    fake.run.answers = {airflow.NAME: {first.name: out.removesuffix("after\n")}}
-    assert airflow.connect_time_revision(fake.run) == expected
-    assert airflow.connect_time_revision(fake.run) is None, "used once (a later batch asks again)"
+    fake.run.answers = {airflow.NAME: {first.name: out}}
+    assert airflow.connect_answer(fake.run) == (first.name, out)
+    assert airflow.connect_answer(fake.run) == ("", ""), "used once (a later batch asks again)"
+
+
+@pytest.mark.parametrize("rev, admin, converged", [
+    ("d2f4e1b3c5a7", "1", [True, True]),       # a no-op: finalize needs no round trip
+    ("c0ffee000000", "1", [False, True]),      # a migrate to do: finalize probes again and runs it
+    ("d2f4e1b3c5a7", "", [True, False]),       # no admin user yet
+])
+def test_connect_probe_asks_the_finalize_steps_early(fake, rev, admin, converged):
+    """The probes of finalize_steps ride with the facts; their answers are the steps' own probe states."""
+    from fabfile.core.protocol import split
+    fake.head.write_text("3.3.2\nd2f4e1b3c5a7\n")
+    fake.tool("psql", f"case \"$*\" in *ab_user*) echo {admin};; *) echo {rev};; esac")
+    fake.run.hosts = list(fake.run.inv.hosts.values())
+    first = next(h for h in fake.run.hosts if h.has(*airflow.ROLES))
+    out = fake.sh(f"{{ {airflow.connect_probe(fake.run, first)}\n}} 2>/dev/null").stdout
+    steps = airflow.finalize_steps(fake.run)
+    states = split(out, len(steps), "@@early")
+    assert [s.plan(state, set()) is None for s, state in zip(steps, states, strict=True)] == converged

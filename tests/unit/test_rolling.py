@@ -21,7 +21,7 @@ from fabfile.core.offline import FreshHosts, facts_text, fresh_run
 from fabfile.core.protocol import ShellHost
 from fabfile.core.remote import Result
 from fabfile.core.runner import Options, Run, execute
-from fabfile.core.steps import File, Service
+from fabfile.core.steps import Command, File, Service
 
 SPEC = Path(__file__).resolve().parents[1] / "spec"
 DEBIAN = (SPEC / "os-release" / "debian-12").read_text()
@@ -376,3 +376,22 @@ def test_connecting_a_host_outside_the_subset_mid_run(log):
     run.connect()
     run.connect(list(inv.hosts.values()))
     assert set(run.facts) == set(inv.hosts) and not run.failed
+
+
+@pytest.mark.parametrize("asked, round_trips, status", [
+    ("@@early 0\ndone\n", 0, "ok"),    # converged in the answer given with the facts: no round trip
+    ("@@early 0\nrun\n", 2, "changed"),  # something to do: probed again now (1), then applied (1)
+    ("", 2, "changed"),                # no answer: the same
+])
+def test_converge_uses_an_early_answer_only_when_it_shows_nothing_to_do(log, asked, round_trips, status):
+    from fabfile.core.protocol import early_probe_script
+    inv = load_inventory(SPEC / "hosts.yaml")
+    HOSTS.clear()
+    HOSTS.update({n: FakeHost(n, log) for n in inv.hosts})
+    run = FakeRun(inv, list(inv.hosts.values()))
+    run.connect()
+    step = Command("db migrate", unless="true", script="echo migrated")
+    assert "@@early 0" in early_probe_script([step])
+    results = run.converge(inv.hosts["node1"], "airflow", [step], asked=asked)
+    assert HOSTS["node1"].round_trips == round_trips
+    assert [r.status for r in results] == [status] and run.checks["node1"] == 1
