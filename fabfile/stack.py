@@ -76,12 +76,17 @@ def ends_healthy(run, timeout: float = 180, interval: float = 5) -> None:
     if run.opts.check or run.failed or not any(c["changed"] for c in run.counts.values()):
         return
     names = {h.name for h in run.hosts} | {"cluster"}
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    waiting_for: set = set()
     while True:
         checks = health.collect(run, hosts=list(run.inv.hosts.values()))
         failing = [c for c in checks if c.status == "fail" and c.host in names]
-        if not failing or time.monotonic() > deadline:
+        if not failing or time.monotonic() > t0 + timeout:
             break
+        if (now := {f"{c.host} {c.check}" for c in failing}) != waiting_for:
+            waiting_for = now
+            run.say(f"{'cluster':<10} {'health':<10} waiting ({time.monotonic() - t0:.0f}s) for: "
+                    f"{', '.join(sorted(now))}")
         time.sleep(interval)
     for c in failing:
         run.say(f"{c.host:<10} {'health':<10} {'failed':<12} {c.check}: {c.detail}", always=True)
