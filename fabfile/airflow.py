@@ -319,6 +319,16 @@ def steps(ctx) -> list:
 
 
 NICE = "nice -n 19"   # an upgrade installs beside the running version: serving processes keep the CPU
+#: uv's binary straight out of its wheel in the wheelhouse: no pip in the new venv, no pip run to get uv
+#: (a venv with pip plus `pip install uv` cost ~8 s per host of a fresh deploy; issue 18)
+UV_FROM_WHEEL = """import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith(".data/scripts/uv"))
+    with z.open(name) as src, open(dest, "wb") as out:
+        out.write(src.read())
+os.chmod(dest, 0o755)
+"""
 
 
 def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
@@ -331,12 +341,15 @@ def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
     stamp, head = f"{venv}/{INSTALL_STAMP}", f"{venv}/{SCHEMA_HEAD_NAME}"
     return [
         Command("venv", desc=f"create {venv}", unless=f"[ -x {venv}/bin/python ]",
-                script=f"rm -rf {venv}\n{python} -m venv {venv}"),
+                script=f"rm -rf {venv}\n{python} -m venv --without-pip {venv}"),
         Command("install", desc=f"install {spec} into {venv}",
                 unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = {install_id} ]",
-                script=(f"{NICE} {venv}/bin/pip install -q {find} uv >/dev/null 2>&1 || true\n"
-                        f"if [ -x {venv}/bin/uv ]; then {NICE} {venv}/bin/uv pip install -q --python "
-                        f"{venv}/bin/python {find} {quoted}\nelse {NICE} {venv}/bin/pip install -q {find} {quoted}; fi\n"
+                script=(f"t=$(mktemp -d)\ntrap 'rm -rf \"$t\"' EXIT\n"
+                        f"w=$(ls {WHEELHOUSE}/uv-*.whl 2>/dev/null | head -n 1)\n"
+                        f"[ -z \"$w\" ] || {python} - \"$w\" \"$t/uv\" <<'__PY__'\n{UV_FROM_WHEEL}__PY__\n"
+                        f"if [ -x \"$t/uv\" ]; then {NICE} \"$t/uv\" pip install -q --python "
+                        f"{venv}/bin/python {find} {quoted}\n"
+                        f"else {venv}/bin/python -m ensurepip -q && {NICE} {venv}/bin/pip install -q {find} {quoted}; fi\n"
                         f"{NICE} {venv}/bin/airflow version >/dev/null\n"
                         f"echo {install_id} > {stamp}")),
         Command("schema head", desc="record the installed Airflow's schema (alembic head) revision",

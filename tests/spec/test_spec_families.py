@@ -191,7 +191,7 @@ def test_python_per_release(release):
     os_packages = next(s for s in plan["node1"] if s.label == "packages os packages").desc.split()
     assert set(wanted) <= set(os_packages) and not set(foreign) & set(os_packages)
     text = "\n".join(s.script for steps in plan.values() for s in steps)
-    assert f"\n    {python} -m venv /opt/airflow/venvs/3.3.2\n" in format_plan(plan, "")
+    assert f"\n    {python} -m venv --without-pip /opt/airflow/venvs/3.3.2\n" in format_plan(plan, "")
     assert f"<constraints-3.3.2-py{minor}.txt>" in text
     other = {"3.11", "3.12"} - {minor}
     assert not any(f"py{v}" in text or f"python{v}" in text for v in other)
