@@ -259,23 +259,48 @@ def worker(d: Drill) -> Row:
                f"{recovery}; {retried} retried", str(failed), verdict(state, failed))
 
 
+def replica_priority(d: Drill, host: str, value: str | None = None) -> str:
+    """Read (`value` None) or set the replica-priority of `host`'s Redis (Sentinel never promotes 0)."""
+    cli = (f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['redis_password'])}; timeout 5 redis-cli "
+           f"--no-auth-warning -h {d.run.addresses[host]} -p {d.inv.ports.redis} CONFIG ")
+    out = d.sh(host, cli + (f"SET replica-priority {value}" if value is not None else "GET replica-priority"))
+    return (out.split() or ["100"])[-1]
+
+
+#: Sentinel reads a replica's priority from its INFO, asked every 10 s
+SENTINEL_INFO_PERIOD = 10
+
+
 def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
-    """SENTINEL FAILOVER until the master sits on one of the `eligible` hosts; returns that host."""
+    """SENTINEL FAILOVER until the master sits on one of the `eligible` hosts; returns that host.
+
+    The other Redis hosts get replica-priority 0 meanwhile (their own value back after): without it the
+    failover may bounce between two hosts that are not eligible (seen on the lab: node3 <-> node1, 4 times).
+    """
     sentinels = [h.name for h in d.inv.with_role("sentinel")]
     master_name = d.inv.settings.redis.master_name
-    for _ in range(tries):
-        master = d.redis_master(sentinels)
-        host = next((n for n, a in d.run.addresses.items() if a == master), None)
-        if host in eligible:
-            return host
-        d.sh(sentinels[0], f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['sentinel_password'])}; "
-                           f"redis-cli --no-auth-warning -h {d.run.addresses[sentinels[0]]} "
-                           f"-p {d.inv.ports.sentinel} SENTINEL FAILOVER {master_name}")
-        deadline = time.time() + 60
-        while time.time() < deadline and d.redis_master(sentinels) in (master, None):
-            time.sleep(1)
-        d.wait_healthy()
-    raise RuntimeError(f"could not move the Redis master to one of {eligible}")
+    others = [h.name for h in d.inv.with_role("redis") if h.name not in eligible]
+    saved = {n: replica_priority(d, n) for n in others}
+    try:
+        for n in others:
+            replica_priority(d, n, "0")
+        for _ in range(tries):
+            master = d.redis_master(sentinels)
+            host = next((n for n, a in d.run.addresses.items() if a == master), None)
+            if host in eligible:
+                return host
+            time.sleep(SENTINEL_INFO_PERIOD + 1)
+            d.sh(sentinels[0], f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['sentinel_password'])}; "
+                               f"redis-cli --no-auth-warning -h {d.run.addresses[sentinels[0]]} "
+                               f"-p {d.inv.ports.sentinel} SENTINEL FAILOVER {master_name}")
+            deadline = time.time() + 60
+            while time.time() < deadline and d.redis_master(sentinels) in (master, None):
+                time.sleep(1)
+            d.wait_healthy()
+        raise RuntimeError(f"could not move the Redis master to one of {eligible}")
+    finally:
+        for n, value in saved.items():
+            replica_priority(d, n, value)
 
 
 def node(d: Drill) -> Row:
