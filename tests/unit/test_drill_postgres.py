@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 from fabfile import drills
@@ -66,3 +67,47 @@ def test_node_drill_avoids_only_the_database_primary():
 def test_kill_postmaster_reads_the_pid_from_the_data_dir_patroni_names():
     assert "postmaster.pid" in drills.KILL_POSTMASTER and "kill -9" in drills.KILL_POSTMASTER
     assert "data_dir:" in drills.KILL_POSTMASTER
+
+
+class SentinelLab:
+    """Fake hosts for move_master_to: a failover promotes the replica with the highest replica-priority
+    above 0, ties going the way the real lab went (node3 -> node1 -> node3 ...: node2 never chosen)."""
+
+    PREFERS: typing.ClassVar = {"node3": ["node1", "node2"], "node1": ["node3", "node2"], "node2": ["node1", "node3"]}
+
+    def __init__(self, inv, master):
+        from types import SimpleNamespace
+        self.inv, self.master, self.log = inv, master, []
+        self.priority = {h.name: "100" for h in inv.with_role("redis")}
+        addresses = {n: f"10.0.0.{i}" for i, n in enumerate(inv.hosts, 11)}
+        self.run = SimpleNamespace(addresses=addresses,
+                                   secrets={"redis_password": "r", "sentinel_password": "s"})
+
+    def sh(self, host, script, timeout=60):
+        if "SET replica-priority" in script:
+            self.priority[host] = script.split()[-1]
+            self.log.append(("priority", host, self.priority[host]))
+            return "OK"
+        if "GET replica-priority" in script:
+            return f"replica-priority\n{self.priority[host]}\n"
+        if "SENTINEL FAILOVER" in script:
+            order = self.PREFERS[self.master]
+            self.master = next(n for n in order if int(self.priority[n]) > 0)
+            self.log.append(("failover", self.master))
+        return ""
+
+    def redis_master(self, asking):
+        return self.run.addresses[self.master]
+
+    def wait_healthy(self, timeout=300):
+        pass
+
+
+def test_move_master_reaches_the_eligible_host_and_restores_priorities(monkeypatch):
+    """Seen on the lab: from node3, failovers went node1 <-> node3 and never to node2 (the only eligible)."""
+    monkeypatch.setattr(drills.time, "sleep", lambda s: None)
+    lab = SentinelLab(load_inventory(SPEC / "hosts.yaml"), master="node3")
+    assert drills.move_master_to(lab, ["node2"]) == "node2"
+    assert lab.log[:2] == [("priority", "node1", "0"), ("priority", "node3", "0")]
+    assert [e for e in lab.log if e[0] == "failover"] == [("failover", "node2")]
+    assert lab.priority == {"node1": "100", "node2": "100", "node3": "100"}
