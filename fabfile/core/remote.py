@@ -173,9 +173,17 @@ class Remote:
         self.conn.close()
 
 
+#: seconds to wait for the channel's EOF once the exit status is in (a child left in the background may hold
+#: the output open: its EOF never comes)
+EOF_GRACE = 2.0
+
+
 def _drain(chan, timeout):
+    """stdout and stderr of a channel, read until its EOF. The exit status alone does not end the read: sshd
+    may send it before the last output (a probe cut short this way read as "would change" once in CI)."""
     out, err = [], []
     deadline = time.monotonic() + timeout if timeout else None
+    exited_at = None
     while True:
         if chan.recv_ready():
             out.append(chan.recv(65536))
@@ -183,8 +191,12 @@ def _drain(chan, timeout):
         if chan.recv_stderr_ready():
             err.append(chan.recv_stderr(65536))
             continue
-        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+        if chan.eof_received or chan.closed:
             break
+        if chan.exit_status_ready():
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > EOF_GRACE:
+                break
         if deadline and time.monotonic() > deadline:
             raise TimeoutError()
         time.sleep(0.002)
