@@ -118,8 +118,10 @@ def test_patch_reboots_a_host_when_the_os_asks_under_load(deployed, inventory):
     assert "patch plan (one host at a time):" in check.stdout and host in check.stdout, check.stdout[-3000:]
     assert ssh(host, BOOT_ID, check=True).stdout.strip() == boot, "--check reboots nothing"
 
+    # + 1 request: keepalived moves the VIP's address, not the TCP connections on it; a request in flight on
+    # the patched host when its keepalived stops can time out (seen once in CI: 1/125, README "Upgrades")
     out = inv_under_load(["patch", "--hosts", host], inventory, f"patch {host} with a reboot",
-                         max_failed_share=PROBE_SLACK)
+                         max_failed_share=PROBE_SLACK, max_failed=1)
     assert re.search(rf"^{host}\s+patch\s+rebooting \(the OS asked for it\)", out, re.M), out[-3000:]
     assert re.search(rf"^{host}\s+patch\s+back after \d+s", out, re.M), out[-3000:]
     assert ssh(host, BOOT_ID, check=True).stdout.strip() != boot, "a new boot"
