@@ -259,12 +259,18 @@ def worker(d: Drill) -> Row:
                f"{recovery}; {retried} retried", str(failed), verdict(state, failed))
 
 
-def replica_priority(d: Drill, host: str, value: str | None = None) -> str:
-    """Read (`value` None) or set the replica-priority of `host`'s Redis (Sentinel never promotes 0)."""
+def replica_priority(d: Drill, host: str, value: str | None = None, persist: bool = False) -> str:
+    """Read (`value` None) or set the replica-priority of `host`'s Redis (Sentinel never promotes 0).
+
+    `persist` also writes it to redis.conf (CONFIG REWRITE). A value set only at run time does not stay
+    there: Sentinel's own CONFIG REWRITE on a failover writes whatever runs, so a priority 0 set for the
+    move would come back at the next Redis restart (seen in CI: the only eligible host was never promoted).
+    """
     cli = (f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['redis_password'])}; timeout 5 redis-cli "
            f"--no-auth-warning -h {d.run.addresses[host]} -p {d.inv.ports.redis} CONFIG ")
-    out = d.sh(host, cli + (f"SET replica-priority {value}" if value is not None else "GET replica-priority"))
-    return (out.split() or ["100"])[-1]
+    if value is None:
+        return (d.sh(host, cli + "GET replica-priority").split() or ["100"])[-1]
+    return d.sh(host, cli + f"SET replica-priority {value}" + (f" && {cli}REWRITE" if persist else ""))
 
 
 #: Sentinel reads a replica's priority from its INFO, asked every 10 s
@@ -274,16 +280,20 @@ SENTINEL_INFO_PERIOD = 10
 def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
     """SENTINEL FAILOVER until the master sits on one of the `eligible` hosts; returns that host.
 
-    The other Redis hosts get replica-priority 0 meanwhile (their own value back after): without it the
-    failover may bounce between two hosts that are not eligible (seen on the lab: node3 <-> node1, 4 times).
+    Meanwhile the other Redis hosts get replica-priority 0: without it the failover may bounce between two
+    hosts that are not eligible (seen on the lab: node3 <-> node1, 4 times). Their own value is back after,
+    in redis.conf too (`replica_priority`). An eligible host found at 0 is a leftover (only a host leaving
+    the inventory is set to 0, by `inv decommission`): it gets 100 and keeps it.
     """
     sentinels = [h.name for h in d.inv.with_role("sentinel")]
     master_name = d.inv.settings.redis.master_name
-    others = [h.name for h in d.inv.with_role("redis") if h.name not in eligible]
-    saved = {n: replica_priority(d, n) for n in others}
+    redis_hosts = [h.name for h in d.inv.with_role("redis")]
+    saved = {n: replica_priority(d, n) for n in redis_hosts}
+    wanted = {n: ("100" if saved[n] == "0" else None) if n in eligible else "0" for n in redis_hosts}
     try:
-        for n in others:
-            replica_priority(d, n, "0")
+        for n, value in wanted.items():
+            if value is not None and value != saved[n]:
+                replica_priority(d, n, value)
         for _ in range(tries):
             master = d.redis_master(sentinels)
             host = next((n for n, a in d.run.addresses.items() if a == master), None)
@@ -297,10 +307,12 @@ def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
             while time.time() < deadline and d.redis_master(sentinels) in (master, None):
                 time.sleep(1)
             d.wait_healthy()
-        raise RuntimeError(f"could not move the Redis master to one of {eligible}")
+        raise RuntimeError(f"could not move the Redis master to one of {eligible} (replica-priority before: "
+                           f"{saved})")
     finally:
         for n, value in saved.items():
-            replica_priority(d, n, value)
+            if wanted[n] is not None and wanted[n] != value:
+                replica_priority(d, n, wanted[n] if n in eligible else value, persist=True)
 
 
 def node(d: Drill) -> Row:

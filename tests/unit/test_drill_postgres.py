@@ -79,14 +79,17 @@ class SentinelLab:
         from types import SimpleNamespace
         self.inv, self.master, self.log = inv, master, []
         self.priority = {h.name: "100" for h in inv.with_role("redis")}
+        self.in_file = dict(self.priority)          # redis.conf: what a restart comes back with
         addresses = {n: f"10.0.0.{i}" for i, n in enumerate(inv.hosts, 11)}
         self.run = SimpleNamespace(addresses=addresses,
                                    secrets={"redis_password": "r", "sentinel_password": "s"})
 
     def sh(self, host, script, timeout=60):
         if "SET replica-priority" in script:
-            self.priority[host] = script.split()[-1]
+            self.priority[host] = script.split("SET replica-priority ")[1].split()[0]
             self.log.append(("priority", host, self.priority[host]))
+            if "CONFIG REWRITE" in script:
+                self.in_file[host] = self.priority[host]
             return "OK"
         if "GET replica-priority" in script:
             return f"replica-priority\n{self.priority[host]}\n"
@@ -94,6 +97,7 @@ class SentinelLab:
             order = self.PREFERS[self.master]
             self.master = next(n for n in order if int(self.priority[n]) > 0)
             self.log.append(("failover", self.master))
+            self.in_file = dict(self.priority)      # Sentinel's CONFIG REWRITE on every host it reconfigures
         return ""
 
     def redis_master(self, asking):
@@ -111,3 +115,13 @@ def test_move_master_reaches_the_eligible_host_and_restores_priorities(monkeypat
     assert lab.log[:2] == [("priority", "node1", "0"), ("priority", "node3", "0")]
     assert [e for e in lab.log if e[0] == "failover"] == [("failover", "node2")]
     assert lab.priority == {"node1": "100", "node2": "100", "node3": "100"}
+    assert lab.in_file == lab.priority, "a priority 0 left in redis.conf returns at the next restart"
+
+
+def test_move_master_raises_an_eligible_host_left_at_priority_0(monkeypatch):
+    """A 0 left in redis.conf by an earlier move (before the fix) made node2 unpromotable in CI."""
+    monkeypatch.setattr(drills.time, "sleep", lambda s: None)
+    lab = SentinelLab(load_inventory(SPEC / "hosts.yaml"), master="node3")
+    lab.priority["node2"] = lab.in_file["node2"] = "0"
+    assert drills.move_master_to(lab, ["node2"]) == "node2"
+    assert lab.in_file == lab.priority == {"node1": "100", "node2": "100", "node3": "100"}
