@@ -114,7 +114,7 @@ def join_sections(sections) -> str:
 
 def early_probe_script(steps) -> str:
     """The steps' own probes, one `@@early <i>` section each: a component asks them with the facts
-    (its `connect_probe`) and hands the answer to `Run.converge(..., asked=)`."""
+    (its `connect_probe`) and hands the answer to `Run.converged_early`."""
     return join_sections([(f"@@early {i}", step.probe()) for i, step in enumerate(steps)])
 
 

@@ -352,33 +352,25 @@ class Run:
             self.fail_host(host, component, f"{type(exc).__name__}: {exc}", exc)
         return None
 
-    def converge(self, host: Host, component: str, steps: list, asked: str = "") -> list[StepResult]:
-        """Probe, plan and (unless --check) apply `steps` on `host`. Returns the step results.
-
-        `asked`: see `converged_early`; when it shows every step converged, no round trip is made."""
-        if asked and (early := self._record_early(host, component, steps, asked)) is not None:
-            return early
+    def converge(self, host: Host, component: str, steps: list) -> list[StepResult]:
+        """Probe, plan and (unless --check) apply `steps` on `host`. Returns the step results."""
         plan = self._probe_plan(host, component, steps)
         return self._finish(plan) if plan else []
 
     def converged_early(self, host: Host, component: str, steps: list, asked: str) -> bool:
         """True, with `steps` recorded ok and no round trip, when `asked` (the output of
         `early_probe_script(steps)` run on `host` earlier in this run, e.g. with the facts) shows every
-        step converged; False, nothing recorded, when a step has something to do or no answer. Only for
-        steps nothing earlier in the run can undo."""
-        return self._record_early(host, component, steps, asked) is not None
-
-    def _record_early(self, host: Host, component: str, steps: list, asked: str) -> list[StepResult] | None:
+        step converged; False, nothing recorded, when a step has something to do or no answer (the caller
+        then converges them). Only for steps nothing earlier in the run can undo."""
         states = split(asked, len(steps), "@@early")
         notified = set(self.pending.get(host.name, ()))
         if not steps or not all(state.strip() and step.plan(state, notified) is None
                                 for step, state in zip(steps, states, strict=True)):
-            return None
+            return False
         self.checks[host.name] += len(steps)
-        results = [StepResult(host.name, component, step.label, "ok") for step in steps]
-        for res in results:
-            self.record(res)
-        return results
+        for step in steps:
+            self.record(StepResult(host.name, component, step.label, "ok"))
+        return True
 
     def _probe_plan(self, host: Host, component: str, steps: list) -> HostPlan | None:
         """One round trip probes every step; the plan is made locally (nothing changes yet)."""

@@ -392,6 +392,8 @@ def test_converge_uses_an_early_answer_only_when_it_shows_nothing_to_do(log, ask
     run.connect()
     step = Command("db migrate", unless="true", script="echo migrated")
     assert "@@early 0" in early_probe_script([step])
-    results = run.converge(inv.hosts["node1"], "airflow", [step], asked=asked)
+    host = inv.hosts["node1"]
+    results = [] if run.converged_early(host, "airflow", [step], asked) else run.converge(host, "airflow", [step])
     assert HOSTS["node1"].round_trips == round_trips
-    assert [r.status for r in results] == [status] and run.checks["node1"] == 1
+    assert [r.status for r in run.results] == [status] and run.checks["node1"] == 1
+    assert [r.status for r in results] == ([] if status == "ok" else [status])
