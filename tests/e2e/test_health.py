@@ -30,7 +30,7 @@ def wait_healthy(timeout=240) -> dict:
         if rc == 0 or time.monotonic() > deadline:
             assert rc == 0, [c for c in data["checks"] if c["status"] == "fail"]
             return data
-        time.sleep(5)
+        time.sleep(2)
 
 
 def fails(data, host=None):

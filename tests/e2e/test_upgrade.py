@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_health import wait_healthy
-from tests.e2e.util import NODES, ROOT, inv, inv_under_load, pg_leader, ssh
+from tests.e2e.util import NODES, ROOT, assert_load_succeeded, inv, inv_under_load, pg_leader, ssh
 
 pytestmark = pytest.mark.e2e
 OTHER, DEFAULT = "3.3.1", "3.3.2"
@@ -92,14 +92,16 @@ def test_upgrade_and_rollback_under_load(deployed, inventory):
     assert ROLL_LINE in check.stdout, check.stdout[-3000:]
     assert f"airflow_version: {DEFAULT}" in inventory.read_text(), "--check changes nothing"
 
+    upgrade_runs: list[str] = []      # they finish during the rollback, and are checked with its runs
     out = inv_under_load(["upgrade", "--airflow-version", OTHER], inventory, f"upgrade {DEFAULT} -> {OTHER}",
-                         max_failed_share=PROBE_SLACK)
+                         max_failed_share=PROBE_SLACK, runs_left=upgrade_runs)
     _rolled_per_role(out)
     assert f"airflow_version: {OTHER}" in inventory.read_text()
     _assert_on(OTHER, DEFAULT)
 
     out = inv_under_load(["upgrade", "--rollback"], inventory, f"rollback {OTHER} -> {DEFAULT}",
                          max_failed_share=PROBE_SLACK)
+    assert_load_succeeded(upgrade_runs)
     _rolled_per_role(out)
     assert f"airflow_version: {DEFAULT}" in inventory.read_text()
     _assert_on(DEFAULT, OTHER)

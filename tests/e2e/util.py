@@ -111,10 +111,13 @@ def triggered_throughout(api, dag_id: str, action, every: float = 20):
 
 
 def inv_under_load(args: list[str], inventory, name: str, every: float = 20, max_failed_share: float = 0.0,
-                   max_failed: int = 0) -> str:
+                   max_failed: int = 0, runs_left: list | None = None) -> str:
     """`inv ARGS` with a probe through the VIP (5 req/s) and `ha_load` triggered every `every` s throughout;
     asserts the run succeeded, every load run succeeded with 0 failed tasks, and at most `max_failed_share`
-    of the probe requests plus `max_failed` requests failed (0 unless a caller says why). Returns its output."""
+    of the probe requests plus `max_failed` requests failed (0 unless a caller says why). Returns its output.
+
+    With `runs_left`, the load runs are added to it instead of being waited for: the caller's next change
+    runs while they finish, and it calls `assert_load_succeeded` on them (one wait for both, not two)."""
     vip = yaml.safe_load((ROOT / "hosts.yaml").read_text())["cluster"]["vip"]
     api = Airflow()
     api.wait_dag_loaded("ha_load")
@@ -133,8 +136,17 @@ def inv_under_load(args: list[str], inventory, name: str, every: float = 20, max
     assert failed_requests <= max_failed_share * sent + max_failed, (
         f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n" + res.stdout[-4000:])
     assert None not in runs and len(runs) >= 2, runs
+    if runs_left is not None:
+        runs_left.extend(runs)
+    else:
+        assert_load_succeeded(runs, api)
+    return res.stdout
+
+
+def assert_load_succeeded(runs: list[str], api: airflow_api.Airflow | None = None) -> None:
+    """Every `ha_load` run in `runs` ends in success with every task a success."""
+    api = api or Airflow()
     for run_id in runs:
         assert api.wait_run("ha_load", run_id, timeout=900) == "success", run_id
         failed = [ti["task_id"] for ti in api.task_instances("ha_load", run_id) if ti["state"] != "success"]
         assert not failed, (run_id, failed)
-    return res.stdout
