@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import airflow, etcd, nginx, pgsql, redis
+from . import airflow, etcd, keepalived, nginx, pgsql, redis
 from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
@@ -44,8 +44,8 @@ def applies(inv, host) -> bool:
 
 
 def role_packages(ctx) -> list[str]:
-    """Distribution packages for the roles of this host, in one install (components that install their own
-    packages, such as keepalived or pgBackRest, add theirs in their own step)."""
+    """Distribution packages for the roles of this host, in one install. keepalived's are in it too (its own
+    step then only checks them); pgBackRest adds its package in its own step (only when backups are on)."""
     plat, host = ctx.platform, ctx.host
     base = names(plat)
     out = [*base.base, *base.timesync]
@@ -62,6 +62,8 @@ def role_packages(ctx) -> list[str]:
         out += etcd.names(plat).packages
     if nginx.runs_nginx(host):
         out += nginx.names(plat).packages
+    if keepalived.applies(ctx.inv, host):    # its own Packages step then finds it installed (no 2nd apt run)
+        out += keepalived.PACKAGES
     return list(dict.fromkeys(out))
 
 
