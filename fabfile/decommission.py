@@ -21,7 +21,6 @@ Then remove HOST from the inventory file (the command says so); until then a dep
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import time
 
 from . import keepalived, nginx, pgsql, redis, stack
@@ -61,9 +60,7 @@ def without(inv: Inventory, names: list[str]) -> Inventory:
 
 def _no_promotion_script(run, host) -> str:
     """A leaving Redis must never be promoted by the failover (Sentinel skips replica-priority 0)."""
-    return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}\n"
-            f"timeout 5 redis-cli --no-auth-warning -h {run.addresses[host.name]} "
-            f"-p {run.inv.ports.redis} CONFIG SET replica-priority 0")
+    return redis.redis_cli(run, host, "CONFIG SET replica-priority 0")
 
 
 def _stop_script(run, host) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
-from . import health
+from . import health, redis
 from .airflow_api import Airflow, http
 from .components import load_inventory
 from .core.runner import Options, Run
@@ -266,11 +266,13 @@ def replica_priority(d: Drill, host: str, value: str | None = None, persist: boo
     there: Sentinel's own CONFIG REWRITE on a failover writes whatever runs, so a priority 0 set for the
     move would come back at the next Redis restart (seen in CI: the only eligible host was never promoted).
     """
-    cli = (f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['redis_password'])}; timeout 5 redis-cli "
-           f"--no-auth-warning -h {d.run.addresses[host]} -p {d.inv.ports.redis} CONFIG ")
+    h = d.inv.hosts[host]
     if value is None:
-        return (d.sh(host, cli + "GET replica-priority").split() or ["100"])[-1]
-    return d.sh(host, cli + f"SET replica-priority {value}" + (f" && {cli}REWRITE" if persist else ""))
+        return (d.sh(host, redis.redis_cli(d.run, h, "CONFIG GET replica-priority")).split() or ["100"])[-1]
+    script = redis.redis_cli(d.run, h, f"CONFIG SET replica-priority {value}")
+    if persist:
+        script = f"set -e\n{script}\n{redis.redis_cli(d.run, h, 'CONFIG REWRITE')}"
+    return d.sh(host, script)
 
 
 #: Sentinel reads a replica's priority from its INFO, asked every 10 s
@@ -300,9 +302,7 @@ def move_master_to(d: Drill, eligible: list[str], tries=4) -> str:
             if host in eligible:
                 return host
             time.sleep(SENTINEL_INFO_PERIOD + 1)
-            d.sh(sentinels[0], f"export REDISCLI_AUTH={shlex.quote(d.run.secrets['sentinel_password'])}; "
-                               f"redis-cli --no-auth-warning -h {d.run.addresses[sentinels[0]]} "
-                               f"-p {d.inv.ports.sentinel} SENTINEL FAILOVER {master_name}")
+            d.sh(sentinels[0], redis.sentinel_cli(d.run, d.inv.hosts[sentinels[0]], f"SENTINEL FAILOVER {master_name}"))
             deadline = time.time() + 60
             while time.time() < deadline and d.redis_master(sentinels) in (master, None):
                 time.sleep(1)

@@ -107,6 +107,13 @@ def sentinel_cli(run, host, command: str, timeout: int = 5) -> str:
             f"-p {run.inv.ports.sentinel} {command}")
 
 
+def redis_cli(run, host, command: str, timeout: int = 5) -> str:
+    """Shell asking `host`'s Redis `command`; the password travels in REDISCLI_AUTH, never in argv."""
+    return (f"export REDISCLI_AUTH={shlex.quote(run.secrets['redis_password'])}\n"
+            f"timeout {timeout} redis-cli --no-auth-warning -h {run.addresses[host.name]} "
+            f"-p {run.inv.ports.redis} {command}")
+
+
 def sentinel_views(run, asked: dict | None = None) -> dict[str, str]:
     """sentinel host -> the master address it names (hosts that do not answer are left out).
 

@@ -81,7 +81,7 @@ class SentinelLab:
         self.priority = {h.name: "100" for h in inv.with_role("redis")}
         self.in_file = dict(self.priority)          # redis.conf: what a restart comes back with
         addresses = {n: f"10.0.0.{i}" for i, n in enumerate(inv.hosts, 11)}
-        self.run = SimpleNamespace(addresses=addresses,
+        self.run = SimpleNamespace(inv=inv, addresses=addresses,
                                    secrets={"redis_password": "r", "sentinel_password": "s"})
 
     def sh(self, host, script, timeout=60):
