@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import airflow, etcd, keepalived, nginx, pgsql, redis
+from . import airflow, etcd, firewall, keepalived, nginx, pgsql, redis
 from .core.component import Component
 from .core.steps import File, Line, Packages, Service, Warn
 
@@ -44,8 +44,9 @@ def applies(inv, host) -> bool:
 
 
 def role_packages(ctx) -> list[str]:
-    """Distribution packages for the roles of this host, in one install. keepalived's are in it too (its own
-    step then only checks them); pgBackRest adds its package in its own step (only when backups are on)."""
+    """Distribution packages for the roles of this host, in one install. keepalived's and ufw's are in it too
+    (their own steps then only check them); pgBackRest adds its package in its own step (only when backups are
+    on), and firewalld keeps its own step: it starts filtering as soon as it is installed."""
     plat, host = ctx.platform, ctx.host
     base = names(plat)
     out = [*base.base, *base.timesync]
@@ -64,6 +65,8 @@ def role_packages(ctx) -> list[str]:
         out += nginx.names(plat).packages
     if keepalived.applies(ctx.inv, host):    # its own Packages step then finds it installed (no 2nd apt run)
         out += keepalived.PACKAGES
+    if firewall.kind(ctx) == "ufw":   # installed disabled (ENABLED=no): the firewall component enables it
+        out += firewall.PACKAGES[plat.family]["ufw"]
     return list(dict.fromkeys(out))
 
 

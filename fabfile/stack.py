@@ -66,7 +66,7 @@ def spof_report(inv) -> str:
     return "single points of failure (accepted layout):\n" + "\n".join(f"  {p}" for p in points)
 
 
-def ends_healthy(run, timeout: float = 180, interval: float = 5) -> None:
+def ends_healthy(run, timeout: float = 180, interval: float = 1) -> None:
     """A deploy that changed something ends healthy or says why: wait (bounded) until the health checks
     of the hosts it touched (and the cluster-wide ones) pass; failing checks then fail the run.
 
