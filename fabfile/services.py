@@ -228,9 +228,33 @@ def before_restart(run, host, units):
             lambda: nginx.set_drained(run, host, True))
 
 
+#: after an api-server is taken back: it must answer its health URL this many times in a row, each within
+#: SETTLE_ANSWER s, SETTLE_PAUSE s apart (within SETTLE_TIMEOUT s), before the roll drains the next one
+SETTLE_ANSWERS, SETTLE_ANSWER, SETTLE_PAUSE, SETTLE_TIMEOUT = 4, 2, 2, 240
+
+
+def settle_script(url: str) -> str:
+    """Shell: exit 0 once `url` answered SETTLE_ANSWERS times in a row promptly; else say so, exit 1."""
+    return (f"n=0; end=$(( $(date +%s) + {SETTLE_TIMEOUT} ))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n"
+            f"  if curl -sf -m {SETTLE_ANSWER} -o /dev/null {url}; then n=$((n + 1)); [ $n -ge {SETTLE_ANSWERS} ] "
+            "&& exit 0\n"
+            f"  else n=0; fi\n  sleep {SETTLE_PAUSE}\ndone\n"
+            f"echo 'api-server did not answer {SETTLE_ANSWERS} times in a row (each within {SETTLE_ANSWER}s) "
+            f"within {SETTLE_TIMEOUT}s of being taken back'; exit 1")
+
+
 def after_restart(run, host) -> str | None:
-    """The restarted api-server answers its health URL: every nginx sends it requests again."""
-    return nginx.set_drained(run, host, False)
+    """Every nginx sends the restarted api-server requests again; then the roll waits until it answers
+    promptly several times in a row with that traffic on it, so the next api-server is drained only once
+    this one serves warm. On the 2-core lab, an api-server taken back the moment its health URL first
+    answered stalled 22 s on its first requests while the next host restarted its units (every request of
+    the cluster then waited on it): a trigger timed out and the VIP moved."""
+    why = nginx.set_drained(run, host, False)
+    if why:
+        return why
+    url = f"http://{run.addresses[host.name]}:{run.inv.ports.api}/api/v2/monitor/health"
+    res = run.remote(host.name).sh(settle_script(url), timeout=SETTLE_TIMEOUT + 30)
+    return None if res.ok else (res.out.strip()[-200:] or f"exit {res.rc}")
 
 
 def gate(run, host) -> str | None:
