@@ -1,4 +1,4 @@
-"""End-to-end (issue #13): config changes roll one host at a time, with no failed request and no failed task.
+"""End-to-end (issue #13): config changes roll one host at a time, with no failed task and failed requests counted.
 
 1. `parallelism` 32 -> 24 and `api_workers` 1 -> 2 change airflow.cfg and the api-server units, so every
    Airflow process on every host must restart (api-servers, schedulers, triggerers, the dag-processor,
@@ -8,7 +8,8 @@
    fails the master over and the old master restarts last.
 
 Both in ONE deploy (one change and one way back, to save the suite's time), with a probe through the VIP (5
-req/s) and load DAG runs triggered all through the deploy: 0 failed probe requests, 0 failed tasks.
+req/s) and load DAG runs triggered all through the deploy: 0 failed tasks, probe failures reported and at most
+PROBE_SLACK (0.5 %, tests/e2e/util.py says why).
 `postgres.max_connections` (derived from api_workers) is pinned to its current value, read on node3 (any
 Patroni member answers SHOW), so PostgreSQL itself does not restart: in the default Patroni layout a new value
 goes to the DCS and `patronictl restart --pending` restarts every member, the leader included; with one
