@@ -319,7 +319,7 @@ def steps(ctx) -> list:
     ]
 
 
-NICE = "nice -n 19 ionice -c2 -n7"   # an upgrade installs beside the running version: serving processes keep the CPU and the disk first
+NICE = "nice -n 19 ionice -c2 -n7"   # an upgrade installs beside the running version: serving processes first
 #: uv's binary straight out of its wheel in the wheelhouse: no pip in the new venv, no pip run to get uv
 #: (a venv with pip plus `pip install uv` cost ~8 s per host of a fresh deploy; issue 18)
 UV_FROM_WHEEL = """import os, sys, zipfile
