@@ -200,6 +200,11 @@ def active_since(unit: str) -> str:
             "a=$(( $(date +%s) - $(date -d \"$t\" +%s 2>/dev/null || date +%s) ))\n")
 
 
+def api_health_url(run, host) -> str:
+    """The api-server's own health URL on `host` (the gate and the settle after a take-back ask it)."""
+    return f"http://{run.addresses[host.name]}:{run.inv.ports.api}/api/v2/monitor/health"
+
+
 def gate_script(run, host) -> str:
     """One round trip: each Airflow unit's state and seconds since it became active, the api-server's
     health answer on its own address, the worker's Celery "ready." since its start (a recent start only)."""
@@ -209,7 +214,7 @@ def gate_script(run, host) -> str:
             lines.append(f"{active_since(unit)}"
                          f"echo \"@@unit {unit} $(systemctl show -p ActiveState --value {unit}) $a\"")
     if host.has("api_server"):
-        url = f"http://{run.addresses[host.name]}:{run.inv.ports.api}/api/v2/monitor/health"
+        url = api_health_url(run, host)
         lines.append(f"echo \"@@api $(curl -s -m 4 -o /dev/null -w '%{{http_code}}' {url})\"")
     if host.has("worker"):
         lines.append(f"{active_since('airflow-worker')}[ \"$a\" -gt {READY_WINDOW} ] || "
@@ -252,7 +257,7 @@ def after_restart(run, host) -> str | None:
     why = nginx.set_drained(run, host, False)
     if why:
         return why
-    url = f"http://{run.addresses[host.name]}:{run.inv.ports.api}/api/v2/monitor/health"
+    url = api_health_url(run, host)
     res = run.remote(host.name).sh(settle_script(url), timeout=SETTLE_TIMEOUT + 30)
     return None if res.ok else (res.out.strip()[-200:] or f"exit {res.rc}")
 
