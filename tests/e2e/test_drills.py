@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_drill_all_passes_including_postgres(deployed):
-    """`node` runs on the 4-host layout instead (tests/e2e/test_topology.py): one power-off drill per suite."""
+    """`node` runs on the 5-host layout instead (tests/e2e/test_topology.py): one power-off drill per suite."""
     res = inv("drill.all", "--skip", "node", timeout=3600)
     print(res.stdout)
     table = res.stdout.split("drill ")[-1]
