@@ -221,12 +221,15 @@ class Wheelhouse(Step):
 def config_values(ctx) -> dict:
     """airflow.cfg values. No single other host in any process's path: the Execution API is always the
     host's own nginx (fabfile/nginx.py: a local-only one on hosts without the nginx role), the broker
-    is reached through every Sentinel, statsd is local; only the database is one host (health: SPOF)."""
+    is reached through every Sentinel, statsd is local; only the database is one host (health: SPOF).
+
+    StatsD is always on, monitoring or not: Airflow sends it to the host's loopback, where the statsd exporter
+    listens only with `cluster.monitoring` (else the datagrams are dropped there). So switching monitoring
+    on or off changes no airflow.cfg and restarts no Airflow process on any host."""
     inv, host = ctx.inv, ctx.host
     ports = inv.ports
     scheme = "https" if inv.settings.tls.enabled else "http"
     front = inv.settings.vip or inv.with_role("nginx")[0].name
-    statsd = inv.settings.monitoring
     return {
         "airflow_home": HOME, "dags_folder": DAGS_CURRENT, "logs_folder": LOGS,
         "base_url": f"{scheme}://{front}/",
@@ -235,7 +238,7 @@ def config_values(ctx) -> dict:
         "worker_log_server_port": ports.worker_log, "flower_port": ports.flower,
         "flower_url_prefix": "/flower", "hostname": host.name,
         "sentinel_master_name": inv.settings.redis.master_name,
-        "statsd_on": statsd, "statsd_host": "127.0.0.1", "statsd_port": ports.statsd,
+        "statsd_on": True, "statsd_host": "127.0.0.1", "statsd_port": ports.statsd,
         "parallelism": inv.settings.parallelism, "default_timezone": "utc",
         "task_queued_timeout": inv.settings.task_queued_timeout,
     }

@@ -5,8 +5,9 @@ exporter ports to cluster hosts and `monitoring_cidr` only):
 
 * every host: prometheus-node-exporter (:node_exporter);
 * Airflow hosts: a StatsD → Prometheus bridge (:statsd_exporter). Airflow sends StatsD to 127.0.0.1:statsd
-  ([metrics] statsd_on in airflow.cfg follows `cluster.monitoring`). Debian 12 and Ubuntu ship no
-  prometheus-statsd-exporter package, and hosts install only distribution packages and our wheelhouse, so
+  ([metrics] statsd_on is always on: switching monitoring on or off restarts no Airflow process).
+  Debian 12 and Ubuntu ship no prometheus-statsd-exporter package, and hosts install only distribution
+  packages and our wheelhouse, so
   files/monitoring/statsd_exporter.py (PyYAML + prometheus_client, run by the Airflow venv's Python, DynamicUser)
   takes its place: same flags, same mapping format (files/monitoring/statsd_mapping.yml), so the upstream
   binary can replace it without touching the mapping;
