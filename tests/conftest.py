@@ -20,3 +20,27 @@ def deployed(lab):  # noqa: F811 - the fixture above
         if _deployed["rc"] != 0:
             pytest.fail("fab deploy failed:\n" + _deployed["output"][-6000:], pytrace=False)
     yield _deployed
+
+
+#: wall time per test module (first test's start to last test's end, fixtures included), for the suite's budget
+_module_times: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logstart(nodeid, location):
+    import time
+    _module_times.setdefault(nodeid.split("::")[0], [time.monotonic(), time.monotonic()])
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    import time
+    _module_times[nodeid.split("::")[0]][1] = time.monotonic()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """One line at the very end (CI logs keep their tail): the e2e modules' minutes, slowest first."""
+    e2e = {m.rsplit("/", 1)[-1].removesuffix(".py"): (b - a) / 60 for m, (a, b) in _module_times.items()
+           if "/e2e/" in m}
+    if e2e:
+        terminalreporter.write_line("e2e module minutes: " + ", ".join(
+            f"{name} {mins:.1f}" for name, mins in sorted(e2e.items(), key=lambda kv: -kv[1])))
