@@ -112,8 +112,9 @@ def triggered_throughout(api, dag_id: str, action, every: float = 20):
 
 #: probe failures allowed during a roll (always reported; the issues say "target 0"): on the 2-core lab the
 #: three hosts share the CPU, and 1 request of ~900 (10 s timeout) timed out while a load run's tasks all
-#: started at once during a restart (test_upgrade: three hosts installing a venv; test_rolling_change: the
-#: Redis roll, when every api-server and keepalived's nginx check stalled together for ~6 s)
+#: started at once during a restart (test_rolling_change: the Redis roll, when every api-server and
+#: keepalived's nginx check stalled together for ~6 s). The 30-s outage of test_upgrade's venv install was
+#: a product defect, fixed (fabfile/airflow.py NICE: autogroup); it is not what this slack is for.
 PROBE_SLACK = 0.005
 
 
