@@ -665,8 +665,15 @@ def run(names: list[str], inventory=None, power: PowerSwitch | None = None) -> i
 
 
 def rolling_restart(inventory=None, hosts=None) -> int:
-    """One host at a time: warm-stop its worker (running tasks finish), restart its Airflow services,
-    start the worker, wait for health, go on. Returns 1 if a host did not come back healthy."""
+    """One host at a time: take its api-server out of every nginx, warm-stop its worker (running tasks
+    finish), restart its Airflow services, start the worker, wait for its gate, take the api-server back
+    (services.after_restart: it must answer promptly before the next host), wait for health, go on.
+    Returns 1 if a host did not come back healthy.
+
+    The drain is what the deploy's roll does. Without it, nginx may send a non-idempotent request (a task's
+    state PATCH to the Execution API), which it does not retry on another upstream, to the api-server being
+    restarted: a load run failed during this command in CI (its logs were gone before the cause was read)."""
+    from . import nginx
     from .services import UNITS
     d = Drill(inventory)
     try:
@@ -674,14 +681,19 @@ def rolling_restart(inventory=None, hosts=None) -> int:
             units = [u for role, u in UNITS.items() if host.has(role)]
             if not units:
                 continue
+            drain = host.has("api_server") and len(d.inv.with_role("api_server")) > 1
             others = " ".join(shlex.quote(u) for u in units if u != "airflow-worker")
             t0 = time.time()
+            if drain and (why := nginx.set_drained(d.run, host, True)):
+                raise RuntimeError(f"{host.name}: drain: {why}")
             script = ("systemctl stop airflow-worker\n" if host.has("worker") else "")
             script += (f"systemctl restart {others}\n" if others else "")
             script += ("systemctl start airflow-worker\n" if host.has("worker") else "")
             d.sh(host.name, script, timeout=d.inv.settings.worker_stop_timeout + 120)
             print(f"{host.name:<10} restarted {', '.join(units)} ({time.time() - t0:.0f}s); waiting for health",
                   flush=True)
+            if drain:
+                _take_back(d, host)
             d.wait_healthy()
             print(f"{host.name:<10} healthy ({time.time() - t0:.0f}s)", flush=True)
         return 0
@@ -690,3 +702,15 @@ def rolling_restart(inventory=None, hosts=None) -> int:
         return 1
     finally:
         d.close()
+
+
+def _take_back(d: Drill, host, timeout: float = 300) -> None:
+    """Once `host`'s units pass their gate, every nginx sends its api-server requests again (and it settles)."""
+    from . import services
+    deadline = time.time() + timeout
+    while (why := services.gate(d.run, host)) and time.time() < deadline:
+        time.sleep(2)
+    if why:
+        raise RuntimeError(f"{host.name}: not back within {timeout:.0f}s: {why}")
+    if why := services.after_restart(d.run, host):
+        raise RuntimeError(f"{host.name}: take back: {why}")
