@@ -673,7 +673,7 @@ def rolling_restart(inventory=None, hosts=None) -> int:
     The drain is what the deploy's roll does. Without it, nginx may send a non-idempotent request (a task's
     state PATCH to the Execution API), which it does not retry on another upstream, to the api-server being
     restarted: a load run failed during this command in CI (its logs were gone before the cause was read)."""
-    from . import nginx
+    from . import nginx, services
     from .services import UNITS
     d = Drill(inventory)
     try:
@@ -681,7 +681,7 @@ def rolling_restart(inventory=None, hosts=None) -> int:
             units = [u for role, u in UNITS.items() if host.has(role)]
             if not units:
                 continue
-            drain = host.has("api_server") and len(d.inv.with_role("api_server")) > 1
+            drain = services.drained_in_rolls(d.inv, host)
             others = " ".join(shlex.quote(u) for u in units if u != "airflow-worker")
             t0 = time.time()
             if drain and (why := nginx.set_drained(d.run, host, True)):
@@ -706,11 +706,8 @@ def rolling_restart(inventory=None, hosts=None) -> int:
 
 def _take_back(d: Drill, host, timeout: float = 300) -> None:
     """Once `host`'s units pass their gate, every nginx sends its api-server requests again (and it settles)."""
-    from . import services
-    deadline = time.time() + timeout
-    while (why := services.gate(d.run, host)) and time.time() < deadline:
-        time.sleep(2)
-    if why:
+    from . import patch, services
+    if why := patch.await_gates(d.run, host, timeout, only=[services.gate]):
         raise RuntimeError(f"{host.name}: not back within {timeout:.0f}s: {why}")
     if why := services.after_restart(d.run, host):
         raise RuntimeError(f"{host.name}: take back: {why}")

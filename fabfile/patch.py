@@ -70,12 +70,12 @@ def gates(run, host) -> list:
     return [c.gate for c in comps if c.applies(run.inv, host)]
 
 
-def await_gates(run, host, timeout: float) -> str | None:
-    """Poll every gate of `host` until all pass (None) or `timeout` s passed (why not)."""
+def await_gates(run, host, timeout: float, only: list | None = None) -> str | None:
+    """Poll every gate of `host` (or `only` these) until all pass (None) or `timeout` s passed (why not)."""
     t0 = time.monotonic()
     while True:
         why = None
-        for gate in gates(run, host):
+        for gate in only or gates(run, host):
             try:
                 why = gate(run, host)
             except Exception as exc:  # cannot ask yet = not healthy yet
@@ -94,8 +94,7 @@ def drain(run, host) -> str | None:
         run.say(f"{host.name:<10} {NAME:<10} SENTINEL FAILOVER: the Redis master moves away first", always=True)
         if why := redis.failover(run):
             return f"Redis failover: {why}"
-    if host.has("api_server") and len(run.inv.with_role("api_server")) > 1 \
-            and (why := nginx.set_drained(run, host, True)):
+    if services.drained_in_rolls(run.inv, host) and (why := nginx.set_drained(run, host, True)):
         return f"drain: {why}"
     stops = (["keepalived"] if keepalived.applies(run.inv, host) else []) + \
         (["airflow-worker"] if host.has("worker") else [])
@@ -154,7 +153,7 @@ def patch_host(run, host, allow_reboot: bool = True) -> str | None:
     if why := await_gates(run, host, run.opts.gate_timeout):
         return f"not healthy after patching: {why}"
     run.say(f"{host.name:<10} {NAME:<10} healthy after patching ({time.monotonic() - t0:.0f}s)", always=True)
-    if host.has("api_server") and len(run.inv.with_role("api_server")) > 1:
+    if services.drained_in_rolls(run.inv, host):
         return nginx.set_drained(run, host, False)
     return None
 

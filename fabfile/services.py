@@ -222,11 +222,16 @@ def gate_script(run, host) -> str:
     return "\n".join(lines)
 
 
+def drained_in_rolls(inv, host) -> bool:
+    """An api-server host whose restarts are drained from nginx first: others serve meanwhile."""
+    return host.has("api_server") and len(inv.with_role("api_server")) > 1
+
+
 def before_restart(run, host, units):
     """Restarting an api-server while others serve: every nginx stops sending it requests first, so no
     request waits on a stopping or still-loading api-server (uvicorn with 2+ workers binds its port
     before the app is loaded). `after_restart` takes it back once its gate passed."""
-    if UNITS["api_server"] not in units or len(run.inv.with_role("api_server")) <= 1:
+    if UNITS["api_server"] not in units or not drained_in_rolls(run.inv, host):
         return None
     return (f"drain: every nginx stops sending requests to this api-server "
             f"({len([h for h in run.inv.hosts.values() if nginx.runs_nginx(h)])} nginx hosts)",
