@@ -465,8 +465,8 @@ def vip(d: Drill) -> Row:
         t_off = time.time()
         d.power_off(old)
         new, t_moved = wait_vip_moved(d, old)
-        t_answer = probe.first_ok(t_off)
         state, failed, _ = d.finish(LOAD_RETRY, run_id)
+        t_answer = probe.first_ok(t_off)   # after the run: read right at the move, it often had no answer yet
         t_on = time.time()
         lost = probe.failed(t_off, t_on)
         before_on = vip_holders(d, skip=(old,))

@@ -63,7 +63,7 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     assert redis_lines[-2][0] == master and redis_lines[-2][2].startswith("SENTINEL FAILOVER"), plan
 
     out = inv_under_load(["deploy"], changed, "rolling change (parallelism, api_workers, redis maxmemory)",
-                         every=15, max_failed_share=PROBE_SLACK)
+                         max_failed_share=PROBE_SLACK)
     order = out.split("restarted (in this order):")[-1]
     api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
     assert api_restarts == ["node1", "node2"], order

@@ -86,7 +86,14 @@ def http_status_from(host: str, url: str) -> str:
     return ssh(host, f"python3 -c \"{code}\"").stdout.strip()
 
 
-def triggered_throughout(api, dag_id: str, action, every: float = 20):
+#: seconds between load triggers. One `ha_load` run costs ~15 CPU-seconds on the lab (measured: 20.6 s of CPU
+#: over its 16.6 s on an idle cluster, 0.32 core of it idle load) and lasts 17-40 s, so a run is in flight
+#: nearly all the time at 30 s; at 20 s (15 in test_rolling_change) the load alone took 3/4 to 1 of the
+#: 2 cores the three hosts share, and slowed every roll it was meant to watch.
+LOAD_EVERY = 30
+
+
+def triggered_throughout(api, dag_id: str, action, every: float = LOAD_EVERY):
     """Run `action()` while `dag_id` is triggered every `every` s; returns (its result, run ids).
 
     A trigger the API refuses (e.g. the api-server behind the nginx is restarting) is recorded as None.
@@ -118,7 +125,7 @@ def triggered_throughout(api, dag_id: str, action, every: float = 20):
 PROBE_SLACK = 0.005
 
 
-def inv_under_load(args: list[str], inventory, name: str, every: float = 20, max_failed_share: float = 0.0,
+def inv_under_load(args: list[str], inventory, name: str, every: float = LOAD_EVERY, max_failed_share: float = 0.0,
                    max_failed: int = 0, runs_left: list | None = None) -> str:
     """`inv ARGS` with a probe through the VIP (5 req/s) and `ha_load` triggered every `every` s throughout;
     asserts the run succeeded, every load run succeeded with 0 failed tasks, and at most `max_failed_share`
