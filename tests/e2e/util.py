@@ -147,6 +147,8 @@ def inv_under_load(args: list[str], inventory, name: str, every: float = LOAD_EV
         probe.close()
     print(f"\n{name}: {took:.0f}s, probe {failed_requests}/{sent} failed (longest outage "
           f"{probe.longest_outage():.1f}s), {len(runs)} load runs")
+    for failure in probe.failures():     # when and what, so a log that passed still says where the slack went
+        print(f"  probe failed at {failure}")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert failed_requests <= max_failed_share * sent + max_failed, (
         f"{failed_requests}/{sent} probe requests failed: {probe.failures()}\n" + res.stdout[-4000:])
