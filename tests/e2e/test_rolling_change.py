@@ -62,16 +62,19 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     assert [h for h, _, what in redis_lines if what.startswith("restart redis-server")][-1] == master, plan
     assert redis_lines[-2][0] == master and redis_lines[-2][2].startswith("SENTINEL FAILOVER"), plan
 
-    out = inv_under_load(["deploy"], changed, "rolling change (parallelism, api_workers, redis maxmemory)",
-                         max_failed_share=PROBE_SLACK)
-    order = out.split("restarted (in this order):")[-1]
-    api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
-    assert api_restarts == ["node1", "node2"], order
-    restarted = re.findall(r"(node\d)\s+redis\s+restart redis-server", order)
-    assert sorted(restarted) == ["node1", "node2", "node3"] and restarted[-1] == master, order
-    assert _redis_master() != master
-    ssh("node1", "grep -x 'maxmemory 512mb' /etc/redis/airflow-ha.conf", check=True)
-
-    back = inv("deploy", timeout=2400)
+    try:
+        # every 15 s, not LOAD_EVERY: at 30 s this test failed 2 of 3 runs (a 30-s stall of node1's api-server
+        # when node2's is drained, see the README "Tests"); at 15 s it passed in every CI run so far
+        out = inv_under_load(["deploy"], changed, "rolling change (parallelism, api_workers, redis maxmemory)",
+                             every=15, max_failed_share=PROBE_SLACK)
+        order = out.split("restarted (in this order):")[-1]
+        api_restarts = re.findall(r"(node\d)\s+services\s+restart airflow-api-server", order)
+        assert api_restarts == ["node1", "node2"], order
+        restarted = re.findall(r"(node\d)\s+redis\s+restart redis-server", order)
+        assert sorted(restarted) == ["node1", "node2", "node3"] and restarted[-1] == master, order
+        assert _redis_master() != master
+        ssh("node1", "grep -x 'maxmemory 512mb' /etc/redis/airflow-ha.conf", check=True)
+    finally:     # the way back runs even after a failure: the next modules expect hosts.yaml deployed
+        back = inv("deploy", timeout=2400)
     assert back.returncode == 0, back.stdout[-3000:]
     wait_healthy()
