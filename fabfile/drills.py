@@ -673,18 +673,17 @@ def rolling_restart(inventory=None, hosts=None) -> int:
     The drain is what the deploy's roll does. Without it, nginx may send a non-idempotent request (a task's
     state PATCH to the Execution API), which it does not retry on another upstream, to the api-server being
     restarted: a load run failed during this command in CI (its logs were gone before the cause was read)."""
-    from . import nginx, services
-    from .services import UNITS
+    from . import services
     d = Drill(inventory)
     try:
         for host in d.inv.select(hosts):
-            units = [u for role, u in UNITS.items() if host.has(role)]
+            units = services.COMPONENT.units(d.run, host)
             if not units:
                 continue
-            drain = services.drained_in_rolls(d.inv, host)
+            drain = services.before_restart(d.run, host, units)   # the roll's own drain: None, or (what, do)
             others = " ".join(shlex.quote(u) for u in units if u != "airflow-worker")
             t0 = time.time()
-            if drain and (why := nginx.set_drained(d.run, host, True)):
+            if drain and (why := drain[1]()):
                 raise RuntimeError(f"{host.name}: drain: {why}")
             script = ("systemctl stop airflow-worker\n" if host.has("worker") else "")
             script += (f"systemctl restart {others}\n" if others else "")
