@@ -72,6 +72,7 @@ VENVS = "/opt/airflow/venvs"
 VENV = f"{VENVS}/current"          # what every unit and the CLI run: a link to venvs/<version>
 LEGACY_VENV = "/opt/airflow/venv"  # the single venv of earlier releases (adopted, see the docstring)
 WHEELHOUSE = "/opt/airflow/wheelhouse"
+BYTECODE = "bytecode-py{}.tar.gz"   # wheelhouse.BYTECODE: the precompiled .pyc files shipped beside the wheels
 HOME = "/var/lib/airflow"
 LOGS = "/var/log/airflow"
 ETC = "/etc/airflow"
@@ -179,6 +180,8 @@ def ensure_wheelhouse_local(inv) -> Path:
     if not (path / wheelhouse.MANIFEST).is_file() or not wheelhouse.built_with(path, pins):
         print(f"{'local':<10} airflow    building wheelhouse {path} (once; cached)", flush=True)
         wheelhouse.build(path, inv.settings.airflow_version, inv.settings.python_version, constraints=pins)
+    wheelhouse.precompile(path, inv.settings.python_version,
+                          log=lambda text: print(f"{'local':<10} airflow    {text}", flush=True))
     return path
 
 
@@ -283,13 +286,19 @@ def _local_inputs(ctx) -> tuple[str, bytes]:
             read(wheelhouse_dir(inv) / "MANIFEST.sha256", f"MANIFEST.sha256 of wheelhouse-{build}"))
 
 
+def _wheels_only(manifest: bytes, python_version: str) -> str:
+    """The manifest without the precompiled bytecode: adding that archive to a wheelhouse is no new install."""
+    name = BYTECODE.format(python_version)
+    return "".join(line for line in manifest.decode().splitlines(True) if not line.rstrip().endswith(f"  {name}"))
+
+
 def steps(ctx) -> list:
     inv, plat = ctx.inv, ctx.platform
     check_python(ctx)
     wheels = wheelhouse_dir(inv)
     constraints, manifest = _local_inputs(ctx)
     install_id = hashlib.sha256("\n".join([
-        install_spec(inv), constraints, manifest.decode()]).encode()).hexdigest()
+        install_spec(inv), constraints, _wheels_only(manifest, inv.settings.python_version)]).encode()).hexdigest()
     version = inv.settings.airflow_version
     venv = venv_dir(version)
     return [
@@ -360,6 +369,7 @@ def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
                         f"if [ -x \"$t/uv\" ]; then {NICE} \"$t/uv\" pip install -q --python "
                         f"{venv}/bin/python {find} {quoted}\n"
                         f"else {venv}/bin/python -m ensurepip -q && {NICE} {venv}/bin/pip install -q {find} {quoted}; fi\n"
+                        f"{_unpack_bytecode(venv)}"
                         f"{NICE} {venv}/bin/airflow version >/dev/null\n"
                         f"echo {install_id} > {stamp}")),
         bytecode_step(venv, install_id),
@@ -370,11 +380,47 @@ def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
     ]
 
 
-#: compile every module of the venv's site-packages; a file that does not compile is skipped, as pip does
-COMPILE_PY = """import compileall, sysconfig, warnings
+def _unpack_bytecode(venv: str) -> str:
+    """Shell: the wheelhouse's precompiled .pyc files (wheelhouse.precompile) into the venv's site-packages,
+    when the wheelhouse has them for this interpreter's version."""
+    ask = f"{venv}/bin/python -c"
+    return (f"v=$({ask} 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\n"
+            f"b={WHEELHOUSE}/{BYTECODE.format('$v')}\n"
+            f"if [ -f \"$b\" ]; then sp=$({ask} 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')\n"
+            f"  {NICE} tar -xzf \"$b\" --no-same-owner -C \"$sp\"\nfi\n")
+
+
+#: compile every module of the venv's site-packages that has no valid .pyc yet (the wheelhouse's checked-hash
+#: ones are valid by construction: the interpreter checks them at import); a file that does not compile is
+#: skipped, as pip does
+COMPILE_PY = """import compileall, importlib.util, os, sysconfig, warnings
+from concurrent.futures import ProcessPoolExecutor
 warnings.filterwarnings("ignore")
-for d in dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")):
-    compileall.compile_dir(d, quiet=2, workers=0)
+
+def valid(py):
+    try:
+        with open(importlib.util.cache_from_source(py), "rb") as f:
+            head = f.read(16)
+        st = os.stat(py)
+    except OSError:
+        return False
+    flags = int.from_bytes(head[4:8], "little")
+    if head[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if flags & 1:
+        return True
+    return (int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
+
+def compile_one(py):
+    return compileall.compile_file(py, quiet=2, force=True)
+
+todo = [os.path.join(root, f) for d in dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+        for root, _, files in os.walk(d) for f in files if f.endswith(".py")]
+todo = [py for py in todo if not valid(py)]
+if todo:
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(compile_one, todo, chunksize=64))
 """
 
 

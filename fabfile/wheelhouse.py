@@ -28,14 +28,19 @@ and the deploy ships that directory. On the host::
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -50,6 +55,7 @@ DEFAULT_EXTRA_PACKAGES = (
     "wheel",
 )
 MANIFEST = "MANIFEST.sha256"
+BYTECODE = "bytecode-py{}.tar.gz"    # precompile(): the site-packages' .pyc files, hash-checked
 STAMP = ".wheelhouse-stamp.json"
 STAMP_FORMAT = 1
 
@@ -178,6 +184,73 @@ def build(dest: Path | str | None = None, airflow_version: str = "3.3.2", python
     size = sum(p.stat().st_size for p in files) / 1e6
     log(f"wheelhouse {dest}: {len(files)} files, {size:.0f} MB in {time.monotonic() - started:.0f} s")
     return dest
+
+
+def bytecode_name(python_version: str) -> str:
+    return BYTECODE.format(python_version)
+
+
+def precompile(dest: Path, python_version: str, log=print) -> Path | None:
+    """Byte-compile the wheelhouse once, here, for every host: ``dest/bytecode-py<ver>.tar.gz``.
+
+    Each wheel is unpacked as an install lays it out in site-packages (its ``.data/purelib`` and
+    ``platlib`` included) and compiled to *checked-hash* .pyc files (PEP 552): valid wherever the source
+    is byte-identical, whatever its mtime, so every host's venv can take them as they are (the host's
+    bytecode step then compiles only what has no .pyc). The interpreter checks the hash at each import and
+    recompiles a source that differs, so a wrong .pyc costs time, never correctness. Compiling on each
+    host instead cost ~20 CPU-seconds per host, with the hosts sharing the CPU in the lab (issue 18).
+
+    Needs this machine's Python to be the hosts' minor version (the .pyc format is per minor version);
+    otherwise returns None and the hosts compile everything themselves. Cached: an existing archive is
+    kept (a rebuilt wheelhouse is a new directory). MANIFEST.sha256 is rewritten to list it.
+    """
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" != python_version:
+        return None
+    archive = dest / bytecode_name(python_version)
+    if archive.is_file():
+        return archive
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=".bytecode.", dir=dest.parent) as tmp:
+        site = Path(tmp) / "site"
+        for wheel in sorted(dest.glob("*.whl")):
+            _unpack_wheel(wheel, site)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compileall.compile_dir(site, quiet=2, workers=0,
+                                   invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        part = Path(tmp) / archive.name
+        with tarfile.open(part, "w:gz", compresslevel=6) as tar:
+            for pyc in sorted(site.rglob("__pycache__/*.pyc")):
+                tar.add(pyc, arcname=str(pyc.relative_to(site)))
+        part.chmod(0o644)
+        part.rename(archive)
+    _write_manifest(dest)
+    log(f"wheelhouse {dest}: bytecode compiled once for every host ({archive.stat().st_size / 1e6:.0f} MB) "
+        f"in {time.monotonic() - started:.0f} s")
+    return archive
+
+
+def _unpack_wheel(wheel: Path, site: Path) -> None:
+    """What an installer puts in site-packages from one wheel (scripts and headers left out)."""
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            parts = info.filename.split("/")
+            if info.is_dir() or ".." in parts:
+                continue
+            if parts[0].endswith(".data"):
+                if parts[1:2] not in (["purelib"], ["platlib"]) or not parts[2:]:
+                    continue
+                parts = parts[2:]
+            target = site.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src:
+                target.write_bytes(src.read())
+
+
+def _write_manifest(dest: Path) -> None:
+    tmp = dest / f".{MANIFEST}.tmp"
+    tmp.write_text(manifest_text(dest))
+    tmp.rename(dest / MANIFEST)
 
 
 if __name__ == "__main__":  # python -m fabfile.wheelhouse [DEST] [AIRFLOW_VERSION] [PYTHON_VERSION]
