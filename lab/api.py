@@ -90,7 +90,7 @@ def up(names: list[str] | None = None, outsider: bool = False, fresh: bool = Fal
         prereq.check_disk(STATE, 0.5)
         _stop_foreign()
         debian, security = image.mirrors()
-        built = image.ensure_base(debian)
+        built = image.ensure_base(debian, security)
         net = network.ensure_network()
         cache = acng.ensure_running(debian)
         pubkey = sshcfg.ensure_key()

@@ -37,8 +37,12 @@ def mirrors() -> tuple[str, str]:
     return debian, security or debian.rsplit("/", 1)[0] + "/debian-security"
 
 
-def ensure_base(mirror: str) -> float | None:
-    """Build the base once (mmdebstrap into a temp dir, then rename); seconds spent, None if cached."""
+def ensure_base(mirror: str, security: str) -> float | None:
+    """Build the base once (mmdebstrap into a temp dir, then rename); seconds spent, None if cached.
+
+    From bookworm, bookworm-updates and bookworm-security, as a server installed today is: a base from
+    bookworm alone made every fresh deploy upgrade python3.11 and libssl3 first (issue 18). A base built
+    before this stays as it is (its nodes' overlays sit on it); `inv lab.down` and deleting it rebuilds it."""
     if BASE.is_dir():
         return None
     check_disk(BASE, 2.0)
@@ -48,7 +52,8 @@ def ensure_base(mirror: str) -> float | None:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     print(f"lab: building the Debian {SUITE} base image (once, ~40 s) from {mirror} ...", flush=True)
     run(["mmdebstrap", "--quiet", "--variant=important", f"--include={BASE_PACKAGES}",
-         SUITE, str(tmp), mirror], timeout=1800)
+         SUITE, str(tmp), f"deb {mirror} {SUITE} main", f"deb {mirror} {SUITE}-updates main",
+         f"deb {security} {SUITE}-security main"], timeout=1800)
     _generalize(tmp)
     tmp.rename(BASE)
     return time.monotonic() - t0
