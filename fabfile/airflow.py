@@ -429,8 +429,11 @@ def bytecode_step(venv: str, install_id: str) -> Command:
 
     The Airflow processes run as `airflow`, who cannot write `__pycache__` in the root-owned venv, and uv
     (unlike pip) compiles nothing at install: every process start compiled its ~1,700 modules in memory
-    again, about 6 s of CPU each on the lab (issue 18). A venv installed before this step gets it on the
-    next deploy; nothing restarts for it (the next start of each process is faster)."""
+    again, about 6 s of CPU each on the lab (issue 18). The install step has already unpacked the
+    wheelhouse's precompiled .pyc files (wheelhouse.precompile), so this compiles only what has no valid
+    .pyc: nearly nothing when the control machine precompiled, everything (~30 CPU-seconds per host on the
+    lab) when it could not. A venv installed before this step gets it on the next deploy; nothing restarts
+    for it (the next start of each process is faster)."""
     stamp = f"{venv}/{BYTECODE_STAMP}"
     return Command("bytecode", desc=f"byte-compile {venv} (read-only for the airflow user)",
                    unless=f"[ \"$(cat {stamp} 2>/dev/null)\" = {install_id} ]",

@@ -21,6 +21,8 @@ and the deploy ships that directory. On the host::
 * The machine's pip config may carry a global ``constraint =`` (this lab's does): ``PIP_CONSTRAINT=
   /dev/null`` overrides it (an *empty* PIP_CONSTRAINT does not). The configured index / extra
   indexes stay in effect: they are how this machine reaches PyPI.
+* Bytecode, once: :func:`precompile` adds ``bytecode-py<ver>.tar.gz``, the checked-hash .pyc files of every
+  wheel, which each host unpacks into its venv instead of compiling ~6,700 modules itself (issue 18).
 * Idempotent: a stamp file records the inputs; if it matches and MANIFEST.sha256 matches the files,
   :func:`build` returns at once. A rebuild happens in a temporary sibling directory (reusing the old
   wheels as a local find-links source) and replaces the old directory only when complete.
