@@ -180,12 +180,50 @@ def worker_ready_step(timeout=180) -> Command:
 
 
 def api_ready_step(ctx, timeout=180) -> Command:
-    """After the api-server (re)started, wait until it answers: a deploy ends with a serving cluster."""
+    """After the api-server (re)started, wait until it answers, then warm its Execution API (`warm_script`):
+    a deploy ends with a serving cluster, and no task's first request waits on a cold worker."""
     url = f"http://{ctx.address}:{ctx.inv.ports.api}/api/v2/monitor/health"
-    return Command(Service.started(UNITS["api_server"]), desc=f"wait until the api-server answers (<= {timeout}s)",
+    return Command(Service.started(UNITS["api_server"]),
+                   desc=f"wait until the api-server answers and its Execution API is warm (<= {timeout}s each)",
                    only_if_notified=True,
-                   script=(f"for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && exit 0; sleep 1; done\n"
-                           f"echo 'api-server not answering {url} after {timeout}s'; exit 1"))
+                   script=(f"ok=0; for i in $(seq {timeout}); do curl -sf -m 2 -o /dev/null {url} && {{ ok=1; break; }}; "
+                           "sleep 1; done\n"
+                           f"[ $ok = 1 ] || {{ echo 'api-server not answering {url} after {timeout}s'; exit 1; }}\n"
+                           + warm_script(execution_health_url(ctx.run, ctx.host), ctx.settings.api_workers)))
+
+
+#: warm_script: rounds of 2 requests per uvicorn worker at once, until WARM_ROUNDS rounds in a row answer
+#: each within WARM_ANSWER s (a cold worker's first request takes seconds), within WARM_TIMEOUT s
+WARM_ROUNDS, WARM_ANSWER, WARM_TIMEOUT = 3, 1, 180
+
+
+def execution_health_url(run, host) -> str:
+    """The api-server's Execution API on `host` (its own address: no nginx in between)."""
+    return f"http://{run.addresses[host.name]}:{run.inv.ports.api}/execution/health"
+
+
+def warm_script(url: str, workers: int) -> str:
+    """Shell: make every uvicorn worker of a (re)started api-server build its Execution API before real
+    traffic reaches it; exit 1 (saying so) if it does not answer promptly within WARM_TIMEOUT s.
+
+    Airflow's Execution API is a Cadwyn app, which generates its versioned routers on its *first* request,
+    in each worker process, on the event loop: the lab's py-spy dumps showed `Cadwyn._cadwyn_initialize`
+    blocking a worker 6 s idle and up to 33 s while a roll restarted other units. Every request to that worker
+    waited meanwhile, the health checks of every keepalived among them, so in the rolling change the VIP
+    vanished for ~25 s (README "Tests"). A worker busy building does not accept, so concurrent requests reach
+    the cold ones; rounds go on until WARM_ROUNDS in a row answer promptly (workers share one socket, so
+    this is very likely, not certain, to have reached each of them)."""
+    n = max(2, 2 * workers)
+    return (f"w=$(mktemp); good=0; end=$(( $(date +%s) + {WARM_TIMEOUT} ))\n"
+            f"while [ \"$(date +%s)\" -lt \"$end\" ]; do\n"
+            f"  for i in $(seq {n}); do curl -s -o /dev/null -m 120 -w '%{{http_code}} %{{time_total}}\\n' {url} & "
+            "done > \"$w\"\n"
+            "  wait\n"
+            f"  if [ \"$(awk '$1 == 200 && $2 < {WARM_ANSWER}' \"$w\" | wc -l)\" -eq {n} ]; then good=$((good + 1)); "
+            f"[ $good -ge {WARM_ROUNDS} ] && {{ rm -f \"$w\"; exit 0; }}\n"
+            "  else good=0; sleep 1; fi\n"
+            "done\n"
+            f"rm -f \"$w\"; echo 'Execution API {url} not answering promptly after {WARM_TIMEOUT}s'; exit 1")
 
 
 MIN_UP = 10   # seconds a restarted unit must stay active (not crash-looping) before the roll goes on
@@ -254,11 +292,17 @@ def settle_script(url: str) -> str:
 
 
 def after_restart(run, host) -> str | None:
-    """Every nginx sends the restarted api-server requests again; then the roll waits until it answers
+    """Its Execution API warmed first (`warm_script`: already warm after a deploy's `api_ready_step`, built
+    here after a drill's restart), every nginx sends the restarted api-server requests again; then the roll
+    waits until it answers
     promptly several times in a row with that traffic on it, so the next api-server is drained only once
     this one serves warm. On the 2-core lab, an api-server taken back the moment its health URL first
     answered stalled 22 s on its first requests while the next host restarted its units (every request of
     the cluster then waited on it): a trigger timed out and the VIP moved."""
+    warm = run.remote(host.name).sh(warm_script(execution_health_url(run, host),
+                                                run.inv.settings_for(host).api_workers), timeout=WARM_TIMEOUT + 30)
+    if not warm.ok:
+        return warm.out.strip()[-200:] or f"exit {warm.rc}"
     why = nginx.set_drained(run, host, False)
     if why:
         return why

@@ -63,8 +63,9 @@ def test_config_change_rolls_with_no_failed_request_or_task(deployed, tmp_path):
     assert redis_lines[-2][0] == master and redis_lines[-2][2].startswith("SENTINEL FAILOVER"), plan
 
     try:
-        # every 15 s, not LOAD_EVERY: at 30 s this test failed 2 of 3 runs (a ~33-s stall of node1's api-server
-        # when node2's is drained, see the README "Tests"); at 15 s it passed in every CI run so far
+        # every 15 s, not LOAD_EVERY: the heavier load of every CI run so far. At 30 s this test failed 2 of 3
+        # runs on a ~33-s stall of node1's api-server when node2's was drained: its Execution API building
+        # its routers on the first request (services.warm_script, README "Tests"); warmed first, it passed at 30 s
         out = inv_under_load(["deploy"], changed, "rolling change (parallelism, api_workers, redis maxmemory)",
                              every=15, max_failed_share=PROBE_SLACK)
         order = out.split("restarted (in this order):")[-1]
