@@ -9,7 +9,7 @@ Per host, in the rolling order (services.roll_order: api-server hosts first; the
 6. a reboot when the OS asks for one (/var/run/reboot-required; EL9: `needs-restarting -r` exits 1),
    then wait for the host to answer with a new boot id; without a reboot, worker and keepalived start again;
 7. gates, polled: the host's Redis/Sentinel, PostgreSQL, Airflow units and nginx (each component's `gate`);
-8. the api-server back into every nginx.
+8. the api-server back into every nginx, its Execution API warmed first and settled after (services.after_restart).
 A host that fails stops the run: the hosts after it are left as they are. `--check` refreshes the package
 lists and prints the pending updates per host (`apt list --upgradable`, `dnf check-update`) and the order.
 Not handled: a Patroni leader is not switched over first (its reboot is a Patroni failover, 20-45 s of
@@ -153,8 +153,8 @@ def patch_host(run, host, allow_reboot: bool = True) -> str | None:
     if why := await_gates(run, host, run.opts.gate_timeout):
         return f"not healthy after patching: {why}"
     run.say(f"{host.name:<10} {NAME:<10} healthy after patching ({time.monotonic() - t0:.0f}s)", always=True)
-    if services.drained_in_rolls(run.inv, host):
-        return nginx.set_drained(run, host, False)
+    if services.drained_in_rolls(run.inv, host):   # warm its Execution API, take it back, let it settle
+        return services.after_restart(run, host)
     return None
 
 
