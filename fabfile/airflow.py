@@ -72,7 +72,6 @@ VENVS = "/opt/airflow/venvs"
 VENV = f"{VENVS}/current"          # what every unit and the CLI run: a link to venvs/<version>
 LEGACY_VENV = "/opt/airflow/venv"  # the single venv of earlier releases (adopted, see the docstring)
 WHEELHOUSE = "/opt/airflow/wheelhouse"
-BYTECODE = "bytecode-py{}.tar.gz"   # wheelhouse.BYTECODE: the precompiled .pyc files shipped beside the wheels
 HOME = "/var/lib/airflow"
 LOGS = "/var/log/airflow"
 ETC = "/etc/airflow"
@@ -288,7 +287,8 @@ def _local_inputs(ctx) -> tuple[str, bytes]:
 
 def _wheels_only(manifest: bytes, python_version: str) -> str:
     """The manifest without the precompiled bytecode: adding that archive to a wheelhouse is no new install."""
-    name = BYTECODE.format(python_version)
+    from .wheelhouse import bytecode_name  # not at import time: start-up of every run (issue 18)
+    name = bytecode_name(python_version)
     return "".join(line for line in manifest.decode().splitlines(True) if not line.rstrip().endswith(f"  {name}"))
 
 
@@ -383,9 +383,10 @@ def install_steps(python: str, venv: str, install_id: str, spec: str) -> list:
 def _unpack_bytecode(venv: str) -> str:
     """Shell: the wheelhouse's precompiled .pyc files (wheelhouse.precompile) into the venv's site-packages,
     when the wheelhouse has them for this interpreter's version."""
+    from .wheelhouse import bytecode_name
     ask = f"{venv}/bin/python -c"
     return (f"v=$({ask} 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\n"
-            f"b={WHEELHOUSE}/{BYTECODE.format('$v')}\n"
+            f"b={WHEELHOUSE}/{bytecode_name('$v')}\n"
             f"if [ -f \"$b\" ]; then sp=$({ask} 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')\n"
             f"  {NICE} tar -xzf \"$b\" --no-same-owner -C \"$sp\"\nfi\n")
 

@@ -30,19 +30,15 @@ and the deploy ships that directory. On the host::
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import json
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import warnings
-import zipfile
 from pathlib import Path
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -189,6 +185,7 @@ def build(dest: Path | str | None = None, airflow_version: str = "3.3.2", python
 
 
 def bytecode_name(python_version: str) -> str:
+    """The archive's name in the wheelhouse (the one place it is spelled: the hosts' install script too)."""
     return BYTECODE.format(python_version)
 
 
@@ -206,6 +203,9 @@ def precompile(dest: Path, python_version: str, log=print) -> Path | None:
     otherwise returns None and the hosts compile everything themselves. Cached: an existing archive is
     kept (a rebuilt wheelhouse is a new directory). MANIFEST.sha256 is rewritten to list it.
     """
+    import compileall  # only here: airflow.py imports this module on every run for bytecode_name
+    import py_compile
+    import warnings
     if f"{sys.version_info[0]}.{sys.version_info[1]}" != python_version:
         return None
     archive = dest / bytecode_name(python_version)
@@ -234,6 +234,7 @@ def precompile(dest: Path, python_version: str, log=print) -> Path | None:
 
 def _unpack_wheel(wheel: Path, site: Path) -> None:
     """What an installer puts in site-packages from one wheel (scripts and headers left out)."""
+    import zipfile
     with zipfile.ZipFile(wheel) as z:
         for info in z.infolist():
             parts = info.filename.split("/")
