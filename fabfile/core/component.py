@@ -59,6 +59,10 @@ class Component:
     #: which of its settings a host may override
     host_settings: ClassVar[tuple[str, ...]] = ()
 
+    #: the later component before which `finalize` must be done, when it may run beside the components in
+    #: between (a deploy runs it in a thread); "" = it runs before the next component starts
+    finalize_before: ClassVar[str] = ""
+
     #: optional: (run, host) -> None once the host is healthy after a restart, else why not. Polled by a
     #: rolling restart before the next host restarts; None = no gate (the roll goes straight on).
     gate: Callable[[Run, Host], str | None] | None = None

@@ -267,11 +267,13 @@ class Run:
         return HostContext(self, host, self.facts[host.name])
 
     # -- components -------------------------------------------------------------------------------
-    def apply_component(self, component: Component, hosts=None, finalize_hosts=None, prepared=False) -> None:
+    def apply_component(self, component: Component, hosts=None, finalize_hosts=None, prepared=False,
+                        background: list | None = None) -> None:
         """Run one component on the given (default: all selected, alive) hosts.
 
         Every host is probed and planned in parallel. If no plan restarts a running unit, the changes are
-        applied in parallel; otherwise the hosts roll one at a time (`_roll`).
+        applied in parallel; otherwise the hosts roll one at a time (`_roll`). With `background` (a list),
+        a component that names a `finalize_before` has its finalize started in a thread, appended there.
         """
         hosts = [h for h in self.alive(hosts) if component.applies(self.inv, h)]
         if not prepared:
@@ -283,8 +285,15 @@ class Run:
                 self._roll(component, plans)
         else:
             self.parallel(lambda p: self._guard(component.name, p.host, lambda: self._finish(p)), plans)
+        finalize_on = self.alive(finalize_hosts if finalize_hosts is not None else hosts)
+        if background is not None and component.finalize_before:
+            background.append(Background(component, lambda: self._finalize(component, finalize_on)))
+        else:
+            self._finalize(component, finalize_on)
+
+    def _finalize(self, component: Component, hosts: list) -> None:
         with profile.span(f"finalize {component.name}"):
-            component.finalize(self, self.alive(finalize_hosts if finalize_hosts is not None else hosts))
+            component.finalize(self, hosts)
 
     def speculate(self, components: list[Component], host: Host) -> int:
         """Fast path: probe every step of every component in ONE round trip and plan them in order.
@@ -679,10 +688,13 @@ def run_components(run: Run, components: list[Component], preflight=None, finish
             with profile.span("speculate (all hosts)"):
                 start = dict(zip([h.name for h in run.alive(batch)],
                                  run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
+            background: list[Background] = []
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
+                Background.join(b for b in background if b.component.finalize_before == component.name)
                 with profile.span(f"component {component.name}"):
-                    run.apply_component(component, todo, finalize_hosts=batch, prepared=True)
+                    run.apply_component(component, todo, finalize_hosts=batch, prepared=True, background=background)
+            Background.join(background)
         if finish:
             with profile.span("health gate"):
                 finish(run)
@@ -691,6 +703,34 @@ def run_components(run: Run, components: list[Component], preflight=None, finish
     finally:
         with profile.span("close"):
             run.close()
+
+
+class Background:
+    """A component's finalize running beside the next components (`Component.finalize_before`), e.g. `db
+    migrate` while the DAGs are unpacked and import-checked: the one host migrating leaves the other core
+    idle (issue 18). Joined before the component it names, or at the end of the batch; its error is raised
+    there, as if it had run in place."""
+
+    def __init__(self, component: Component, fn):
+        self.component, self.error, self.joined = component, None, False
+        self.thread = threading.Thread(target=self._run, args=(fn,), name=f"finalize-{component.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # raised again by join, in the main thread
+            self.error = exc
+
+    @staticmethod
+    def join(items) -> None:
+        for item in list(items):
+            if item.joined:
+                continue
+            item.thread.join()
+            item.joined = True
+            if item.error is not None:
+                raise item.error
 
 
 def _warm_templates() -> None:

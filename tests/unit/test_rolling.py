@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,54 @@ def test_converge_uses_an_early_answer_only_when_it_shows_nothing_to_do(log, ask
     assert HOSTS["node1"].round_trips == round_trips
     assert [r.status for r in run.results] == [status] and run.checks["node1"] == 1
     assert [r.status for r in results] == ([] if status == "ok" else [status])
+
+
+class SlowFinalize(FakeComponent):
+    """A component whose finalize takes a while and may run beside later components (`finalize_before`)."""
+
+    def __init__(self, log, before, error=None):
+        super().__init__("airflow", "airflow-x")
+        self.log, self.finalize_before, self.error = log, before, error
+
+    def finalize(self, run, hosts):
+        self.log.append(("finalize", "start"))
+        time.sleep(0.3)
+        self.log.append(("finalize", "end"))
+        if self.error:
+            raise self.error
+
+
+class Recorder(FakeComponent):
+    """Logs when its own finalize runs: right after its hosts applied its steps."""
+
+    def __init__(self, log, name):
+        super().__init__(name, f"{name}-unit")
+        self.log = log
+
+    def finalize(self, run, hosts):
+        self.log.append((self.name, "done"))
+
+
+def _events(log):
+    """The log as a string: a = one host applied, F/f = the slow finalize started/ended, D/S = dags/services done."""
+    marks = {("finalize", "start"): "F", ("finalize", "end"): "f", ("dags", "done"): "D", ("services", "done"): "S"}
+    return "".join("a" if e[0] == "apply" else marks.get(e, "") for e in log)
+
+
+def test_a_finalize_with_finalize_before_runs_beside_the_components_in_between(log):
+    rc = deploy(log, [SlowFinalize(log, before="services"), Recorder(log, "dags"), Recorder(log, "services")])
+    assert rc == 0
+    assert _events(log) == "aaaFaaaDfaaaS"     # dags applied while the finalize ran; services after it
+
+
+def test_without_finalize_before_the_next_component_waits(log):
+    rc = deploy(log, [SlowFinalize(log, before=""), Recorder(log, "dags")])
+    assert rc == 0
+    assert _events(log) == "aaaFfaaaD"
+
+
+def test_a_background_finalize_is_joined_at_the_end_and_its_error_raised(log):
+    """No component of that name follows: joined at the end of the batch; its exception is not lost."""
+    with pytest.raises(RuntimeError, match="migrate broke"):
+        deploy(log, [SlowFinalize(log, before="services", error=RuntimeError("migrate broke")), Recorder(log, "dags")])
+    assert _events(log) == "aaaFaaaDf"
