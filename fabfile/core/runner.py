@@ -724,10 +724,9 @@ class Background:
 
     @staticmethod
     def join(items) -> None:
-        for item in list(items):
-            if item.joined:
-                continue
-            item.thread.join()
+        for item in [i for i in items if not i.joined]:
+            with profile.span(f"wait for finalize {item.component.name}"):
+                item.thread.join()
             item.joined = True
             if item.error is not None:
                 raise item.error
