@@ -124,6 +124,10 @@ class Component:
     def finalize(self, run: Run, hosts: list[Host]) -> None:
         """Once after the component ran on `hosts` (e.g. `db migrate` on one host)."""
 
+    def afterwards(self, run: Run, hosts: list[Host]) -> None:
+        """Once after every component ran on `hosts` (all batches), in a thread beside the run's finish (the
+        health gate), before the recap: work nothing the deploy starts needs (e.g. Airflow's admin user)."""
+
     def roll_order(self, run: Run, hosts: list[Host]) -> list[Host]:
         """The order hosts restart in during a rolling restart (default: inventory order)."""
         return hosts

@@ -287,7 +287,8 @@ class Run:
             self.parallel(lambda p: self._guard(component.name, p.host, lambda: self._finish(p)), plans)
         finalize_on = self.alive(finalize_hosts if finalize_hosts is not None else hosts)
         if background is not None and component.finalize_before:
-            background.append(Background(component, lambda: self._finalize(component, finalize_on)))
+            background.append(Background(f"finalize {component.name}", component.finalize_before,
+                                         lambda: self._finalize(component, finalize_on)))
         else:
             self._finalize(component, finalize_on)
 
@@ -688,16 +689,21 @@ def run_components(run: Run, components: list[Component], preflight=None, finish
             with profile.span("speculate (all hosts)"):
                 start = dict(zip([h.name for h in run.alive(batch)],
                                  run.parallel(lambda h: run.speculate(components, h), run.alive(batch)), strict=True))
-            background: list[Background] = []
+            # --check (and the offline plan) run it in place: its plan lines keep the component order
+            background: list[Background] | None = None if run.opts.check else []
             for i, component in enumerate(components):
                 todo = [h for h in batch if start.get(h.name, 0) <= i]
-                Background.join(b for b in background if b.component.finalize_before == component.name)
+                Background.join(b for b in background or () if b.before == component.name)
                 with profile.span(f"component {component.name}"):
                     run.apply_component(component, todo, finalize_hosts=batch, prepared=True, background=background)
-            Background.join(background)
+            Background.join(background or ())
+        later = Background("afterwards", "", lambda: _afterwards(run, components))
+        if run.opts.check:
+            Background.join([later])
         if finish:
             with profile.span("health gate"):
                 finish(run)
+        Background.join([later])
         with profile.span("recap"):
             return run.recap()
     finally:
@@ -705,15 +711,23 @@ def run_components(run: Run, components: list[Component], preflight=None, finish
             run.close()
 
 
-class Background:
-    """A component's finalize running beside the next components (`Component.finalize_before`), e.g. `db
-    migrate` while the DAGs are unpacked and import-checked: the one host migrating leaves the other core
-    idle (issue 18). Joined before the component it names, or at the end of the batch; its error is raised
-    there, as if it had run in place."""
+def _afterwards(run: Run, components: list[Component]) -> None:
+    hosts = run.alive()
+    for component in components:
+        with profile.span(f"afterwards {component.name}"):
+            component.afterwards(run, [h for h in hosts if component.applies(run.inv, h)])
 
-    def __init__(self, component: Component, fn):
-        self.component, self.error, self.joined = component, None, False
-        self.thread = threading.Thread(target=self._run, args=(fn,), name=f"finalize-{component.name}", daemon=True)
+
+class Background:
+    """Work beside the run's main thread: a component's finalize beside the next components
+    (`Component.finalize_before`: `db migrate` while the DAGs are unpacked and import-checked, the one host
+    migrating leaves the other core idle; issue 18), the components' `afterwards` beside the health gate.
+    Joined before the component named `before`, or at the end; its error is raised there, as if it had run
+    in place."""
+
+    def __init__(self, label: str, before: str, fn):
+        self.label, self.before, self.error, self.joined = label, before, None, False
+        self.thread = threading.Thread(target=self._run, args=(fn,), name=label, daemon=True)
         self.thread.start()
 
     def _run(self, fn) -> None:
@@ -725,7 +739,7 @@ class Background:
     @staticmethod
     def join(items) -> None:
         for item in [i for i in items if not i.joined]:
-            with profile.span(f"wait for finalize {item.component.name}"):
+            with profile.span(f"wait for {item.label}"):
                 item.thread.join()
             item.joined = True
             if item.error is not None:

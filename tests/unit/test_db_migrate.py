@@ -118,8 +118,11 @@ def test_connect_probe_is_asked_of_one_host_and_ends_inside_its_braces(fake):
     out = fake.sh(f"{{ {airflow.connect_probe(fake.run, first)}\n}} 2>/dev/null\necho after").stdout
     assert out.endswith("after\n")
     fake.run.answers = {airflow.NAME: {first.name: out}}
-    assert airflow.connect_answer(fake.run) == (first.name, out)
-    assert airflow.connect_answer(fake.run) == ("", ""), "used once (a later batch asks again)"
+    fake.run.data = {}
+    migrate, admin = airflow.early_answer(fake.run, 0), airflow.early_answer(fake.run, 1)
+    assert migrate[0] == admin[0] == first.name
+    assert migrate[1].startswith("@@early 0\n") and admin[1].startswith("@@early 0\n")
+    assert airflow.early_answer(fake.run, 0)[0] == "", "used once (a later batch asks again)"
 
 
 @pytest.mark.parametrize("rev, admin, converged", [
@@ -138,3 +141,17 @@ def test_connect_probe_asks_the_finalize_steps_early(fake, rev, admin, converged
     steps = airflow.finalize_steps(fake.run)
     states = split(out, len(steps), "@@early")
     assert [s.plan(state, set()) is None for s, state in zip(steps, states, strict=True)] == converged
+
+
+def test_no_admin_user_without_a_migrate(fake):
+    """`afterwards` creates the admin user only on the host whose migrate ran or was found done."""
+    asked = []
+    hosts = list(fake.run.inv.hosts.values())
+    fake.run.data, fake.run.answers = {}, {}
+    fake.run.alive = lambda hosts=None: list(fake.run.inv.hosts.values())
+    fake.run.converge = lambda host, component, steps: asked.append((host.name, [s.target for s in steps])) or []
+    airflow.afterwards(fake.run, hosts)
+    assert asked == [], "the migrate failed or never ran: no admin user"
+    fake.run.data[airflow.MIGRATED_ON] = "node2"
+    airflow.afterwards(fake.run, hosts)
+    assert asked == [("node2", ["admin user"])]

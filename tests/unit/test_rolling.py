@@ -449,3 +449,48 @@ def test_a_background_finalize_is_joined_at_the_end_and_its_error_raised(log):
     with pytest.raises(RuntimeError, match="migrate broke"):
         deploy(log, [SlowFinalize(log, before="services", error=RuntimeError("migrate broke")), Recorder(log, "dags")])
     assert _events(log) == "aaaFaaaDf"
+
+
+def test_check_runs_a_background_finalize_in_place(log):
+    """--check (and the offline plan) keep the component order in their output: no thread."""
+    rc = deploy(log, [SlowFinalize(log, before="services"), Recorder(log, "dags")], check=True)
+    assert rc == 0
+    assert _events(log) == "FfD"
+
+
+class Afterwards(FakeComponent):
+    def __init__(self, log, error=None):
+        super().__init__("airflow", "airflow-x")
+        self.log, self.error = log, error
+
+    def afterwards(self, run, hosts):
+        self.log.append(("afterwards", "start", len(hosts)))
+        time.sleep(0.3)
+        self.log.append(("afterwards", "end"))
+        if self.error:
+            raise self.error
+
+
+def _deploy_with_finish(log, component):
+    inv = load_inventory(SPEC / "hosts.yaml")
+    HOSTS.clear()
+    HOSTS.update({n: FakeHost(n, log) for n in inv.hosts})
+
+    def finish(run):
+        log.append(("finish", "start"))
+        time.sleep(0.1)
+        log.append(("finish", "end"))
+    return execute(inv, list(inv.hosts.values()), [component], Options(), finish=finish, source=FakeHosts(DEBIAN))
+
+
+def test_afterwards_runs_beside_the_finish_and_ends_before_the_recap(log):
+    assert _deploy_with_finish(log, Afterwards(log)) == 0
+    order = [e[:2] for e in log if e[0] in ("afterwards", "finish")]
+    assert order == [("afterwards", "start"), ("finish", "start"), ("finish", "end"), ("afterwards", "end")]
+    assert ("afterwards", "start", 3) in log, "every alive host it applies to"
+
+
+def test_an_error_in_afterwards_is_raised_after_the_finish(log):
+    with pytest.raises(RuntimeError, match="admin broke"):
+        _deploy_with_finish(log, Afterwards(log, error=RuntimeError("admin broke")))
+    assert ("finish", "end") in log
