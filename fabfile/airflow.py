@@ -478,10 +478,9 @@ def finalize(run, hosts) -> None:
     if not candidates:
         return
     host = candidates[0]
-    asked_on, text = early_answer(run, 0)
     steps = finalize_steps(run)[:1]
     try:
-        if not (asked_on == host.name and run.converged_early(host, NAME, steps, text)):
+        if not _done_early(run, host, 0, steps):
             if not backup_before_migrate(run, host):
                 return
             results = run.converge(host, NAME, steps)
@@ -498,10 +497,9 @@ def afterwards(run, hosts) -> None:
     host = next((h for h in run.alive() if h.name == run.data.get(MIGRATED_ON)), None)
     if host is None:
         return
-    asked_on, text = early_answer(run, 1)
     steps = finalize_steps(run)[1:]
     try:
-        if not (asked_on == host.name and run.converged_early(host, NAME, steps, text)):
+        if not _done_early(run, host, 1, steps):
             run.converge(host, NAME, steps)
     except Exception as exc:
         run.fail_host(host, NAME, f"admin user: {exc}")
@@ -537,6 +535,12 @@ def early_answer(run, index: int) -> tuple[str, str]:
         host, text = next(iter(run.answers.pop(NAME, {}).items()), ("", ""))
         answers.update({i: (host, f"@@early 0\n{state}") for i, state in enumerate(split(text, 2, "@@early"))})
     return answers.pop(index, ("", ""))
+
+
+def _done_early(run, host, index: int, steps: list) -> bool:
+    """`finalize_steps(run)[index]` found done on `host` by the connect-time question (recorded ok, no round trip)."""
+    asked_on, text = early_answer(run, index)
+    return asked_on == host.name and run.converged_early(host, NAME, steps, text)
 
 
 def backup_before_migrate(run, host) -> bool:
