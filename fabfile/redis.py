@@ -197,7 +197,7 @@ def steps(ctx) -> list:
 
 
 def _limits(ctx, unit: str, nofile: int) -> File:
-    """The unit's LimitNOFILE drop-in (capped in a container)."""
+    """The unit's drop-in: LimitNOFILE (capped in a container) and a finite stop timeout."""
     return File(f"/etc/systemd/system/{unit}.service.d/{names(ctx.platform).dropin}",
                 render("redis/limits.conf.j2", unit=unit, nofile=nofile, capped=ctx.facts.in_container),
                 notify=("daemon-reload", unit))
