@@ -266,17 +266,29 @@ def noop_and_floors(runs: int, names: list[str], ssh_config: Path, size: int, in
     return out
 
 
+#: a timed step line of `inv deploy --verbose`: host, component, status, what, seconds
+STEP_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(?:ok|changed|warn|failed)\s+(.*?)\s*\((\d+(?:\.\d+)?)s\)$", re.M)
+
+
+def slowest_steps(stdout: str, count: int = 5) -> list[str]:
+    """The `count` slowest steps of a verbose deploy, 'host component what (N s)': where an outlier went."""
+    steps = sorted(STEP_LINE.findall(stdout), key=lambda m: -float(m[3]))[:count]
+    return [f"{host} {component} {what[:80]} ({secs}s)" for host, component, what, secs in steps]
+
+
 def fresh(runs: int) -> tuple[dict, dict | None]:
+    """`runs` fresh deploys after `lab.reset`; each run's slowest steps are kept beside its time."""
     import lab as labapi
-    times, installs = [], []
+    times, installs, slowest = [], [], []
     for _ in range(runs):
         labapi.reset()
         secs, res = sh("deploy", "--verbose")
         if res.returncode:
             raise RuntimeError("fresh deploy failed:\n" + res.stdout[-3000:])
         times.append(secs)
+        slowest.append(slowest_steps(res.stdout))
         installs += [float(x) for x in re.findall(r"command install: .*\((\d+\.\d)s\)", res.stdout)]
-    return stats(times), (stats(installs) if installs else None)
+    return {**stats(times), "slowest_steps": slowest}, (stats(installs) if installs else None)
 
 
 def rolling(runs: int) -> dict:
@@ -368,6 +380,9 @@ def main(runs=7, fresh_runs=3, six=True, rolling_runs=1, readme=False) -> int:
     sys.path.insert(0, str(ROOT))
     out = run(runs, fresh_runs, six, rolling_runs, readme)
     print(table(out))
+    fresh_3 = out.get("fresh_3") or {}
+    for n, (secs, steps) in enumerate(zip(fresh_3.get("runs", []), fresh_3.get("slowest_steps", []), strict=True), 1):
+        print(f"fresh deploy {n} ({secs:.1f} s), slowest steps: " + "; ".join(steps))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(out, indent=1))

@@ -76,3 +76,20 @@ def test_floor_snippet_imports_only_the_ssh_layer():
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(["fabfile", "fabfile.core", "fabfile.core.errors", "fabfile.core.profile",
                                       "fabfile.core.remote"])
+
+
+def test_slowest_steps_of_a_verbose_deploy():
+    """A fresh run keeps its slowest steps, so an outlier says where its time went."""
+    out = "\n".join([
+        "node1      packages   changed      packages os packages: install redis-server nginx (44.2s)",
+        "node1      packages   changed      line /etc/hosts node1: add line to /etc/hosts (0.0s)",
+        "node2      airflow    changed      command install: uv from the wheelhouse (9.5s)",
+        "node3      packages   failed       packages os packages: apt-get update (150s)",
+        "cluster    health     ok           every check passes",
+        "3 host(s), 0 failed, 238 changed, 98 SSH round trips, 598 checks, 109.5s",
+    ])
+    assert bench.slowest_steps(out, count=3) == [
+        "node3 packages packages os packages: apt-get update (150s)",
+        "node1 packages packages os packages: install redis-server nginx (44.2s)",
+        "node2 airflow command install: uv from the wheelhouse (9.5s)",
+    ]
