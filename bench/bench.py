@@ -287,7 +287,8 @@ def fresh(runs: int) -> tuple[dict, dict | None]:
             raise RuntimeError("fresh deploy failed:\n" + res.stdout[-3000:])
         times.append(secs)
         slowest.append(slowest_steps(res.stdout))
-        installs += [float(x) for x in re.findall(r"command install: .*\((\d+\.\d)s\)", res.stdout)]
+        installs += [float(secs) for _, _, what, secs in STEP_LINE.findall(res.stdout)
+                     if what.startswith("command install:")]
     return {**stats(times), "slowest_steps": slowest}, (stats(installs) if installs else None)
 
 
